@@ -1,0 +1,214 @@
+"""Caption data sets: three annotation layouts read into one in-memory form.
+
+Layouts (detected from the JSON's shape):
+
+* ActivityNet Captions (dense): ``{video_id: {"duration", "timestamps": [[s, e], ...],
+  "sentences": [...]}}``. YouCook2 and ViTT convert to it. ShapesWorld writes it.
+* MSR-VTT (clip-level): ``{"videos": [{"video_id"}, ...], "sentences": [{"video_id",
+  "caption"}, ...]}``: every sentence describes the whole clip.
+* COCO captions (images): ``{"images": [{"id", "file_name"}], "annotations": [{"image_id",
+  "caption"}]}``: an image is a one-frame video.
+
+All become :class:`VideoItem` s whose :class:`Segment` s say which sentences describe which
+seconds. Media files are looked up by file stem (or ``file_name``) in the annotation file's folder
+and its ``videos/`` and ``images/`` subfolders.
+
+Example:
+    >>> data = load_dataset("data/shapes/train")
+    >>> data.items[0].segments[0].sentences
+    ('a red circle moves left',)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ANNOTATION_NAMES = ("captions.json", "annotations.json")
+_MEDIA_SUBDIRS = (".", "videos", "images")
+
+
+class DataError(ValueError):
+    """A data set cannot be read; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Seconds [start, end) of a video described by one or more reference sentences."""
+
+    start: float
+    end: float
+    sentences: tuple[str, ...]
+
+    def covers(self, time: float) -> bool:
+        """Whether the frame at ``time`` seconds lies in this segment."""
+        return self.start <= time < self.end
+
+
+@dataclass(frozen=True)
+class VideoItem:
+    """One video (or image) with its captioned segments."""
+
+    video_id: str
+    path: Path
+    segments: tuple[Segment, ...]
+
+    def target_at(self, time: float) -> Segment | None:
+        """The segment covering ``time`` (the latest-starting one if several), else None."""
+        covering = [s for s in self.segments if s.covers(time)]
+        return max(covering, key=lambda s: s.start) if covering else None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A loaded data set: its annotation file, layout name and items."""
+
+    annotation: Path
+    layout: str
+    items: tuple[VideoItem, ...]
+
+    def sentences(self) -> list[str]:
+        """Every reference sentence (for building a vocabulary)."""
+        return [s for item in self.items for seg in item.segments for s in seg.sentences]
+
+
+def find_annotation(path: str | Path) -> Path:
+    """Resolve a data set argument (a folder or a JSON file) to its annotation file."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    for name in ANNOTATION_NAMES:
+        if (path / name).is_file():
+            return path / name
+    candidates = sorted(path.glob("*.json"))
+    if len(candidates) == 1:
+        return candidates[0]
+    raise DataError(f"{path}: expected one of {', '.join(ANNOTATION_NAMES)} or a single .json file")
+
+
+def load_dataset(path: str | Path, check_media: bool = True) -> Dataset:
+    """Load a data set folder or annotation file in any of the three layouts.
+
+    Raises:
+        DataError: unreadable JSON, an unknown layout, malformed entries, or missing media.
+    """
+    annotation = find_annotation(path)
+    try:
+        raw = json.loads(annotation.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(f"{annotation}: cannot read JSON ({error})") from error
+    media = _MediaIndex(annotation.parent)
+    layout = detect_layout(raw, annotation)
+    reader = {"activitynet": _read_activitynet, "msrvtt": _read_msrvtt, "coco": _read_coco}[layout]
+    try:
+        items = reader(raw, media)
+    except (KeyError, TypeError, ValueError) as error:
+        if isinstance(error, DataError):
+            raise
+        raise DataError(f"{annotation}: malformed {layout} entry ({error!r})") from error
+    if check_media:
+        missing = [item for item in items if not item.path.is_file()]
+        if missing:
+            raise DataError(f"{annotation}: {len(missing)} media file(s) not found, first: "
+                            f"{missing[0].path}")
+    return Dataset(annotation=annotation, layout=layout, items=tuple(items))
+
+
+def detect_layout(raw: Any, source: Path | str = "<json>") -> str:
+    """Name the layout of parsed annotation JSON: "activitynet", "msrvtt" or "coco"."""
+    if isinstance(raw, dict):
+        if "images" in raw and "annotations" in raw:
+            return "coco"
+        if "videos" in raw and "sentences" in raw:
+            return "msrvtt"
+        if raw and all(isinstance(v, dict) and "sentences" in v for v in raw.values()):
+            return "activitynet"
+    raise DataError(f"{source}: not an ActivityNet Captions, MSR-VTT or COCO captions layout")
+
+
+class _MediaIndex:
+    """File-stem lookup in the annotation folder and its media subfolders."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._by_stem: dict[str, Path] = {}
+        for sub in _MEDIA_SUBDIRS:
+            folder = root / sub
+            if folder.is_dir():
+                for file in sorted(folder.iterdir()):
+                    if file.is_file() and file.suffix.lower() != ".json":
+                        self._by_stem.setdefault(file.stem, file)
+
+    def by_stem(self, stem: str) -> Path:
+        return self._by_stem.get(stem, self.root / "videos" / f"{stem}.mp4")
+
+    def by_name(self, name: str) -> Path:
+        for sub in _MEDIA_SUBDIRS:
+            candidate = self.root / sub / name
+            if candidate.is_file():
+                return candidate
+        return self.by_stem(Path(name).stem)
+
+
+def _read_activitynet(raw: dict[str, Any], media: _MediaIndex) -> list[VideoItem]:
+    items = []
+    for video_id, entry in raw.items():
+        timestamps, sentences = entry["timestamps"], entry["sentences"]
+        if len(timestamps) != len(sentences):
+            raise DataError(f"{media.root}: video {video_id} has {len(timestamps)} timestamps but "
+                            f"{len(sentences)} sentences")
+        segments = []
+        for (start, end), sentence in zip(timestamps, sentences):
+            start, end = float(start), float(end)
+            if not (math.isfinite(start) and math.isfinite(end) and end > start):
+                raise DataError(f"{media.root}: video {video_id} has a bad segment [{start}, {end}]")
+            segments.append(Segment(start, end, (_sentence(sentence),)))
+        items.append(VideoItem(str(video_id), media.by_stem(str(video_id)), tuple(segments)))
+    return items
+
+
+def _read_msrvtt(raw: dict[str, Any], media: _MediaIndex) -> list[VideoItem]:
+    by_video: dict[str, list[str]] = defaultdict(list)
+    for entry in raw["sentences"]:
+        by_video[str(entry["video_id"])].append(_sentence(entry["caption"]))
+    items = []
+    for video in raw["videos"]:
+        video_id = str(video["video_id"])
+        if not by_video[video_id]:
+            continue
+        # A clip-level caption covers the whole clip, whatever its length.
+        segment = Segment(0.0, math.inf, tuple(by_video[video_id]))
+        items.append(VideoItem(video_id, media.by_stem(video_id), (segment,)))
+    return items
+
+
+def _read_coco(raw: dict[str, Any], media: _MediaIndex) -> list[VideoItem]:
+    by_image: dict[str, list[str]] = defaultdict(list)
+    for entry in raw["annotations"]:
+        by_image[str(entry["image_id"])].append(_sentence(entry["caption"]))
+    items = []
+    for image in raw["images"]:
+        image_id = str(image["id"])
+        if not by_image[image_id]:
+            continue
+        path = media.by_name(str(image["file_name"]))
+        items.append(VideoItem(image_id, path, (Segment(0.0, math.inf, tuple(by_image[image_id])),)))
+    return items
+
+
+def _sentence(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"caption must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def frame_targets(item: VideoItem, times: Sequence[float]) -> list[Segment | None]:
+    """The segment each sampled frame must describe (None: the frame carries no loss)."""
+    return [item.target_at(float(t)) for t in times]

@@ -1,0 +1,421 @@
+"""The LRCN model: frame encoder, recurrent memory with a motion stream, and word captioner.
+
+Data flow for one stream, one sampled frame at a time (``step``), or a whole sequence at once
+(``forward``), with identical results:
+
+    frame (H, W, 3) uint8 --FrameEncoder--> appearance (F,), thumbnail (3, m, m)
+    appearance, thumbnail, cont, state --Memory--> memory output (H_mem,), new state
+    memory output --Captioner (greedy / beam)--> caption tokens
+
+``cont`` is the Caffe LRCN continuation flag: 0 at the first frame of a sequence (or after a
+discontinuity) clears the carried state, 1 carries it. The motion stream keeps the previous
+frame's thumbnail and a running average of thumbnails in the state, like ``h`` and ``c``, and
+sees the differences to them: deep pooled features hardly change when a shape moves a few pixels,
+while a pixel difference shows the direction of motion and growth directly.
+
+The FrameEncoder is stateless (the batched ONNX encoder); Memory and Captioner are the small
+step graphs that carry per-stream state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lrcn.backbones import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    backbone_channels,
+    build_backbone,
+)
+from lrcn.vocab import BOS_ID, EOS_ID, PAD_ID
+
+
+@dataclass(frozen=True)
+class LRCNConfig:
+    """Every hyperparameter that rebuilds the model (saved in checkpoints and bundles)."""
+
+    vocab_size: int
+    backbone: str = "efficientnet_lite0"
+    pretrained: bool = True
+    input_size: int = 224  # square RGB input, pixels
+    pool: str = "grid"  # "avg" (global average) or "grid" (k x k average cells)
+    grid: int = 3
+    finetune: bool = False  # train the backbone too (otherwise frozen, features cacheable)
+    feature_dim: int = 256  # projection of the pooled appearance features
+    motion: bool = True  # the frame-difference motion stream
+    motion_pool: int = 4  # thumbnail = input averaged over motion_pool x motion_pool pixels
+    motion_channels: int = 48
+    motion_dim: int = 128
+    motion_decay: float = 0.7  # running-average weight of the past thumbnails
+    memory_layers: int = 2
+    memory_hidden: int = 384
+    word_embed: int = 64
+    word_hidden: int = 256
+    max_caption_len: int = 16  # tokens including <eos>
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.pool not in ("avg", "grid"):
+            raise ValueError(f"pool must be 'avg' or 'grid', got {self.pool!r}")
+        if self.input_size % self.motion_pool:
+            raise ValueError(f"input_size {self.input_size} is not a multiple of motion_pool "
+                             f"{self.motion_pool}")
+
+    @property
+    def cells(self) -> int:
+        """Spatial cells of the pooled appearance feature."""
+        return self.grid * self.grid if self.pool == "grid" else 1
+
+    @property
+    def appearance_dim(self) -> int:
+        """Length of the encoder's pooled appearance vector."""
+        return backbone_channels(self.backbone) * self.cells
+
+    @property
+    def thumb_size(self) -> int:
+        """Side of the motion stream's thumbnail."""
+        return self.input_size // self.motion_pool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LRCNConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        return cls(**data)
+
+
+class MemoryState(NamedTuple):
+    """Recurrent state of a batch of streams.
+
+    h, c: (layers, B, memory_hidden); prev, avg: (B, 3, m, m) thumbnails (motion stream).
+    """
+
+    h: torch.Tensor
+    c: torch.Tensor
+    prev: torch.Tensor
+    avg: torch.Tensor
+
+
+class FrameEncoder(nn.Module):
+    """Stateless per-frame encoder: uint8 RGB frames -> pooled appearance + thumbnail."""
+
+    def __init__(self, config: LRCNConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = build_backbone(config.backbone, config.pretrained)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0)
+        self.set_finetune(config.finetune)
+
+    def set_finetune(self, finetune: bool) -> None:
+        """Freeze the backbone (features can then be cached) or let it train."""
+        for p in self.backbone.parameters():
+            p.requires_grad_(finetune)
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode a batch of frames.
+
+        Args:
+            frames: (N, S, S, 3) uint8 RGB, S = config.input_size.
+        Returns:
+            appearance (N, appearance_dim) float; thumbnail (N, 3, m, m) in [0, 1].
+        """
+        x = frames.permute(0, 3, 1, 2).float()  # (N, 3, S, S), 0..255
+        features = self.backbone((x - self.mean) / self.std)  # (N, C, h, w)
+        side = self.config.grid if self.config.pool == "grid" else 1
+        appearance = F.adaptive_avg_pool2d(features, side).flatten(1)  # (N, C * side * side)
+        thumbnail = F.avg_pool2d(x / 255.0, self.config.motion_pool)  # (N, 3, m, m)
+        return appearance, thumbnail
+
+
+class MotionStream(nn.Module):
+    """Small CNN over [thumbnail, thumbnail - previous, thumbnail - running average]."""
+
+    def __init__(self, config: LRCNConfig) -> None:
+        super().__init__()
+        ch = config.motion_channels
+        self.convs = nn.Sequential(
+            nn.Conv2d(9, ch, 5, stride=2, padding=2), nn.ReLU(),
+            nn.Conv2d(ch, ch, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(ch, ch, 3, stride=2, padding=1), nn.ReLU(),
+        )
+        self.out = nn.Linear(2 * ch, config.motion_dim)
+
+    def forward(self, stacked: torch.Tensor) -> torch.Tensor:
+        """(N, 9, m, m) -> (N, motion_dim)."""
+        y = self.convs(stacked)  # (N, ch, m/8, m/8)
+        # Max pooling finds the moving edge wherever the object is; the average keeps its extent.
+        pooled = torch.cat([y.mean(dim=(2, 3)), y.amax(dim=(2, 3))], dim=1)  # (N, 2 * ch)
+        return F.relu(self.out(pooled))
+
+
+class Memory(nn.Module):
+    """Projection + motion stream + stacked LSTM carried across frames."""
+
+    # Differences of thumbnails are small numbers; scale them to the thumbnail's range.
+    _DIFF_GAIN = 4.0
+
+    def __init__(self, config: LRCNConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.project = nn.Sequential(
+            nn.Dropout(config.dropout), nn.Linear(config.appearance_dim, config.feature_dim),
+            nn.ReLU())
+        self.motion = MotionStream(config) if config.motion else None
+        in_dim = config.feature_dim + (config.motion_dim if config.motion else 0)
+        self.lstm = nn.LSTM(in_dim, config.memory_hidden, config.memory_layers,
+                            dropout=config.dropout if config.memory_layers > 1 else 0.0)
+        self.drop = nn.Dropout(config.dropout)
+
+    def init_state(self, batch: int, device: torch.device | None = None) -> MemoryState:
+        """Zero state for ``batch`` streams (the first step must have cont = 0 anyway)."""
+        cfg = self.config
+        zeros = torch.zeros(cfg.memory_layers, batch, cfg.memory_hidden, device=device)
+        thumb = torch.zeros(batch, 3, cfg.thumb_size, cfg.thumb_size, device=device)
+        return MemoryState(zeros, zeros.clone(), thumb, thumb.clone())
+
+    def _motion_inputs(
+        self, thumbs: torch.Tensor, cont: torch.Tensor, state: MemoryState
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Stack thumbnails with their differences, walking the time axis.
+
+        thumbs: (B, T, 3, m, m); cont: (B, T). Returns (B, T, 9, m, m) and the last prev, avg.
+        """
+        prev, avg = state.prev, state.avg
+        decay = self.config.motion_decay
+        stacked = []
+        for t in range(thumbs.shape[1]):
+            x = thumbs[:, t]  # (B, 3, m, m)
+            keep = cont[:, t].view(-1, 1, 1, 1)
+            # At a reset the past is the present: both differences are zero.
+            prev = keep * prev + (1 - keep) * x
+            avg = keep * avg + (1 - keep) * x
+            stacked.append(torch.cat([x, self._DIFF_GAIN * (x - prev),
+                                      self._DIFF_GAIN * (x - avg)], dim=1))
+            prev, avg = x, decay * avg + (1 - decay) * x
+        return torch.stack(stacked, dim=1), prev, avg
+
+    def forward(
+        self,
+        appearance: torch.Tensor,
+        thumbs: torch.Tensor,
+        cont: torch.Tensor,
+        state: MemoryState,
+    ) -> tuple[torch.Tensor, MemoryState]:
+        """Run T steps.
+
+        Args:
+            appearance: (B, T, appearance_dim); thumbs: (B, T, 3, m, m);
+            cont: (B, T) float, 0 resets the state before that step, 1 carries it.
+            state: carried state from the previous call (or ``init_state``).
+        Returns:
+            memory output (B, T, memory_hidden) and the state after the last step.
+        """
+        B, T = cont.shape
+        z = self.project(appearance)  # (B, T, feature_dim)
+        prev, avg = state.prev, state.avg
+        if self.motion is not None:
+            stacked, prev, avg = self._motion_inputs(thumbs, cont, state)  # (B, T, 9, m, m)
+            motion = self.motion(stacked.flatten(0, 1)).view(B, T, -1)  # (B, T, motion_dim)
+            z = torch.cat([z, motion], dim=2)
+        h, c = state.h, state.c
+        outputs = []
+        for t in range(T):
+            keep = cont[:, t].view(1, B, 1)
+            out, (h, c) = self.lstm(z[:, t].unsqueeze(0), (h * keep, c * keep))  # (1, B, H)
+            outputs.append(out[0])
+        y = self.drop(torch.stack(outputs, dim=1))  # (B, T, memory_hidden)
+        return y, MemoryState(h, c, prev, avg)
+
+    def step(
+        self, appearance: torch.Tensor, thumb: torch.Tensor, cont: torch.Tensor, state: MemoryState
+    ) -> tuple[torch.Tensor, MemoryState]:
+        """One frame for B streams: appearance (B, F), thumb (B, 3, m, m), cont (B,)."""
+        y, state = self.forward(appearance.unsqueeze(1), thumb.unsqueeze(1), cont.unsqueeze(1),
+                                state)
+        return y[:, 0], state
+
+
+class Captioner(nn.Module):
+    """Word LSTM conditioned on a memory output (factored LRCN).
+
+    The memory output sets the word LSTM's initial state and is fed, projected, at every word.
+    """
+
+    def __init__(self, config: LRCNConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.word_embed, padding_idx=PAD_ID)
+        self.context = nn.Linear(config.memory_hidden, config.word_embed)
+        self.init_h = nn.Linear(config.memory_hidden, config.word_hidden)
+        self.init_c = nn.Linear(config.memory_hidden, config.word_hidden)
+        self.lstm = nn.LSTM(2 * config.word_embed, config.word_hidden, batch_first=True)
+        self.drop = nn.Dropout(config.dropout)
+        self.logits = nn.Linear(config.word_hidden, config.vocab_size)
+
+    def start(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Initial word state from memory outputs (N, memory_hidden).
+
+        Returns context (N, word_embed), h (1, N, word_hidden), c (1, N, word_hidden).
+        """
+        context = torch.tanh(self.context(memory))
+        h = torch.tanh(self.init_h(memory)).unsqueeze(0)
+        c = self.init_c(memory).unsqueeze(0)
+        return context, h, c
+
+    def forward(self, memory: torch.Tensor, tokens_in: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: memory (N, memory_hidden), tokens_in (N, L) -> logits (N, L, V)."""
+        context, h, c = self.start(memory)
+        words = self.embed(tokens_in)  # (N, L, word_embed)
+        ctx = context.unsqueeze(1).expand(-1, tokens_in.shape[1], -1)  # (N, L, word_embed)
+        out, _ = self.lstm(torch.cat([words, ctx], dim=2), (h, c))  # (N, L, word_hidden)
+        return self.logits(self.drop(out))
+
+    def word_step(
+        self, token: torch.Tensor, context: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One word for N captions: token (N,) -> log-probabilities (N, V), h, c."""
+        x = torch.cat([self.embed(token), context], dim=1).unsqueeze(1)  # (N, 1, 2 * word_embed)
+        out, (h, c) = self.lstm(x, (h, c))
+        return F.log_softmax(self.logits(out[:, 0]), dim=-1), h, c
+
+
+class LRCN(nn.Module):
+    """Encoder + memory + captioner; see the module docstring for the data flow."""
+
+    def __init__(self, config: LRCNConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = FrameEncoder(config)
+        self.memory = Memory(config)
+        self.captioner = Captioner(config)
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Weights that training changes (a frozen ImageNet backbone is rebuilt from its file)."""
+        state = self.state_dict()
+        if self.config.finetune or not self.config.pretrained:
+            return state
+        return {k: v for k, v in state.items() if not k.startswith("encoder.backbone.")}
+
+    @torch.no_grad()
+    def caption_frames(
+        self, frames: torch.Tensor, beam: int = 1, batch: int = 32
+    ) -> list[list[int]]:
+        """Caption every frame of one sequence (fresh state): frames (T, S, S, 3) uint8."""
+        appearance, thumbs = [], []
+        for i in range(0, frames.shape[0], batch):
+            a, t = self.encoder(frames[i : i + batch])
+            appearance.append(a)
+            thumbs.append(t)
+        return self.caption_features(torch.cat(appearance), torch.cat(thumbs), beam=beam)
+
+    @torch.no_grad()
+    def caption_features(
+        self, appearance: torch.Tensor, thumbs: torch.Tensor, beam: int = 1
+    ) -> list[list[int]]:
+        """Caption encoded frames of one sequence: appearance (T, F), thumbs (T, 3, m, m)."""
+        T = appearance.shape[0]
+        cont = torch.ones(1, T)
+        cont[0, 0] = 0.0
+        memory, _ = self.memory(appearance.unsqueeze(0), thumbs.unsqueeze(0), cont,
+                                self.memory.init_state(1))
+        return decode(self.captioner, memory[0], self.config.max_caption_len, beam)
+
+
+def decode(
+    captioner: Captioner, memory: torch.Tensor, max_len: int, beam: int = 1
+) -> list[list[int]]:
+    """Greedy (beam=1) or beam search decoding of N captions from memory outputs (N, H).
+
+    Returns token ids per caption, without ``<bos>`` and ``<eos>``.
+    """
+    if beam <= 1:
+        return _greedy(captioner, memory, max_len)
+    return _beam_search(captioner, memory, max_len, beam)
+
+
+def _greedy(captioner: Captioner, memory: torch.Tensor, max_len: int) -> list[list[int]]:
+    N = memory.shape[0]
+    context, h, c = captioner.start(memory)
+    token = torch.full((N,), BOS_ID, dtype=torch.long)
+    done = torch.zeros(N, dtype=torch.bool)
+    words = []
+    for _ in range(max_len):
+        logp, h, c = captioner.word_step(token, context, h, c)
+        token = logp.argmax(dim=1)
+        token = torch.where(done, torch.full_like(token, EOS_ID), token)
+        words.append(token)
+        done |= token == EOS_ID
+        if bool(done.all()):
+            break
+    ids = torch.stack(words, dim=1).tolist()  # (N, L)
+    return [_strip(row) for row in ids]
+
+
+def _beam_search(
+    captioner: Captioner, memory: torch.Tensor, max_len: int, beam: int
+) -> list[list[int]]:
+    N, V = memory.shape[0], captioner.config.vocab_size
+    context, h, c = captioner.start(memory)
+    # Expand every caption to `beam` hypotheses: (N * beam, ...).
+    context = context.repeat_interleave(beam, dim=0)
+    h, c = h.repeat_interleave(beam, dim=1), c.repeat_interleave(beam, dim=1)
+    scores = torch.full((N, beam), float("-inf"))
+    scores[:, 0] = 0.0  # all hypotheses start identical: keep one alive
+    token = torch.full((N * beam,), BOS_ID, dtype=torch.long)
+    finished = torch.zeros(N, beam, dtype=torch.bool)
+    history = torch.zeros(N, beam, 0, dtype=torch.long)
+    for _ in range(max_len):
+        logp, h, c = captioner.word_step(token, context, h, c)
+        logp = logp.view(N, beam, V)
+        # A finished hypothesis only extends with <eos> at no cost, so its score stays put.
+        eos_only = torch.full((V,), float("-inf"))
+        eos_only[EOS_ID] = 0.0
+        logp = torch.where(finished.unsqueeze(2), eos_only, logp)
+        total = (scores.unsqueeze(2) + logp).view(N, beam * V)
+        scores, flat = total.topk(beam, dim=1)  # (N, beam)
+        origin, token_nb = flat // V, flat % V
+        history = torch.cat([history.gather(1, origin.unsqueeze(2).expand(-1, -1, history.shape[2])),
+                             token_nb.unsqueeze(2)], dim=2)
+        finished = finished.gather(1, origin) | (token_nb == EOS_ID)
+        rows = (origin + torch.arange(N).unsqueeze(1) * beam).view(-1)
+        h, c = h[:, rows], c[:, rows]
+        token = token_nb.view(-1)
+        if bool(finished.all()):
+            break
+    best = scores.argmax(dim=1)
+    return [_strip(history[n, best[n]].tolist()) for n in range(N)]
+
+
+def _strip(ids: list[int]) -> list[int]:
+    out = []
+    for i in ids:
+        if i == EOS_ID:
+            break
+        out.append(i)
+    return out
+
+
+def caption_targets(
+    token_ids: list[list[int]], max_len: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher-forcing inputs and targets for captions given as ids ending in ``<eos>``.
+
+    Returns tokens_in (N, L) starting with ``<bos>`` and targets (N, L) padded with ``<pad>``.
+    """
+    L = min(max(len(t) for t in token_ids), max_len)
+    tokens_in = torch.full((len(token_ids), L), PAD_ID, dtype=torch.long)
+    targets = torch.full((len(token_ids), L), PAD_ID, dtype=torch.long)
+    for n, ids in enumerate(token_ids):
+        ids = ids[:L]
+        targets[n, : len(ids)] = torch.tensor(ids)
+        tokens_in[n, 0] = BOS_ID
+        tokens_in[n, 1 : len(ids)] = torch.tensor(ids[:-1])
+    return tokens_in, targets

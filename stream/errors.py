@@ -1,0 +1,11 @@
+"""Exception types for errors a user can cause; each carries a one-line message naming the input."""
+
+from __future__ import annotations
+
+
+class StreamError(Exception):
+    """Base class of the runtime's user-facing errors."""
+
+
+class MediaError(StreamError):
+    """A media input cannot be opened or decoded (names the input)."""

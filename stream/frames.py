@@ -1,0 +1,158 @@
+"""The one frame sampling and conversion path, shared by training, evaluation and streaming.
+
+Frames are sampled by presentation time at ``sample_fps`` (never by frame index) and converted to
+RGB at the model's input size inside libswscale, so that training and runtime see identical pixels.
+
+Example:
+    >>> for frame in iter_sampled_frames("clip.mp4", sample_fps=10, size=(224, 224)):
+    ...     print(frame.index, frame.time, frame.rgb.shape)   # 0 0.0 (224, 224, 3)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from stream.errors import MediaError
+
+# Sample times are k / sample_fps; a frame whose time is within this tolerance of a sample time
+# counts as at that time (PTS are rationals, their float conversion is not exact).
+_TIME_EPS = 1e-6
+# Bilinear is cheap and, unlike FFmpeg's default (bicubic), has no ringing on flat synthetic
+# colours; what matters most is that every caller uses the same one.
+_INTERPOLATION = "BILINEAR"
+
+
+@dataclass(frozen=True)
+class SampledFrame:
+    """One sampled frame.
+
+    Attributes:
+        index: position in the sampled sequence (0, 1, 2, ...).
+        time: presentation time in seconds from the start of the video.
+        rgb: (H, W, 3) uint8 RGB pixels at the requested size.
+    """
+
+    index: int
+    time: float
+    rgb: np.ndarray
+
+
+class TimeSampler:
+    """Decides, frame by frame, which frames to keep so that kept frames are ``1/fps`` apart.
+
+    A frame is kept when it is the first at or after the next sample time; the next sample time
+    is then the first grid point ``k / fps`` after the kept frame. ``fps=None`` keeps every frame.
+    Sources at 25, 30 or 60 fps therefore give the same sample times (up to a source frame).
+
+    Example:
+        >>> sampler = TimeSampler(10)
+        >>> [t for t in (0.0, 0.04, 0.08, 0.12, 0.16, 0.2) if sampler.accept(t)]
+        [0.0, 0.12, 0.2]
+    """
+
+    def __init__(self, fps: float | None) -> None:
+        if fps is not None and not (fps > 0 and math.isfinite(fps)):
+            raise ValueError(f"sample fps must be a positive number, got {fps!r}")
+        self.fps = fps
+        self._next = -math.inf
+
+    def accept(self, time: float) -> bool:
+        """Return whether the frame at ``time`` seconds is sampled (and advance if so)."""
+        if self.fps is None:
+            return True
+        if time < self._next - _TIME_EPS:
+            return False
+        self._next = (math.floor(time * self.fps + _TIME_EPS) + 1) / self.fps
+        return True
+
+    def reset(self) -> None:
+        """Forget the last sample (after a discontinuity the next frame is always kept)."""
+        self._next = -math.inf
+
+
+def frame_to_rgb(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
+    """Convert a decoded frame to (H, W, 3) uint8 RGB at ``size`` = (width, height) in swscale."""
+    width, height = size
+    array = frame.to_ndarray(
+        width=width, height=height, format="rgb24", interpolation=_INTERPOLATION, threads=1
+    )
+    return np.ascontiguousarray(array)
+
+
+def iter_sampled_frames(
+    path: str | Path,
+    sample_fps: float | None,
+    size: tuple[int, int],
+    thread_type: str | None = None,
+) -> Iterator[SampledFrame]:
+    """Decode ``path`` and yield its frames sampled by presentation time.
+
+    Args:
+        path: a video file or a still image (an image is a one-frame video).
+        sample_fps: samples per second of video time; None keeps every frame.
+        size: (width, height) of the RGB output.
+        thread_type: PyAV decoder threading ("AUTO", "FRAME", "SLICE") or None for FFmpeg's default.
+
+    Raises:
+        MediaError: the input cannot be opened, has no video stream, or fails to decode.
+    """
+    sampler = TimeSampler(sample_fps)
+    name = str(path)
+    try:
+        container = av.open(name)
+    except (av.FFmpegError, OSError) as error:
+        raise MediaError(f"{name}: cannot open ({_reason(error)})") from error
+    with container:
+        if not container.streams.video:
+            raise MediaError(f"{name}: no video stream")
+        stream = container.streams.video[0]
+        if thread_type is not None:
+            stream.thread_type = thread_type
+        origin: float | None = None
+        if stream.start_time is not None and stream.time_base is not None:
+            origin = float(stream.start_time * stream.time_base)
+        index = 0
+        decoded = 0
+        try:
+            for frame in container.decode(stream):
+                time = frame.time
+                if time is None:  # still images and some raw streams carry no timestamps
+                    rate = float(stream.average_rate) if stream.average_rate else 1.0
+                    time = decoded / rate
+                decoded += 1
+                if origin is None:
+                    origin = time
+                time -= origin
+                if not sampler.accept(time):
+                    continue
+                yield SampledFrame(index=index, time=time, rgb=frame_to_rgb(frame, size))
+                index += 1
+        except av.FFmpegError as error:
+            raise MediaError(f"{name}: decode failed after {decoded} frames "
+                             f"({_reason(error)})") from error
+        if decoded == 0:
+            raise MediaError(f"{name}: no decodable video frames")
+
+
+def read_sampled_frames(
+    path: str | Path, sample_fps: float | None, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return all sampled frames of ``path`` as ((T, H, W, 3) uint8, (T,) float64 seconds)."""
+    frames = list(iter_sampled_frames(path, sample_fps, size))
+    width, height = size
+    if not frames:
+        return np.zeros((0, height, width, 3), np.uint8), np.zeros((0,), np.float64)
+    rgb = np.stack([f.rgb for f in frames])
+    times = np.array([f.time for f in frames], dtype=np.float64)
+    return rgb, times
+
+
+def _reason(error: BaseException) -> str:
+    text = getattr(error, "strerror", None) or str(error)
+    return str(text).splitlines()[0] if text else type(error).__name__
