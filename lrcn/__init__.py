@@ -1,0 +1,1 @@
+"""LRCN model, data pipeline, training and evaluation."""

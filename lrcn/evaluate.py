@@ -1,0 +1,154 @@
+"""Evaluate a checkpoint's per-frame captions on one or more data splits.
+
+Example:
+    python -m lrcn.evaluate --checkpoint runs/shapes/best.pt --data data/shapes/test \
+        --novel data/shapes/novel --out runs/shapes/eval.json
+
+For every split and decoding (greedy, and beam search of each --beam width) it reports:
+  * frame exact match: the emitted caption equals a reference of the segment covering the frame
+    (frames outside every segment are not counted);
+  * event exact match and COCO caption metrics (BLEU-1..4, METEOR, ROUGE-L, CIDEr) of the caption
+    emitted at each segment's last sampled frame, against that segment's references;
+  * caption lag: sampled frames from a segment's start until the emitted caption is correct and
+    stays so (median and 90th percentile; a segment that never settles counts as infinite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lrcn.checkpoint import CheckpointError, load_checkpoint
+from lrcn.data import DataError, VideoItem, load_dataset
+from lrcn.features import encode_videos
+from lrcn.metrics import (
+    MetricsError,
+    caption_lag,
+    coco_caption_scores,
+    frame_exact_match,
+    lag_summary,
+    normalize_caption,
+)
+from lrcn.train import predict
+
+log = logging.getLogger("lrcn.evaluate")
+
+
+def score_split(
+    items: Sequence[VideoItem],
+    times: Sequence[Sequence[float]],
+    captions: Sequence[Sequence[str]],
+    meteor: bool = True,
+) -> dict[str, Any]:
+    """All metrics for one split, given each video's sampled-frame times and emitted captions."""
+    correct = counted = 0
+    event_hits, lags = 0, []
+    candidates: dict[str, str] = {}
+    references: dict[str, list[str]] = {}
+    for item, t, caps in zip(items, times, captions):
+        targets = [seg.sentences if seg else None
+                   for seg in (item.target_at(float(x)) for x in t)]
+        c, n = frame_exact_match(caps, targets)
+        correct, counted = correct + c, counted + n
+        for k, seg in enumerate(item.segments):
+            frames = [i for i, x in enumerate(t) if seg.covers(float(x))]
+            if not frames:
+                continue  # a segment shorter than the sampling interval
+            last = frames[-1]
+            key = f"{item.video_id}#{k}"
+            candidates[key] = caps[last]
+            references[key] = list(seg.sentences)
+            refs = {normalize_caption(s) for s in seg.sentences}
+            event_hits += normalize_caption(caps[last]) in refs
+            lags.append(caption_lag(caps, frames[0], last + 1, seg.sentences))
+    result: dict[str, Any] = {
+        "videos": len(items),
+        "frames": counted,
+        "frame_exact_match": correct / counted if counted else None,
+        "events": len(candidates),
+        "event_exact_match": event_hits / len(candidates) if candidates else None,
+        "caption_lag_frames": lag_summary(lags),
+    }
+    if candidates:
+        result["coco"] = coco_caption_scores(candidates, references, meteor=meteor)
+    return result
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    p = argparse.ArgumentParser(prog="python -m lrcn.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", type=Path, required=True, help="a .pt file from lrcn.train")
+    p.add_argument("--data", type=Path, required=True, help="test split: folder or annotation JSON")
+    p.add_argument("--novel", type=Path, help="a 'novel combinations' split, scored separately")
+    p.add_argument("--beam", type=int, nargs="*", default=[3],
+                   help="beam widths to evaluate besides greedy (default: 3; none: greedy only)")
+    p.add_argument("--sample-fps", type=float,
+                   help="sampling rate (default: the one the checkpoint was trained at)")
+    p.add_argument("--out", type=Path, help="write the results JSON here (default: print only)")
+    p.add_argument("--cache-dir", type=Path, default=Path("cache/features"),
+                   help="encoded-frame cache shared with training (default: %(default)s)")
+    p.add_argument("--engine", choices=["onnx", "torch"], default="onnx",
+                   help="how encoder features are computed")
+    p.add_argument("--no-meteor", action="store_true",
+                   help="skip METEOR (its Java process takes ~10 s to start)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the evaluation that ``args`` describe and return the results dictionary."""
+    model, vocab, payload = load_checkpoint(args.checkpoint)
+    sample_fps = args.sample_fps or payload["provenance"]["sample_fps"]
+    results: dict[str, Any] = {"checkpoint": str(args.checkpoint), "sample_fps": sample_fps,
+                               "splits": {}}
+    splits = {"test": args.data} | ({"novel": args.novel} if args.novel else {})
+    for name, path in splits.items():
+        data = load_dataset(path)
+        videos = encode_videos(data.items, model.encoder, sample_fps, args.cache_dir, args.engine,
+                               not args.no_progress)
+        split: dict[str, Any] = {"data": str(path)}
+        for beam in [1] + [b for b in args.beam if b > 1]:
+            captions = predict(model, videos, vocab, beam=beam)
+            label = "greedy" if beam == 1 else f"beam{beam}"
+            split[label] = score_split(data.items, [v.times for v in videos], captions,
+                                       meteor=not args.no_meteor)
+            log.info("%s %s: %s", name, label, _headline(split[label]))
+        results["splits"][name] = split
+    return results
+
+
+def _headline(scores: dict[str, Any]) -> str:
+    lag = scores["caption_lag_frames"]
+    coco = scores.get("coco", {})
+    return (f"frame EM {scores['frame_exact_match']:.4f}, event EM "
+            f"{scores['event_exact_match']:.4f}, lag median {lag['median']} p90 {lag['p90']}, "
+            + ", ".join(f"{k} {v:.4f}" for k, v in coco.items()))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Evaluate; prints the results JSON and returns a process exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = get_args_parser().parse_args(argv)
+    try:
+        results = evaluate(args)
+    except (CheckpointError, DataError, MetricsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    text = json.dumps(results, indent=2, allow_nan=False)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_name(args.out.name + ".tmp")
+        tmp.write_text(text + "\n")
+        tmp.replace(args.out)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

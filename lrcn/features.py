@@ -1,0 +1,161 @@
+"""Encoded frames of a data set, computed once and cached on disk.
+
+With a frozen backbone the encoder's outputs (pooled appearance + motion thumbnail) depend only on
+the video, the sample rate and the encoder, so epochs read them from ``<cache>/<key>.npz`` instead
+of re-running the CNN. The key hashes the video's path, size and mtime, ``sample_fps``, the encoder
+configuration and the backbone's weights.
+
+By default the encoder runs through ONNX Runtime (several times faster than eager PyTorch on a
+CPU, and the same graph kind the streaming runtime runs); ``engine="torch"`` runs it eagerly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lrcn.data import VideoItem
+from lrcn.model import FrameEncoder
+from stream.frames import read_sampled_frames
+
+log = logging.getLogger(__name__)
+
+_CACHE_VERSION = 1
+_BATCH = 32
+
+
+@dataclass(frozen=True)
+class EncodedVideo:
+    """Encoder outputs of one video's sampled frames.
+
+    appearance (T, F) float32; thumbs (T, 3, m, m) float32; times (T,) seconds.
+    """
+
+    item: VideoItem
+    appearance: np.ndarray
+    thumbs: np.ndarray
+    times: np.ndarray
+
+
+def _encoder_fingerprint(encoder: FrameEncoder, sample_fps: float) -> str:
+    cfg = encoder.config
+    digest = hashlib.sha1()
+    settings = {"v": _CACHE_VERSION, "fps": sample_fps, "backbone": cfg.backbone,
+                "size": cfg.input_size, "pool": cfg.pool, "grid": cfg.grid,
+                "motion_pool": cfg.motion_pool}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    for name, tensor in encoder.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _video_key(path: Path, fingerprint: str) -> str:
+    stat = path.stat()
+    text = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{fingerprint}"
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+class _OnnxEncoder:
+    """The frozen encoder exported once to ONNX and run with ONNX Runtime on the CPU."""
+
+    def __init__(self, encoder: FrameEncoder, path: Path) -> None:
+        import onnxruntime as ort
+
+        if not path.is_file():
+            size = encoder.config.input_size
+            dummy = torch.zeros(2, size, size, 3, dtype=torch.uint8)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            torch.onnx.export(encoder.eval(), (dummy,), str(tmp), input_names=["frames"],
+                              output_names=["appearance", "thumbnail"], dynamo=False,
+                              dynamic_axes={"frames": {0: "n"}, "appearance": {0: "n"},
+                                            "thumbnail": {0: "n"}}, opset_version=17)
+            os.replace(tmp, path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = os.cpu_count() or 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        appearance, thumbs = self.session.run(None, {"frames": frames})
+        return appearance, thumbs
+
+
+def _torch_runner(encoder: FrameEncoder) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    def run(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            appearance, thumbs = encoder.eval()(torch.from_numpy(frames))
+        return appearance.numpy(), thumbs.numpy()
+
+    return run
+
+
+def encode_videos(
+    items: Sequence[VideoItem],
+    encoder: FrameEncoder,
+    sample_fps: float,
+    cache_dir: str | Path | None,
+    engine: str = "onnx",
+    progress: bool = True,
+) -> list[EncodedVideo]:
+    """Encode every item's sampled frames, reading and filling the on-disk cache.
+
+    Args:
+        items: videos (or images) to encode.
+        encoder: the frozen frame encoder.
+        sample_fps: samples per second of video time.
+        cache_dir: where ``.npz`` files live; None disables caching.
+        engine: "onnx" (ONNX Runtime) or "torch" (eager).
+    """
+    fingerprint = _encoder_fingerprint(encoder, sample_fps)
+    cache = Path(cache_dir) if cache_dir is not None else None
+    runner: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
+    size = encoder.config.input_size
+    out = []
+    for item in _progress(items, progress, "encoding frames"):
+        file = cache / f"{_video_key(item.path, fingerprint)}.npz" if cache else None
+        if file is not None and file.is_file():
+            with np.load(file) as saved:
+                out.append(EncodedVideo(item, saved["appearance"], saved["thumbs"],
+                                        saved["times"]))
+            continue
+        if runner is None:
+            if engine == "onnx":
+                onnx_dir = cache if cache is not None else Path(tempfile.mkdtemp())
+                runner = _OnnxEncoder(encoder, onnx_dir / f"encoder-{fingerprint[:16]}.onnx")
+            else:
+                runner = _torch_runner(encoder)
+        frames, times = read_sampled_frames(item.path, sample_fps, (size, size))
+        parts = [runner(frames[i : i + _BATCH]) for i in range(0, len(frames), _BATCH)]
+        appearance = np.concatenate([p[0] for p in parts]).astype(np.float32)
+        thumbs = np.concatenate([p[1] for p in parts]).astype(np.float32)
+        if file is not None:
+            _save_atomic(file, appearance=appearance, thumbs=thumbs, times=times)
+        out.append(EncodedVideo(item, appearance, thumbs, times))
+    return out
+
+
+def _save_atomic(file: Path, **arrays: np.ndarray) -> None:
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(file.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)  # type: ignore[arg-type]
+    os.replace(tmp, file)
+
+
+def _progress(items: Sequence[VideoItem], enabled: bool, desc: str):  # type: ignore[no-untyped-def]
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="video", dynamic_ncols=True)

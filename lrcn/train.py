@@ -1,0 +1,381 @@
+"""Train an LRCN captioner.
+
+Example:
+    python -m lrcn.train --config configs/shapes.json --train data/shapes/train \
+        --val data/shapes/val --out runs/shapes
+
+Frozen-encoder features are cached on disk (``--cache-dir``); training then runs the memory and
+captioner over whole videos with truncated back-propagation through time, carrying the recurrent
+state between chunks. ``best.pt`` is the checkpoint with the best validation per-frame exact match;
+``last.pt`` is written after every epoch and is what ``--resume`` continues from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lrcn.backbones import BACKBONE_NAMES, BackboneError
+from lrcn.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from lrcn.data import DataError, load_dataset
+from lrcn.features import EncodedVideo, encode_videos
+from lrcn.metrics import frame_exact_match
+from lrcn.model import LRCN, LRCNConfig, caption_targets
+from lrcn.vocab import PAD_ID, Vocabulary
+
+log = logging.getLogger("lrcn.train")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (the model's own settings live in LRCNConfig)."""
+
+    sample_fps: float = 10.0
+    epochs: int = 30
+    minutes: float = 30.0  # wall-clock budget for training (feature caching excluded)
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    tbptt: int = 40  # frames per truncated back-propagation chunk
+    clip: float = 1.0
+    random_start: float = 0.5  # probability of starting a training sequence mid-video
+    seed: int = 0
+
+
+@dataclass
+class _Sequence:
+    """One video ready for training: encoder outputs and per-frame caption targets."""
+
+    appearance: torch.Tensor  # (T, F)
+    thumbs: torch.Tensor  # (T, 3, m, m)
+    target: list[int]  # per frame: index into `references`, -1 for no target
+    references: list[list[list[int]]]  # per segment: token ids of each reference sentence
+
+
+def _sequences(videos: Sequence[EncodedVideo], vocab: Vocabulary, max_len: int) -> list[_Sequence]:
+    out = []
+    for video in videos:
+        segments = list(video.item.segments)
+        target = []
+        for t in video.times:
+            seg = video.item.target_at(float(t))
+            target.append(segments.index(seg) if seg is not None else -1)
+        refs = [[vocab.encode(s, max_len) for s in seg.sentences] for seg in segments]
+        out.append(_Sequence(torch.from_numpy(video.appearance), torch.from_numpy(video.thumbs),
+                             target, refs))
+    return out
+
+
+def _batch(seqs: list[_Sequence], rng: random.Random, random_start: float):
+    """Pad a batch to its longest member: appearance (B, T, F), thumbs, cont (B, T), targets."""
+    starts = [rng.randrange(len(s.target) // 2 + 1) if rng.random() < random_start else 0
+              for s in seqs]
+    lengths = [len(s.target) - st for s, st in zip(seqs, starts)]
+    B, T = len(seqs), max(lengths)
+    appearance = torch.zeros(B, T, seqs[0].appearance.shape[1])
+    thumbs = torch.zeros(B, T, *seqs[0].thumbs.shape[1:])
+    cont = torch.ones(B, T)
+    cont[:, 0] = 0.0
+    targets = torch.full((B, T), -1, dtype=torch.long)
+    for b, (s, st, n) in enumerate(zip(seqs, starts, lengths)):
+        appearance[b, :n] = s.appearance[st:]
+        thumbs[b, :n] = s.thumbs[st:]
+        targets[b, :n] = torch.tensor(s.target[st:])
+    return appearance, thumbs, cont, targets
+
+
+def train_epoch(
+    model: LRCN,
+    seqs: list[_Sequence],
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    rng: random.Random,
+    deadline: float,
+    progress: bool = True,
+) -> float:
+    """One pass over ``seqs`` in shuffled batches; returns the mean token cross-entropy."""
+    model.train()
+    order = list(range(len(seqs)))
+    rng.shuffle(order)
+    batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    total, count = 0.0, 0
+    bar = _bar(len(batches), progress, "train")
+    for indices in batches:
+        if time.monotonic() > deadline:
+            break
+        batch = [seqs[i] for i in indices]
+        appearance, thumbs, cont, targets = _batch(batch, rng, cfg.random_start)
+        state = model.memory.init_state(len(batch))
+        for t0 in range(0, cont.shape[1], cfg.tbptt):
+            sl = slice(t0, t0 + cfg.tbptt)
+            memory, state = model.memory(appearance[:, sl], thumbs[:, sl], cont[:, sl], state)
+            # Truncated BPTT: the state carries on, its gradient history does not.
+            state = type(state)(*(s.detach() for s in state))
+            chunk_targets = targets[:, sl]
+            b_idx, t_idx = (chunk_targets >= 0).nonzero(as_tuple=True)
+            if len(b_idx) == 0:
+                continue
+            captions = []
+            for b, t in zip(b_idx.tolist(), t_idx.tolist()):
+                refs = batch[b].references[int(chunk_targets[b, t])]
+                captions.append(refs[rng.randrange(len(refs))])
+            tokens_in, tokens_out = caption_targets(captions, model.config.max_caption_len)
+            logits = model.captioner(memory[b_idx, t_idx], tokens_in)  # (N, L, V)
+            loss = F.cross_entropy(logits.flatten(0, 1), tokens_out.flatten(), ignore_index=PAD_ID)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            optimizer.step()
+            total += float(loss) * len(b_idx)
+            count += len(b_idx)
+        bar.update(1)
+        bar.set_postfix(loss=f"{total / max(count, 1):.3f}")
+    bar.close()
+    return total / max(count, 1)
+
+
+def predict(model: LRCN, videos: Sequence[EncodedVideo], vocab: Vocabulary,
+            beam: int = 1) -> list[list[str]]:
+    """Caption every sampled frame of each video (fresh state per video)."""
+    model.eval()
+    out = []
+    for video in videos:
+        ids = model.caption_features(torch.from_numpy(video.appearance),
+                                     torch.from_numpy(video.thumbs), beam=beam)
+        out.append([vocab.decode(i) for i in ids])
+    return out
+
+
+def frame_accuracy(model: LRCN, videos: Sequence[EncodedVideo], vocab: Vocabulary) -> float:
+    """Greedy per-frame exact match over ``videos``."""
+    correct = counted = 0
+    for video, captions in zip(videos, predict(model, videos, vocab)):
+        targets = [seg.sentences if seg else None
+                   for seg in (video.item.target_at(float(t)) for t in video.times)]
+        c, n = frame_exact_match(captions, targets)
+        correct, counted = correct + c, counted + n
+    return correct / max(counted, 1)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """The command-line interface (every option is also a --config JSON key)."""
+    p = argparse.ArgumentParser(
+        prog="python -m lrcn.train", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = LRCNConfig(vocab_size=1)
+    t = TrainConfig()
+    io = p.add_argument_group("data and output")
+    io.add_argument("--config", type=Path, help="JSON file of option defaults "
+                    "(keys are option names with underscores); command-line options override it")
+    io.add_argument("--train", type=Path, help="training data: a folder or annotation JSON "
+                    "(ActivityNet Captions, MSR-VTT or COCO captions layout)")
+    io.add_argument("--val", type=Path, help="validation data (same layouts); picks best.pt")
+    io.add_argument("--out", type=Path, help="run folder for checkpoints and logs")
+    io.add_argument("--cache-dir", type=Path, default=Path("cache/features"),
+                    help="where encoded frames are cached (default: %(default)s)")
+    io.add_argument("--engine", choices=["onnx", "torch"], default="onnx",
+                    help="how frozen features are computed: ONNX Runtime or eager PyTorch")
+    io.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    io.add_argument("--no-progress", action="store_true", help="no progress bars")
+    m = p.add_argument_group("model")
+    m.add_argument("--backbone", choices=BACKBONE_NAMES, default=d.backbone, help="frame CNN")
+    m.add_argument("--weights", choices=["imagenet", "none"], default="imagenet",
+                   help="ImageNet weights (installed offline) or random init (train from scratch)")
+    m.add_argument("--input-size", type=int, default=d.input_size, help="square input, pixels")
+    m.add_argument("--pool", choices=["avg", "grid"], default=d.pool,
+                   help="global average, or a GRID x GRID average grid (keeps position)")
+    m.add_argument("--grid", type=int, default=d.grid, help="grid cells per side")
+    m.add_argument("--finetune", action="store_true",
+                   help="train the backbone too (no feature cache; slow on a CPU)")
+    m.add_argument("--feature-dim", type=int, default=d.feature_dim)
+    m.add_argument("--no-motion", action="store_true", help="drop the frame-difference stream")
+    m.add_argument("--motion-pool", type=int, default=d.motion_pool,
+                   help="thumbnail downscale factor for the motion stream")
+    m.add_argument("--motion-channels", type=int, default=d.motion_channels)
+    m.add_argument("--motion-dim", type=int, default=d.motion_dim)
+    m.add_argument("--motion-decay", type=float, default=d.motion_decay,
+                   help="running-average weight of past thumbnails")
+    m.add_argument("--memory-layers", type=int, default=d.memory_layers)
+    m.add_argument("--memory-hidden", type=int, default=d.memory_hidden)
+    m.add_argument("--word-embed", type=int, default=d.word_embed)
+    m.add_argument("--word-hidden", type=int, default=d.word_hidden)
+    m.add_argument("--max-caption-len", type=int, default=d.max_caption_len,
+                   help="tokens per caption including <eos>")
+    m.add_argument("--dropout", type=float, default=d.dropout)
+    m.add_argument("--min-word-count", type=int, default=1,
+                   help="rarer training words become <unk>")
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--sample-fps", type=float, default=t.sample_fps,
+                   help="frames sampled per second of video, by presentation time")
+    o.add_argument("--epochs", type=int, default=t.epochs, help="cosine schedule length")
+    o.add_argument("--minutes", type=float, default=t.minutes,
+                   help="stop training after this many minutes (feature caching excluded)")
+    o.add_argument("--batch-size", type=int, default=t.batch_size, help="videos per batch")
+    o.add_argument("--lr", type=float, default=t.lr)
+    o.add_argument("--weight-decay", type=float, default=t.weight_decay)
+    o.add_argument("--tbptt", type=int, default=t.tbptt, help="frames per BPTT chunk")
+    o.add_argument("--clip", type=float, default=t.clip, help="gradient norm clip")
+    o.add_argument("--random-start", type=float, default=t.random_start,
+                   help="probability that a training sequence starts mid-video")
+    o.add_argument("--seed", type=int, default=t.seed)
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse options, taking defaults from ``--config`` first."""
+    parser = get_args_parser()
+    pre, _ = parser.parse_known_args(argv)
+    if pre.config is not None:
+        try:
+            defaults = json.loads(pre.config.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            parser.error(f"{pre.config}: cannot read config ({error})")
+        known = {a.dest for a in parser._actions}
+        unknown = sorted(set(defaults) - known)
+        if unknown:
+            parser.error(f"{pre.config}: unknown option(s) {', '.join(unknown)}")
+        parser.set_defaults(**defaults)
+    args = parser.parse_args(argv)
+    for name in ("train", "out"):
+        if getattr(args, name) is None:
+            parser.error(f"--{name} is required")
+    return args
+
+
+def _model_config(args: argparse.Namespace, vocab_size: int) -> LRCNConfig:
+    return LRCNConfig(
+        vocab_size=vocab_size, backbone=args.backbone, pretrained=args.weights == "imagenet",
+        input_size=args.input_size, pool=args.pool, grid=args.grid, finetune=args.finetune,
+        feature_dim=args.feature_dim, motion=not args.no_motion, motion_pool=args.motion_pool,
+        motion_channels=args.motion_channels, motion_dim=args.motion_dim,
+        motion_decay=args.motion_decay, memory_layers=args.memory_layers,
+        memory_hidden=args.memory_hidden, word_embed=args.word_embed,
+        word_hidden=args.word_hidden, max_caption_len=args.max_caption_len, dropout=args.dropout)
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train; returns a process exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        return _run(args)
+    except (DataError, BackboneError, CheckpointError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = _train_config(args)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    if args.finetune:
+        raise ValueError("--finetune needs end-to-end frame batches, which this trainer does "
+                         "not build yet; train with a frozen backbone")
+
+    train_data = load_dataset(args.train)
+    val_data = load_dataset(args.val) if args.val else None
+    resume = out / "last.pt"
+    state: dict[str, Any] = {}
+    if args.resume:
+        model, vocab, state = load_checkpoint(resume)
+        log.info("resuming from %s (epoch %d)", resume, state["epoch"])
+    else:
+        vocab = Vocabulary.build(train_data.sentences(), min_count=args.min_word_count)
+        model = LRCN(_model_config(args, len(vocab)))
+    mcfg = model.config
+    log.info("vocabulary: %d words; appearance features: %d", len(vocab), mcfg.appearance_dim)
+    progress = not args.no_progress
+    train_videos = encode_videos(train_data.items, model.encoder, cfg.sample_fps, args.cache_dir,
+                                 args.engine, progress)
+    val_videos = (encode_videos(val_data.items, model.encoder, cfg.sample_fps, args.cache_dir,
+                                args.engine, progress) if val_data else [])
+    seqs = _sequences(train_videos, vocab, mcfg.max_caption_len)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda e: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(e, cfg.epochs)
+                                                               / cfg.epochs)))
+    history: list[dict[str, Any]] = []
+    start_epoch, best, elapsed = 0, -1.0, 0.0
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        start_epoch, best, elapsed = state["epoch"] + 1, state["best"], state["elapsed"]
+        history = json.loads(state["history"])
+    provenance = {"train": str(args.train), "val": str(args.val), "seed": cfg.seed,
+                  "sample_fps": cfg.sample_fps, "args": _jsonable(vars(args))}
+    (out / "config.json").write_text(json.dumps(provenance["args"], indent=2) + "\n")
+
+    budget = cfg.minutes * 60 - elapsed
+    began = time.monotonic()
+    deadline = began + budget
+    for epoch in range(start_epoch, cfg.epochs):
+        if time.monotonic() >= deadline:
+            log.info("time budget of %.1f min used up", cfg.minutes)
+            break
+        loss = train_epoch(model, seqs, optimizer, cfg, rng, deadline, progress)
+        schedule.step()
+        accuracy = frame_accuracy(model, val_videos, vocab) if val_videos else float("nan")
+        spent = elapsed + time.monotonic() - began
+        row = {"epoch": epoch, "minutes": round(spent / 60, 3), "train_loss": round(loss, 5),
+               "val_frame_acc": round(accuracy, 5), "lr": optimizer.param_groups[0]["lr"]}
+        history.append(row)
+        log.info("epoch %d: loss %.4f, val per-frame exact match %.4f (%.1f min)", epoch, loss,
+                 accuracy, spent / 60)
+        improved = not val_videos or accuracy > best
+        best = max(best, accuracy) if val_videos else accuracy
+        meta = {"provenance": provenance, "epoch": epoch, "elapsed": spent,
+                "metrics": {"val_frame_acc": accuracy, "train_loss": loss}}
+        if improved:
+            save_checkpoint(out / "best.pt", model, vocab, **meta)
+        save_checkpoint(resume, model, vocab, optimizer=optimizer.state_dict(),
+                        schedule=schedule.state_dict(), best=best, history=json.dumps(history),
+                        **meta)
+        _write_logs(out, history)
+    log.info("best validation per-frame exact match: %.4f -> %s", best, out / "best.pt")
+    return 0
+
+
+def _write_logs(out: Path, history: list[dict[str, Any]]) -> None:
+    (out / "log.json").write_text(json.dumps(history, indent=2) + "\n")
+    with open(out / "log.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+
+
+def _bar(total: int, enabled: bool, desc: str):  # type: ignore[no-untyped-def]
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="batch", disable=not enabled, leave=False,
+                dynamic_ncols=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
