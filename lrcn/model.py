@@ -113,6 +113,10 @@ class FrameEncoder(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0)
         self.set_finetune(config.finetune)
+        with torch.no_grad():  # the feature map's size, fixed for a given input size
+            probe = self.backbone(torch.zeros(1, 3, config.input_size, config.input_size))
+        side = config.grid if config.pool == "grid" else 1
+        self.cells = _grid_cells(probe.shape[2], probe.shape[3], side)
 
     def set_finetune(self, finetune: bool) -> None:
         """Freeze the backbone (features can then be cached) or let it train."""
@@ -129,10 +133,20 @@ class FrameEncoder(nn.Module):
         """
         x = frames.permute(0, 3, 1, 2).float()  # (N, 3, S, S), 0..255
         features = self.backbone((x - self.mean) / self.std)  # (N, C, h, w)
-        side = self.config.grid if self.config.pool == "grid" else 1
-        appearance = F.adaptive_avg_pool2d(features, side).flatten(1)  # (N, C * side * side)
+        # Static cells (as adaptive_avg_pool2d would choose) export to ONNX as plain slices.
+        cells = [features[:, :, r0:r1, c0:c1].mean(dim=(2, 3)) for r0, r1, c0, c1 in self.cells]
+        appearance = torch.stack(cells, dim=2).flatten(1)  # (N, C * cells)
         thumbnail = F.avg_pool2d(x / 255.0, self.config.motion_pool)  # (N, 3, m, m)
         return appearance, thumbnail
+
+
+def _grid_cells(height: int, width: int, side: int) -> list[tuple[int, int, int, int]]:
+    """Row-major (r0, r1, c0, c1) cells of a side x side grid, as adaptive average pooling."""
+
+    def bounds(n: int) -> list[tuple[int, int]]:
+        return [(i * n // side, -(-(i + 1) * n // side)) for i in range(side)]
+
+    return [(r0, r1, c0, c1) for r0, r1 in bounds(height) for c0, c1 in bounds(width)]
 
 
 class MotionStream(nn.Module):
