@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,10 +77,9 @@ class _OnnxEncoder:
             dummy = torch.zeros(2, size, size, 3, dtype=torch.uint8)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
-            torch.onnx.export(encoder.eval(), (dummy,), str(tmp), input_names=["frames"],
-                              output_names=["appearance", "thumbnail"], dynamo=False,
-                              dynamic_axes={"frames": {0: "n"}, "appearance": {0: "n"},
-                                            "thumbnail": {0: "n"}}, opset_version=17)
+            with warnings.catch_warnings():  # the legacy exporter's deprecation/folding notes
+                warnings.simplefilter("ignore")
+                _export(encoder, dummy, tmp)
             os.replace(tmp, path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = os.cpu_count() or 1
@@ -89,6 +89,13 @@ class _OnnxEncoder:
     def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         appearance, thumbs = self.session.run(None, {"frames": frames})
         return appearance, thumbs
+
+
+def _export(encoder: FrameEncoder, dummy: torch.Tensor, path: Path) -> None:
+    torch.onnx.export(encoder.eval(), (dummy,), str(path), input_names=["frames"],
+                      output_names=["appearance", "thumbnail"], dynamo=False, opset_version=17,
+                      dynamic_axes={"frames": {0: "n"}, "appearance": {0: "n"},
+                                    "thumbnail": {0: "n"}})
 
 
 def _torch_runner(encoder: FrameEncoder) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:

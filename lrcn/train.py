@@ -80,10 +80,11 @@ def _sequences(videos: Sequence[EncodedVideo], vocab: Vocabulary, max_len: int) 
     return out
 
 
-def _batch(seqs: list[_Sequence], rng: random.Random, random_start: float):
-    """Pad a batch to its longest member: appearance (B, T, F), thumbs, cont (B, T), targets."""
-    starts = [rng.randrange(len(s.target) // 2 + 1) if rng.random() < random_start else 0
-              for s in seqs]
+def _batch(seqs: list[_Sequence], starts: list[int]):
+    """Pad a batch to its longest member: appearance (B, T, F), thumbs, cont (B, T), targets.
+
+    Sequence b starts at its frame ``starts[b]`` (a stream can begin mid-video).
+    """
     lengths = [len(s.target) - st for s, st in zip(seqs, starts)]
     B, T = len(seqs), max(lengths)
     appearance = torch.zeros(B, T, seqs[0].appearance.shape[1])
@@ -109,16 +110,19 @@ def train_epoch(
 ) -> float:
     """One pass over ``seqs`` in shuffled batches; returns the mean token cross-entropy."""
     model.train()
-    order = list(range(len(seqs)))
-    rng.shuffle(order)
+    starts = [rng.randrange(len(s.target) // 2 + 1) if rng.random() < cfg.random_start else 0
+              for s in seqs]
+    # Batch sequences of similar length together (little padding), in random batch order.
+    order = sorted(range(len(seqs)), key=lambda i: (len(seqs[i].target) - starts[i], rng.random()))
     batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    rng.shuffle(batches)
     total, count = 0.0, 0
     bar = _bar(len(batches), progress, "train")
     for indices in batches:
         if time.monotonic() > deadline:
             break
         batch = [seqs[i] for i in indices]
-        appearance, thumbs, cont, targets = _batch(batch, rng, cfg.random_start)
+        appearance, thumbs, cont, targets = _batch(batch, [starts[i] for i in indices])
         state = model.memory.init_state(len(batch))
         for t0 in range(0, cont.shape[1], cfg.tbptt):
             sl = slice(t0, t0 + cfg.tbptt)
@@ -140,7 +144,7 @@ def train_epoch(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             optimizer.step()
-            total += float(loss) * len(b_idx)
+            total += loss.item() * len(b_idx)
             count += len(b_idx)
         bar.update(1)
         bar.set_postfix(loss=f"{total / max(count, 1):.3f}")

@@ -1,0 +1,71 @@
+"""A tiny end-to-end run: generate a few ShapesWorld videos, train, overfit, evaluate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lrcn import evaluate, train
+from lrcn.checkpoint import load_checkpoint
+from lrcn.world import WorldConfig, generate_split
+from tests.conftest import require_tool
+
+TINY_MODEL = {
+    "backbone": "mobilenet_v3_small", "weights": "none", "input_size": 64, "pool": "avg",
+    "feature_dim": 32, "motion_pool": 4, "motion_channels": 16, "motion_dim": 32,
+    "memory_layers": 1, "memory_hidden": 64, "word_embed": 16, "word_hidden": 64,
+    "dropout": 0.0, "sample_fps": 5, "batch_size": 4, "lr": 0.01, "random_start": 0.0,
+    "engine": "torch",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    config = WorldConfig(fps=10, min_events=1, max_events=2, min_event_s=1.5, max_event_s=2.0)
+    generate_split(root, videos=4, seed=7, config=config, progress=False)
+    return root
+
+
+def test_overfits_a_handful_of_videos(tiny_world, tmp_path):
+    require_tool("java", "PTB tokenizer for the COCO metrics")
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY_MODEL))
+    out = tmp_path / "run"
+    args = ["--config", str(config), "--train", str(tiny_world), "--val", str(tiny_world),
+            "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    assert train.main([*args, "--epochs", "40", "--minutes", "1"]) == 0
+    log = json.loads((out / "log.json").read_text())
+    assert log[-1]["train_loss"] < 0.5 * log[0]["train_loss"]
+    assert max(row["val_frame_acc"] for row in log) == 1.0
+    assert {p.name for p in out.iterdir()} >= {"best.pt", "last.pt", "log.csv", "log.json",
+                                               "config.json"}
+
+    result = tmp_path / "eval.json"
+    assert evaluate.main(["--checkpoint", str(out / "best.pt"), "--data", str(tiny_world),
+                          "--out", str(result), "--cache-dir", str(tmp_path / "cache"),
+                          "--engine", "torch", "--no-meteor", "--no-progress"]) == 0
+    scores = json.loads(result.read_text())["splits"]["test"]
+    assert scores["greedy"]["frame_exact_match"] == 1.0
+    assert scores["greedy"]["event_exact_match"] == 1.0
+    assert scores["greedy"]["coco"]["BLEU-4"] > 0.99
+    assert "beam3" in scores
+
+    # Resuming continues after the last epoch rather than starting over.
+    epochs_before = len(log)
+    assert train.main([*args, "--epochs", str(epochs_before + 1), "--minutes", "10",
+                       "--resume"]) == 0
+    assert len(json.loads((out / "log.json").read_text())) == epochs_before + 1
+    model, vocab, payload = load_checkpoint(out / "last.pt")
+    assert payload["epoch"] == epochs_before
+    assert model.config.backbone == "mobilenet_v3_small" and "moves" in vocab.words
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert train.main(["--train", str(tmp_path / "absent"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "absent" in err
+    assert evaluate.main(["--checkpoint", str(tmp_path / "none.pt"), "--data",
+                          str(tmp_path)]) == 2
+    assert "none.pt" in capsys.readouterr().err
