@@ -47,6 +47,34 @@ class EncodedVideo:
     times: np.ndarray
 
 
+@dataclass(frozen=True)
+class DecodedVideo:
+    """Sampled RGB frames of one video, for end-to-end training: frames (T, S, S, 3) uint8."""
+
+    item: VideoItem
+    frames: np.ndarray
+    times: np.ndarray
+
+
+def decode_videos(
+    items: Sequence[VideoItem], sample_fps: float, size: int, progress: bool = True
+) -> list[DecodedVideo]:
+    """Decode every item's sampled frames at ``size`` x ``size`` (kept in memory)."""
+    out = []
+    for item in _progress(items, progress, "decoding frames"):
+        frames, times = read_sampled_frames(item.path, sample_fps, (size, size))
+        out.append(DecodedVideo(item, frames, times))
+    return out
+
+
+def encode_decoded(encoder: FrameEncoder, video: DecodedVideo) -> EncodedVideo:
+    """Run the (current, eager) encoder over a decoded video's frames."""
+    run = _torch_runner(encoder)
+    parts = [run(video.frames[i : i + _BATCH]) for i in range(0, len(video.frames), _BATCH)]
+    return EncodedVideo(video.item, np.concatenate([p[0] for p in parts]),
+                        np.concatenate([p[1] for p in parts]), video.times)
+
+
 def _encoder_fingerprint(encoder: FrameEncoder, sample_fps: float) -> str:
     cfg = encoder.config
     digest = hashlib.sha1()
@@ -76,7 +104,7 @@ class _OnnxEncoder:
             size = encoder.config.input_size
             dummy = torch.zeros(2, size, size, 3, dtype=torch.uint8)
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # concurrent runs may race
             with warnings.catch_warnings():  # the legacy exporter's deprecation/folding notes
                 warnings.simplefilter("ignore")
                 _export(encoder, dummy, tmp)

@@ -32,7 +32,13 @@ import torch.nn.functional as F
 from lrcn.backbones import BACKBONE_NAMES, BackboneError
 from lrcn.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from lrcn.data import DataError, load_dataset
-from lrcn.features import EncodedVideo, encode_videos
+from lrcn.features import (
+    DecodedVideo,
+    EncodedVideo,
+    decode_videos,
+    encode_decoded,
+    encode_videos,
+)
 from lrcn.metrics import frame_exact_match
 from lrcn.model import LRCN, LRCNConfig, caption_targets
 from lrcn.vocab import PAD_ID, Vocabulary
@@ -58,45 +64,62 @@ class TrainConfig:
 
 @dataclass
 class _Sequence:
-    """One video ready for training: encoder outputs and per-frame caption targets."""
+    """One video ready for training: encoder inputs or outputs, and per-frame caption targets.
 
-    appearance: torch.Tensor  # (T, F)
-    thumbs: torch.Tensor  # (T, 3, m, m)
+    With a frozen encoder ``inputs`` is (appearance (T, F), thumbs (T, 3, m, m)) from the cache;
+    when fine-tuning it is (frames (T, S, S, 3) uint8,) and the encoder runs in the training graph.
+    """
+
+    inputs: tuple[torch.Tensor, ...]
     target: list[int]  # per frame: index into `references`, -1 for no target
     references: list[list[list[int]]]  # per segment: token ids of each reference sentence
 
 
-def _sequences(videos: Sequence[EncodedVideo], vocab: Vocabulary, max_len: int) -> list[_Sequence]:
+def _sequences(
+    videos: Sequence[EncodedVideo | DecodedVideo], vocab: Vocabulary, max_len: int
+) -> list[_Sequence]:
     out = []
     for video in videos:
+        inputs = ((torch.from_numpy(video.frames),) if isinstance(video, DecodedVideo) else
+                  (torch.from_numpy(video.appearance), torch.from_numpy(video.thumbs)))
         segments = list(video.item.segments)
         target = []
         for t in video.times:
             seg = video.item.target_at(float(t))
             target.append(segments.index(seg) if seg is not None else -1)
         refs = [[vocab.encode(s, max_len) for s in seg.sentences] for seg in segments]
-        out.append(_Sequence(torch.from_numpy(video.appearance), torch.from_numpy(video.thumbs),
-                             target, refs))
+        out.append(_Sequence(inputs, target, refs))
     return out
 
 
-def _batch(seqs: list[_Sequence], starts: list[int]):
-    """Pad a batch to its longest member: appearance (B, T, F), thumbs, cont (B, T), targets.
+def _batch(
+    seqs: list[_Sequence], starts: list[int]
+) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Pad a batch to its longest member: inputs (B, T, ...) each, cont (B, T), targets (B, T).
 
     Sequence b starts at its frame ``starts[b]`` (a stream can begin mid-video).
     """
     lengths = [len(s.target) - st for s, st in zip(seqs, starts)]
     B, T = len(seqs), max(lengths)
-    appearance = torch.zeros(B, T, seqs[0].appearance.shape[1])
-    thumbs = torch.zeros(B, T, *seqs[0].thumbs.shape[1:])
+    inputs = [torch.zeros(B, T, *x.shape[1:], dtype=x.dtype) for x in seqs[0].inputs]
     cont = torch.ones(B, T)
     cont[:, 0] = 0.0
     targets = torch.full((B, T), -1, dtype=torch.long)
     for b, (s, st, n) in enumerate(zip(seqs, starts, lengths)):
-        appearance[b, :n] = s.appearance[st:]
-        thumbs[b, :n] = s.thumbs[st:]
+        for padded, x in zip(inputs, s.inputs):
+            padded[b, :n] = x[st:]
         targets[b, :n] = torch.tensor(s.target[st:])
-    return appearance, thumbs, cont, targets
+    return inputs, cont, targets
+
+
+def _encoded(model: LRCN, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(appearance (B, t, F), thumbs (B, t, 3, m, m)) of a chunk of cached or raw inputs."""
+    if len(inputs) == 2:
+        return inputs[0], inputs[1]
+    frames = inputs[0]  # (B, t, S, S, 3): fine-tuning runs the encoder inside the graph
+    appearance, thumbs = model.encoder(frames.flatten(0, 1))  # (B * t, F), (B * t, 3, m, m)
+    B, t = frames.shape[:2]
+    return appearance.view(B, t, -1), thumbs.view(B, t, *thumbs.shape[1:])
 
 
 def train_epoch(
@@ -122,11 +145,12 @@ def train_epoch(
         if time.monotonic() > deadline:
             break
         batch = [seqs[i] for i in indices]
-        appearance, thumbs, cont, targets = _batch(batch, [starts[i] for i in indices])
+        inputs, cont, targets = _batch(batch, [starts[i] for i in indices])
         state = model.memory.init_state(len(batch))
         for t0 in range(0, cont.shape[1], cfg.tbptt):
             sl = slice(t0, t0 + cfg.tbptt)
-            memory, state = model.memory(appearance[:, sl], thumbs[:, sl], cont[:, sl], state)
+            appearance, thumbs = _encoded(model, [x[:, sl] for x in inputs])
+            memory, state = model.memory(appearance, thumbs, cont[:, sl], state)
             # Truncated BPTT: the state carries on, its gradient history does not.
             state = type(state)(*(s.detach() for s in state))
             chunk_targets = targets[:, sl]
@@ -204,7 +228,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="global average, or a GRID x GRID average grid (keeps position)")
     m.add_argument("--grid", type=int, default=d.grid, help="grid cells per side")
     m.add_argument("--finetune", action="store_true",
-                   help="train the backbone too (no feature cache; slow on a CPU)")
+                   help="train the backbone too, end to end (frames are decoded into memory, "
+                        "no feature cache; slow on a CPU)")
     m.add_argument("--feature-dim", type=int, default=d.feature_dim)
     m.add_argument("--no-motion", action="store_true", help="drop the frame-difference stream")
     m.add_argument("--motion-pool", type=int, default=d.motion_pool,
@@ -293,9 +318,6 @@ def _run(args: argparse.Namespace) -> int:
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     rng = random.Random(cfg.seed)
-    if args.finetune:
-        raise ValueError("--finetune needs end-to-end frame batches, which this trainer does "
-                         "not build yet; train with a frozen backbone")
 
     train_data = load_dataset(args.train)
     val_data = load_dataset(args.val) if args.val else None
@@ -310,10 +332,16 @@ def _run(args: argparse.Namespace) -> int:
     mcfg = model.config
     log.info("vocabulary: %d words; appearance features: %d", len(vocab), mcfg.appearance_dim)
     progress = not args.no_progress
-    train_videos = encode_videos(train_data.items, model.encoder, cfg.sample_fps, args.cache_dir,
-                                 args.engine, progress)
-    val_videos = (encode_videos(val_data.items, model.encoder, cfg.sample_fps, args.cache_dir,
-                                args.engine, progress) if val_data else [])
+    val_items = val_data.items if val_data else ()
+    train_videos: Sequence[EncodedVideo | DecodedVideo]
+    if mcfg.finetune:  # the encoder changes as it trains: nothing to cache
+        train_videos = decode_videos(train_data.items, cfg.sample_fps, mcfg.input_size, progress)
+        val_frames = decode_videos(val_items, cfg.sample_fps, mcfg.input_size, progress)
+    else:
+        train_videos = encode_videos(train_data.items, model.encoder, cfg.sample_fps,
+                                     args.cache_dir, args.engine, progress)
+        val_encoded = encode_videos(val_items, model.encoder, cfg.sample_fps, args.cache_dir,
+                                    args.engine, progress)
     seqs = _sequences(train_videos, vocab, mcfg.max_caption_len)
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -341,15 +369,18 @@ def _run(args: argparse.Namespace) -> int:
             break
         loss = train_epoch(model, seqs, optimizer, cfg, rng, deadline, progress)
         schedule.step()
-        accuracy = frame_accuracy(model, val_videos, vocab) if val_videos else float("nan")
+        if mcfg.finetune:
+            model.eval()
+            val_encoded = [encode_decoded(model.encoder, v) for v in val_frames]
+        accuracy = frame_accuracy(model, val_encoded, vocab) if val_items else float("nan")
         spent = elapsed + time.monotonic() - began
         row = {"epoch": epoch, "minutes": round(spent / 60, 3), "train_loss": round(loss, 5),
                "val_frame_acc": round(accuracy, 5), "lr": optimizer.param_groups[0]["lr"]}
         history.append(row)
         log.info("epoch %d: loss %.4f, val per-frame exact match %.4f (%.1f min)", epoch, loss,
                  accuracy, spent / 60)
-        improved = not val_videos or accuracy > best
-        best = max(best, accuracy) if val_videos else accuracy
+        improved = not val_items or accuracy > best
+        best = max(best, accuracy) if val_items else accuracy
         meta = {"provenance": provenance, "epoch": epoch, "elapsed": spent,
                 "metrics": {"val_frame_acc": accuracy, "train_loss": loss}}
         if improved:

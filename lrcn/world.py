@@ -87,7 +87,7 @@ _MARGIN = 1.0
 # thread: frame threading makes the bitstream depend on scheduling.
 _X264_OPTIONS: Mapping[str, str] = MappingProxyType({
     "threads": "1",
-    "preset": "medium",
+    "preset": "veryfast",
     "crf": "23",
 })
 # x264's AVX-512 code (libx264 core 165 as bundled with PyAV 18) makes the bitstream depend on
