@@ -55,7 +55,8 @@ class _EfficientNetFeatures(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.extract_features(x)
+        features: torch.Tensor = self.model.extract_features(x)  # type: ignore[operator]
+        return features
 
 
 def _torchvision(name: str) -> Callable[[bool], nn.Module]:

@@ -41,7 +41,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a damaged file
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__})") from error
+        reason = type(error).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: unknown checkpoint format")
     return payload

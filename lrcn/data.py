@@ -165,10 +165,11 @@ def _read_activitynet(raw: dict[str, Any], media: _MediaIndex) -> list[VideoItem
             raise DataError(f"{media.root}: video {video_id} has {len(timestamps)} timestamps but "
                             f"{len(sentences)} sentences")
         segments = []
-        for (start, end), sentence in zip(timestamps, sentences):
+        for (start, end), sentence in zip(timestamps, sentences, strict=True):
             start, end = float(start), float(end)
             if not (math.isfinite(start) and math.isfinite(end) and end > start):
-                raise DataError(f"{media.root}: video {video_id} has a bad segment [{start}, {end}]")
+                raise DataError(f"{media.root}: video {video_id} has a bad segment "
+                                f"[{start}, {end}]")
             segments.append(Segment(start, end, (_sentence(sentence),)))
         items.append(VideoItem(str(video_id), media.by_stem(str(video_id)), tuple(segments)))
     return items
@@ -199,7 +200,8 @@ def _read_coco(raw: dict[str, Any], media: _MediaIndex) -> list[VideoItem]:
         if not by_image[image_id]:
             continue
         path = media.by_name(str(image["file_name"]))
-        items.append(VideoItem(image_id, path, (Segment(0.0, math.inf, tuple(by_image[image_id])),)))
+        segment = Segment(0.0, math.inf, tuple(by_image[image_id]))
+        items.append(VideoItem(image_id, path, (segment,)))
     return items
 
 

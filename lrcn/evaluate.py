@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lrcn.checkpoint import CheckpointError, load_checkpoint
 from lrcn.data import DataError, VideoItem, load_dataset
 from lrcn.features import encode_videos
@@ -41,7 +43,7 @@ log = logging.getLogger("lrcn.evaluate")
 
 def score_split(
     items: Sequence[VideoItem],
-    times: Sequence[Sequence[float]],
+    times: Sequence[Sequence[float] | np.ndarray],
     captions: Sequence[Sequence[str]],
     meteor: bool = True,
 ) -> dict[str, Any]:
@@ -50,7 +52,7 @@ def score_split(
     event_hits, lags = 0, []
     candidates: dict[str, str] = {}
     references: dict[str, list[str]] = {}
-    for item, t, caps in zip(items, times, captions):
+    for item, t, caps in zip(items, times, captions, strict=True):
         targets = [seg.sentences if seg else None
                    for seg in (item.target_at(float(x)) for x in t)]
         c, n = frame_exact_match(caps, targets)

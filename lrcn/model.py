@@ -144,7 +144,8 @@ class FrameEncoder(nn.Module):
             appearance (N, appearance_dim) float; thumbnail (N, 3, m, m) in [0, 1].
         """
         x = frames.permute(0, 3, 1, 2).float()  # (N, 3, S, S), 0..255
-        features = self.backbone((x - self.mean) / self.std)  # (N, C, h, w)
+        mean, std = self.get_buffer("mean"), self.get_buffer("std")
+        features = self.backbone((x - mean) / std)  # (N, C, h, w)
         # Static cells (as adaptive_avg_pool2d would choose) export to ONNX as plain slices.
         cells = [features[:, :, r0:r1, c0:c1].mean(dim=(2, 3)) for r0, r1, c0, c1 in self.cells]
         appearance = torch.stack(cells, dim=2).flatten(1)  # (N, C * cells)
@@ -228,7 +229,8 @@ class Memory(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Stack thumbnails with their differences to the previous one and the running average.
 
-        thumbs: (B, T, 3, m, m); cont: (B, T). Returns (B, T, MOTION_CHANNELS, m, m), last prev, avg.
+        thumbs: (B, T, 3, m, m); cont: (B, T).
+        Returns (B, T, MOTION_CHANNELS, m, m) and the last prev and avg thumbnails.
         At a reset the past is the present, so both differences are zero there.
         """
         reset = (cont == 0).view(*cont.shape, 1, 1, 1)  # (B, T, 1, 1, 1)
@@ -278,7 +280,7 @@ class Memory(nn.Module):
         resets = [t for t in range(T) if bool((cont[:, t] == 0).any())]
         bounds = sorted({0, *resets, T})
         outputs = []
-        for t0, t1 in zip(bounds[:-1], bounds[1:]):
+        for t0, t1 in zip(bounds[:-1], bounds[1:], strict=True):
             keep = cont[:, t0].view(1, B, 1)
             out, (h, c) = self.lstm(z[t0:t1], (h * keep, c * keep))  # (t1 - t0, B, H)
             outputs.append(out)
@@ -436,8 +438,8 @@ def _beam_search(
         total = (scores.unsqueeze(2) + logp).view(N, beam * V)
         scores, flat = total.topk(beam, dim=1)  # (N, beam)
         origin, token_nb = flat // V, flat % V
-        history = torch.cat([history.gather(1, origin.unsqueeze(2).expand(-1, -1, history.shape[2])),
-                             token_nb.unsqueeze(2)], dim=2)
+        kept = history.gather(1, origin.unsqueeze(2).expand(-1, -1, history.shape[2]))
+        history = torch.cat([kept, token_nb.unsqueeze(2)], dim=2)  # (N, beam, steps)
         finished = finished.gather(1, origin) | (token_nb == EOS_ID)
         rows = (origin + torch.arange(N).unsqueeze(1) * beam).view(-1)
         h, c = h[:, rows], c[:, rows]

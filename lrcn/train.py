@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from lrcn.backbones import BACKBONE_NAMES, BackboneError
-from lrcn.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from lrcn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from lrcn.data import DataError, load_dataset
 from lrcn.features import (
     DecodedVideo,
@@ -99,14 +99,14 @@ def _batch(
 
     Sequence b starts at its frame ``starts[b]`` (a stream can begin mid-video).
     """
-    lengths = [len(s.target) - st for s, st in zip(seqs, starts)]
+    lengths = [len(s.target) - st for s, st in zip(seqs, starts, strict=True)]
     B, T = len(seqs), max(lengths)
     inputs = [torch.zeros(B, T, *x.shape[1:], dtype=x.dtype) for x in seqs[0].inputs]
     cont = torch.ones(B, T)
     cont[:, 0] = 0.0
     targets = torch.full((B, T), -1, dtype=torch.long)
-    for b, (s, st, n) in enumerate(zip(seqs, starts, lengths)):
-        for padded, x in zip(inputs, s.inputs):
+    for b, (s, st, n) in enumerate(zip(seqs, starts, lengths, strict=True)):
+        for padded, x in zip(inputs, s.inputs, strict=True):
             padded[b, :n] = x[st:]
         targets[b, :n] = torch.tensor(s.target[st:])
     return inputs, cont, targets
@@ -158,7 +158,7 @@ def train_epoch(
             if len(b_idx) == 0:
                 continue
             captions = []
-            for b, t in zip(b_idx.tolist(), t_idx.tolist()):
+            for b, t in zip(b_idx.tolist(), t_idx.tolist(), strict=True):
                 refs = batch[b].references[int(chunk_targets[b, t])]
                 captions.append(refs[rng.randrange(len(refs))])
             tokens_in, tokens_out = caption_targets(captions, model.config.max_caption_len)
@@ -191,7 +191,7 @@ def predict(model: LRCN, videos: Sequence[EncodedVideo], vocab: Vocabulary,
 def frame_accuracy(model: LRCN, videos: Sequence[EncodedVideo], vocab: Vocabulary) -> float:
     """Greedy per-frame exact match over ``videos``."""
     correct = counted = 0
-    for video, captions in zip(videos, predict(model, videos, vocab)):
+    for video, captions in zip(videos, predict(model, videos, vocab), strict=True):
         targets = [seg.sentences if seg else None
                    for seg in (video.item.target_at(float(t)) for t in video.times)]
         c, n = frame_exact_match(captions, targets)

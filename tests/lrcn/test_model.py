@@ -97,7 +97,7 @@ def test_beam_search_is_at_least_as_likely_as_greedy(model, encoded):
     memory = _whole(model, appearance, thumbs, cont)
     greedy = decode(model.captioner, memory, 6)
     beam = decode(model.captioner, memory, 6, beam=4)
-    for m, g, b in zip(memory, greedy, beam):
+    for m, g, b in zip(memory, greedy, beam, strict=True):
         if len(g) < 6 and len(b) < 6:  # both finished with <eos> within the length limit
             assert _log_prob(model, m, b) >= _log_prob(model, m, g) - 1e-5
     assert decode(model.captioner, memory, 6, beam=1) == greedy
