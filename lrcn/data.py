@@ -176,33 +176,27 @@ def _read_activitynet(raw: dict[str, Any], media: _MediaIndex) -> list[VideoItem
 
 
 def _read_msrvtt(raw: dict[str, Any], media: _MediaIndex) -> list[VideoItem]:
-    by_video: dict[str, list[str]] = defaultdict(list)
-    for entry in raw["sentences"]:
-        by_video[str(entry["video_id"])].append(_sentence(entry["caption"]))
-    items = []
-    for video in raw["videos"]:
-        video_id = str(video["video_id"])
-        if not by_video[video_id]:
-            continue
-        # A clip-level caption covers the whole clip, whatever its length.
-        segment = Segment(0.0, math.inf, tuple(by_video[video_id]))
-        items.append(VideoItem(video_id, media.by_stem(video_id), (segment,)))
-    return items
+    sentences = _captions_by_id(raw["sentences"], "video_id")
+    return [_whole_clip(str(v["video_id"]), media.by_stem(str(v["video_id"])), sentences)
+            for v in raw["videos"] if sentences.get(str(v["video_id"]))]
 
 
 def _read_coco(raw: dict[str, Any], media: _MediaIndex) -> list[VideoItem]:
-    by_image: dict[str, list[str]] = defaultdict(list)
-    for entry in raw["annotations"]:
-        by_image[str(entry["image_id"])].append(_sentence(entry["caption"]))
-    items = []
-    for image in raw["images"]:
-        image_id = str(image["id"])
-        if not by_image[image_id]:
-            continue
-        path = media.by_name(str(image["file_name"]))
-        segment = Segment(0.0, math.inf, tuple(by_image[image_id]))
-        items.append(VideoItem(image_id, path, (segment,)))
-    return items
+    sentences = _captions_by_id(raw["annotations"], "image_id")
+    return [_whole_clip(str(i["id"]), media.by_name(str(i["file_name"])), sentences)
+            for i in raw["images"] if sentences.get(str(i["id"]))]
+
+
+def _captions_by_id(entries: list[dict[str, Any]], key: str) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = defaultdict(list)
+    for entry in entries:
+        grouped[str(entry[key])].append(_sentence(entry["caption"]))
+    return grouped
+
+
+def _whole_clip(item_id: str, path: Path, sentences: dict[str, list[str]]) -> VideoItem:
+    # A clip-level caption covers the whole clip (or image), whatever its length.
+    return VideoItem(item_id, path, (Segment(0.0, math.inf, tuple(sentences[item_id])),))
 
 
 def _sentence(value: Any) -> str:
