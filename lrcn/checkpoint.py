@@ -6,7 +6,6 @@ not stored (it is rebuilt from its installed weights file), which keeps checkpoi
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import torch
 
 from lrcn.model import LRCN, LRCNConfig
 from lrcn.vocab import Vocabulary
+from stream.files import write_atomically
 
 FORMAT_VERSION = 1
 
@@ -24,13 +24,9 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(path: str | Path, model: LRCN, vocab: Vocabulary, **extra: Any) -> None:
     """Write atomically: a crash leaves either the old file or the complete new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT_VERSION, "config": model.config.to_dict(),
                "vocab": vocab.to_json(), "state_dict": model.trainable_state_dict(), **extra}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: torch.save(payload, tmp))
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

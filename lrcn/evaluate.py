@@ -37,6 +37,7 @@ from lrcn.metrics import (
     normalize_caption,
 )
 from lrcn.train import predict
+from stream.files import write_text_atomically
 
 log = logging.getLogger("lrcn.evaluate")
 
@@ -144,10 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     text = json.dumps(results, indent=2, allow_nan=False)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(text + "\n")
-        tmp.replace(args.out)
+        write_text_atomically(args.out, text + "\n")
     print(text)
     return 0
 

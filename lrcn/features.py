@@ -11,6 +11,7 @@ CPU, and the same graph kind the streaming runtime runs); ``engine="torch"`` run
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -26,6 +27,7 @@ import torch
 
 from lrcn.data import VideoItem
 from lrcn.model import FrameEncoder
+from stream.files import write_atomically
 from stream.frames import read_sampled_frames
 
 log = logging.getLogger(__name__)
@@ -104,11 +106,9 @@ class _OnnxEncoder:
             size = encoder.config.input_size
             dummy = torch.zeros(2, size, size, 3, dtype=torch.uint8)
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # concurrent runs may race
             with warnings.catch_warnings():  # the legacy exporter's deprecation/folding notes
                 warnings.simplefilter("ignore")
-                _export(encoder, dummy, tmp)
-            os.replace(tmp, path)
+                write_atomically(path, lambda tmp: _export(encoder, dummy, tmp))
         options = ort.SessionOptions()
         options.intra_op_num_threads = os.cpu_count() or 1
         options.log_severity_level = 3
@@ -175,17 +175,15 @@ def encode_videos(
         appearance = np.concatenate([p[0] for p in parts]).astype(np.float32)
         thumbs = np.concatenate([p[1] for p in parts]).astype(np.float32)
         if file is not None:
-            _save_atomic(file, appearance=appearance, thumbs=thumbs, times=times)
+            arrays = {"appearance": appearance, "thumbs": thumbs, "times": times}
+            write_atomically(file, functools.partial(_savez, arrays=arrays))
         out.append(EncodedVideo(item, appearance, thumbs, times))
     return out
 
 
-def _save_atomic(file: Path, **arrays: np.ndarray) -> None:
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(file.name + ".tmp")
-    with open(tmp, "wb") as handle:
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as handle:  # a handle, or np.savez would append ".npz" to the name
         np.savez(handle, **arrays)  # type: ignore[arg-type]
-    os.replace(tmp, file)
 
 
 def _progress(items: Sequence[VideoItem], enabled: bool, desc: str):  # type: ignore[no-untyped-def]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import logging
 import math
@@ -42,6 +43,7 @@ from lrcn.features import (
 from lrcn.metrics import frame_exact_match
 from lrcn.model import LRCN, LRCNConfig, caption_targets
 from lrcn.vocab import PAD_ID, Vocabulary
+from stream.files import write_text_atomically
 
 log = logging.getLogger("lrcn.train")
 
@@ -358,7 +360,7 @@ def _run(args: argparse.Namespace) -> int:
         history = json.loads(state["history"])
     provenance = {"train": str(args.train), "val": str(args.val), "seed": cfg.seed,
                   "sample_fps": cfg.sample_fps, "args": _jsonable(vars(args))}
-    (out / "config.json").write_text(json.dumps(provenance["args"], indent=2) + "\n")
+    write_text_atomically(out / "config.json", json.dumps(provenance["args"], indent=2) + "\n")
 
     budget = cfg.minutes * 60 - elapsed
     began = time.monotonic()
@@ -394,11 +396,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _write_logs(out: Path, history: list[dict[str, Any]]) -> None:
-    (out / "log.json").write_text(json.dumps(history, indent=2) + "\n")
-    with open(out / "log.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
+    write_text_atomically(out / "log.json", json.dumps(history, indent=2) + "\n")
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=list(history[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    write_text_atomically(out / "log.csv", table.getvalue())
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ import math
 import multiprocessing
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -39,6 +39,8 @@ from typing import Any, TypeAlias
 
 import av
 import numpy as np
+
+from stream.files import write_atomically, write_text_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -365,7 +367,7 @@ def write_video(plan: VideoPlan, path: str | os.PathLike[str]) -> Path:
                 container.mux(stream.encode(frame))
             container.mux(stream.encode(None))
 
-    _write_atomically(path, write)
+    write_atomically(path, write)
     return path
 
 
@@ -420,7 +422,7 @@ def generate_split(out_dir: str | os.PathLike[str], videos: int, seed: int,
                        "captions.json ignores them", video_dir, len(stale), stale[0])
     captions_path = out_dir / CAPTIONS_NAME
     text = json.dumps(captions, indent=1) + "\n"
-    _write_atomically(captions_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_text_atomically(captions_path, text)
     logger.info("wrote %s", captions_path)
     return captions_path
 
@@ -602,18 +604,6 @@ def _write_job(job: tuple[int, int, WorldConfig, Path]) -> tuple[int, str, dict[
     plan = plan_video(seed, index, config)
     write_video(plan, video_dir / f"{plan.video_id}.mp4")
     return index, plan.video_id, plan.annotation()
-
-
-def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, then move it into place."""
-    # Same directory, so os.replace is an atomic rename; the dot keeps it out of *.mp4 globs.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _progress(items: Iterable[Any], total: int, enabled: bool) -> Iterable[Any]:

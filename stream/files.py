@@ -1,0 +1,36 @@
+"""Crash-safe file writing: a file appears under its name only once it is complete."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+
+def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it into place.
+
+    A crash at any moment leaves either the previous file or the complete new one, never a
+    half-written file under ``path``. Returns ``path``.
+
+    Example:
+        >>> write_atomically("out.json", lambda tmp: tmp.write_text("{}"))
+        PosixPath('out.json')
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Same directory, so os.replace is an atomic rename; the leading dot keeps the file out of
+    # globs such as *.mp4, and the pid keeps concurrent writers apart.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomically(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` with :func:`write_atomically`."""
+    return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
