@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,6 +205,11 @@ def _sentence(value: Any) -> str:
     return value.strip()
 
 
-def frame_targets(item: VideoItem, times: Sequence[float]) -> list[Segment | None]:
+def frame_targets(item: VideoItem, times: Iterable[float]) -> list[Segment | None]:
     """The segment each sampled frame must describe (None: the frame carries no loss)."""
     return [item.target_at(float(t)) for t in times]
+
+
+def frame_references(item: VideoItem, times: Iterable[float]) -> list[tuple[str, ...] | None]:
+    """The reference sentences of each sampled frame (None: no target), for exact match."""
+    return [seg.sentences if seg else None for seg in frame_targets(item, times)]

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from lrcn.checkpoint import CheckpointError, load_checkpoint
-from lrcn.data import DataError, VideoItem, load_dataset
+from lrcn.data import DataError, VideoItem, frame_references, load_dataset
 from lrcn.features import encode_videos
 from lrcn.metrics import (
     MetricsError,
@@ -54,9 +54,7 @@ def score_split(
     candidates: dict[str, str] = {}
     references: dict[str, list[str]] = {}
     for item, t, caps in zip(items, times, captions, strict=True):
-        targets = [seg.sentences if seg else None
-                   for seg in (item.target_at(float(x)) for x in t)]
-        c, n = frame_exact_match(caps, targets)
+        c, n = frame_exact_match(caps, frame_references(item, t))
         correct, counted = correct + c, counted + n
         for k, seg in enumerate(item.segments):
             frames = [i for i, x in enumerate(t) if seg.covers(float(x))]

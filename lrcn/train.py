@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from lrcn.backbones import BACKBONE_NAMES, BackboneError
 from lrcn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from lrcn.data import DataError, load_dataset
+from lrcn.data import DataError, frame_references, frame_targets, load_dataset
 from lrcn.features import (
     DecodedVideo,
     EncodedVideo,
@@ -85,10 +85,8 @@ def _sequences(
         inputs = ((torch.from_numpy(video.frames),) if isinstance(video, DecodedVideo) else
                   (torch.from_numpy(video.appearance), torch.from_numpy(video.thumbs)))
         segments = list(video.item.segments)
-        target = []
-        for t in video.times:
-            seg = video.item.target_at(float(t))
-            target.append(segments.index(seg) if seg is not None else -1)
+        target = [segments.index(seg) if seg is not None else -1
+                  for seg in frame_targets(video.item, video.times)]
         refs = [[vocab.encode(s, max_len) for s in seg.sentences] for seg in segments]
         out.append(_Sequence(inputs, target, refs))
     return out
@@ -194,9 +192,7 @@ def frame_accuracy(model: LRCN, videos: Sequence[EncodedVideo], vocab: Vocabular
     """Greedy per-frame exact match over ``videos``."""
     correct = counted = 0
     for video, captions in zip(videos, predict(model, videos, vocab), strict=True):
-        targets = [seg.sentences if seg else None
-                   for seg in (video.item.target_at(float(t)) for t in video.times)]
-        c, n = frame_exact_match(captions, targets)
+        c, n = frame_exact_match(captions, frame_references(video.item, video.times))
         correct, counted = correct + c, counted + n
     return correct / max(counted, 1)
 
