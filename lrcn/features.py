@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import tempfile
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 
 from lrcn.data import VideoItem
 from lrcn.model import FrameEncoder
+from lrcn.onnx_export import export_onnx
 from stream.files import write_atomically
 from stream.frames import read_sampled_frames
 
@@ -106,9 +106,8 @@ class _OnnxEncoder:
             size = encoder.config.input_size
             dummy = torch.zeros(2, size, size, 3, dtype=torch.uint8)
             path.parent.mkdir(parents=True, exist_ok=True)
-            with warnings.catch_warnings():  # the legacy exporter's deprecation/folding notes
-                warnings.simplefilter("ignore")
-                write_atomically(path, lambda tmp: _export(encoder, dummy, tmp))
+            export_onnx(encoder, (dummy,), path, ["frames"], ["appearance", "thumbnail"],
+                        {"frames": {0: "n"}, "appearance": {0: "n"}, "thumbnail": {0: "n"}})
         options = ort.SessionOptions()
         options.intra_op_num_threads = os.cpu_count() or 1
         options.log_severity_level = 3
@@ -117,13 +116,6 @@ class _OnnxEncoder:
     def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         appearance, thumbs = self.session.run(None, {"frames": frames})
         return appearance, thumbs
-
-
-def _export(encoder: FrameEncoder, dummy: torch.Tensor, path: Path) -> None:
-    torch.onnx.export(encoder.eval(), (dummy,), str(path), input_names=["frames"],
-                      output_names=["appearance", "thumbnail"], dynamo=False, opset_version=17,
-                      dynamic_axes={"frames": {0: "n"}, "appearance": {0: "n"},
-                                    "thumbnail": {0: "n"}})
 
 
 def _torch_runner(encoder: FrameEncoder) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:

@@ -266,8 +266,19 @@ class Memory(nn.Module):
         Returns:
             memory output (B, T, memory_dim) and the state after the last step.
         """
+        return self.recur(self.project(appearance), thumbs, cont, state)
+
+    def recur(
+        self,
+        features: torch.Tensor,
+        thumbs: torch.Tensor,
+        cont: torch.Tensor,
+        state: MemoryState,
+    ) -> tuple[torch.Tensor, MemoryState]:
+        """:meth:`forward` after the projection: features (B, T, feature_dim), as the bundle's
+        encoder graph emits them (the projection is folded into that graph)."""
         B, T = cont.shape
-        z = self.project(appearance)  # (B, T, feature_dim)
+        z = features
         prev, avg = state.prev, state.avg
         if self.motion is not None:
             stacked, prev, avg = self._motion_inputs(thumbs, cont, state)  # (B, T, 12, m, m)
@@ -277,7 +288,9 @@ class Memory(nn.Module):
         h, c = state.h, state.c
         # One fused LSTM call per run of steps without a reset (in training: one per chunk);
         # stepping it frame by frame is exactly equivalent, only slower.
-        resets = [t for t in range(T) if bool((cont[:, t] == 0).any())]
+        # (Step 0 always starts a run, so a one-step call has no data-dependent branch and
+        # traces to a fixed ONNX graph.)
+        resets = [t for t in range(1, T) if bool((cont[:, t] == 0).any())]
         bounds = sorted({0, *resets, T})
         outputs = []
         for t0, t1 in zip(bounds[:-1], bounds[1:], strict=True):

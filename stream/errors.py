@@ -9,3 +9,11 @@ class StreamError(Exception):
 
 class MediaError(StreamError):
     """A media input cannot be opened or decoded (names the input)."""
+
+
+class BundleError(StreamError):
+    """A model bundle is missing, damaged or inconsistent (names the file and the problem)."""
+
+
+class DeviceError(StreamError):
+    """The requested execution device (CUDA, TensorRT) cannot be used."""

@@ -1,0 +1,6 @@
+"""Turn a training checkpoint into a model bundle the torch-free runtime runs.
+
+``python -m export --checkpoint runs/shapes/best.pt --out models/shapes`` writes the bundle;
+``python -m export.validate models/shapes`` checks one; ``python -m export.parity`` compares a
+bundle's captions with the PyTorch model's. See stream/bundle.py for the format.
+"""

@@ -1,0 +1,63 @@
+"""``python -m export``: write a model bundle from a training checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from export.build import export_bundle
+from lrcn.checkpoint import CheckpointError
+from lrcn.onnx_export import OPSET
+from stream.bundle import BUNDLE_FILE
+from stream.errors import StreamError
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m export",
+        description="Export a training checkpoint to a model bundle: encoder.onnx, memory.onnx, "
+                    "captioner.onnx and bundle.json, validated before it is moved into place.")
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="checkpoint written by python -m lrcn.train (e.g. runs/x/best.pt)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="bundle directory to write (replaced if it exists)")
+    parser.add_argument("--weights", choices=["float32", "float16"], default="float32",
+                        help="storage of large weights; float16 halves the files and computes "
+                             "in float32 all the same (default: float32)")
+    parser.add_argument("--fp16", action="store_true",
+                        help="encoder computes in float16 (for GPUs; the CPU provider may not "
+                             "run it)")
+    parser.add_argument("--evaluation", type=Path,
+                        help="eval.json of python -m lrcn.evaluate for this checkpoint, recorded "
+                             "in bundle.json")
+    parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    evaluation = None
+    if args.evaluation is not None:
+        try:
+            evaluation = {"checkpoint_eval": json.loads(args.evaluation.read_text())}
+        except (OSError, json.JSONDecodeError) as err:
+            print(f"error: {args.evaluation}: cannot read evaluation results ({err})",
+                  file=sys.stderr)
+            return 2
+    try:
+        out = export_bundle(args.checkpoint, args.out, opset=args.opset, weights=args.weights,
+                            fp16=args.fp16, evaluation=evaluation)
+    except (CheckpointError, StreamError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    size = sum(p.stat().st_size for p in out.iterdir())
+    print(f"wrote {out}/ ({size / 1e6:.1f} MB); manifest {out / BUNDLE_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

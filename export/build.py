@@ -1,0 +1,109 @@
+"""Write a model bundle from a training checkpoint (see stream/bundle.py for the format)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from export.graphs import export_graphs
+from export.precision import compute_fp16, store_weights_fp16
+from lrcn.checkpoint import load_checkpoint
+from lrcn.onnx_export import OPSET
+from lrcn.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from stream.bundle import BUNDLE_FILE, FORMAT_VERSION, open_bundle, sha256_file
+from stream.files import write_text_atomically
+from stream.sessions import SessionSettings
+
+log = logging.getLogger(__name__)
+
+
+def export_bundle(
+    checkpoint: str | Path,
+    out: str | Path,
+    opset: int = OPSET,
+    weights: str = "float32",
+    fp16: bool = False,
+    evaluation: dict[str, Any] | None = None,
+) -> Path:
+    """Export ``checkpoint`` to a bundle directory ``out`` and validate it.
+
+    Args:
+        weights: "float32", or "float16" to store large weights in half precision.
+        fp16: the encoder graph computes in float16 (for GPUs; see export/precision.py).
+        evaluation: evaluation results of the checkpoint to record in bundle.json.
+
+    The bundle is assembled in a temporary directory next to ``out`` and moved into place only
+    once complete and valid; an existing bundle at ``out`` is replaced.
+    """
+    if weights not in ("float32", "float16"):
+        raise ValueError(f"weights must be float32 or float16, got {weights!r}")
+    checkpoint, out = Path(checkpoint), Path(out)
+    model, vocab, payload = load_checkpoint(checkpoint)
+    provenance = payload.get("provenance") or {}
+    if "sample_fps" not in provenance:
+        raise ValueError(f"{checkpoint}: no sample_fps in the checkpoint's provenance")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        graphs = export_graphs(model, tmp, opset)
+        if weights == "float16":
+            for graph in graphs.values():
+                store_weights_fp16(tmp / graph.file)
+        if fp16:
+            compute_fp16(tmp / graphs["encoder"].file)
+        cfg = model.config
+        files = {g.file: {"sha256": sha256_file(tmp / g.file),
+                          "bytes": (tmp / g.file).stat().st_size} for g in graphs.values()}
+        manifest = {
+            "format": FORMAT_VERSION,
+            "name": out.name,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "model": {"backbone": cfg.backbone, "input_size": cfg.input_size,
+                      "config": cfg.to_dict()},
+            "sample_fps": provenance["sample_fps"],
+            "max_caption_len": cfg.max_caption_len,
+            "vocabulary": {"tokens": vocab.to_json(), "pad": PAD_ID, "bos": BOS_ID,
+                           "eos": EOS_ID, "unk": UNK_ID},
+            "precision": {"weights": weights, "compute": "float16" if fp16 else "float32"},
+            "opset": opset,
+            "graphs": {role: g.to_json() for role, g in graphs.items()},
+            "files": files,
+            "provenance": {**provenance, "checkpoint": checkpoint.name,
+                           "checkpoint_sha256": sha256_file(checkpoint),
+                           "epoch": payload.get("epoch"), "train_seconds": payload.get("elapsed")},
+            "evaluation": {"checkpoint_val": payload.get("metrics"), **(evaluation or {})},
+        }
+        write_text_atomically(tmp / BUNDLE_FILE, json.dumps(manifest, indent=1) + "\n")
+        # fp16 compute may not run on this machine's CPU; everything else must validate here.
+        if not fp16:
+            open_bundle(tmp, SessionSettings(device="cpu"))
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    old = target.with_name(f".{target.name}.{os.getpid()}.old")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def record_evaluation(bundle: str | Path, key: str, results: dict[str, Any]) -> None:
+    """Store evaluation ``results`` under ``evaluation.<key>`` in a bundle's bundle.json.
+
+    bundle.json is not part of the checksummed files, so this does not invalidate the bundle.
+    """
+    file = Path(bundle) / BUNDLE_FILE
+    manifest = json.loads(file.read_text(encoding="utf-8"))
+    manifest.setdefault("evaluation", {})[key] = results
+    write_text_atomically(file, json.dumps(manifest, indent=1) + "\n")

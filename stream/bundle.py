@@ -1,0 +1,385 @@
+"""The model bundle: what ``python -m export`` writes and the runtime reads.
+
+A bundle is a directory::
+
+    encoder.onnx    frames (B, S, S, 3) uint8 RGB -> features (B, F), thumbnail (B, 3, m, m)
+    memory.onnx     one step of the recurrent memory for B streams, plus the word LSTM's start
+    captioner.onnx  one word for N captions: token, context, word state -> log-probs, word state
+    bundle.json     format, model settings, vocabulary, tensor names and shapes, sha256 of every
+                    file, training provenance and evaluation numbers
+
+Every axis named ``batch`` is dynamic, so any number of streams is stepped in one call.
+:func:`open_bundle` checks all of it (files, checksums, graph inputs and outputs against
+bundle.json, the vocabulary against the captioner's output, one dummy run) before anything
+streams; each problem is one :class:`BundleError` line naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from stream.errors import BundleError
+from stream.sessions import SessionSettings, choose_providers, create_session
+
+FORMAT_VERSION = 1
+BUNDLE_FILE = "bundle.json"
+BATCH = "batch"  # the name of every dynamic batch axis
+
+# Graph name -> (input names, output names). The runtime relies on these roles.
+GRAPH_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "encoder": (("frames",), ("features", "thumbnail")),
+    "memory": (("features", "thumbnail", "reset", "h", "c", "prev", "avg"),
+               ("context", "word_h", "word_c", "h_out", "c_out", "prev_out", "avg_out")),
+    "captioner": (("token", "context", "word_h", "word_c"), ("logp", "word_h_out", "word_c_out")),
+}
+SPECIAL_TOKENS = ("pad", "bos", "eos", "unk")
+
+# ONNX Runtime's type strings for the element types a bundle uses.
+_ORT_TYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32", "tensor(float16)": "float16",
+              "tensor(bool)": "bool", "tensor(int64)": "int64"}
+NUMPY_TYPES = {"uint8": np.uint8, "float32": np.float32, "float16": np.float16, "bool": np.bool_,
+               "int64": np.int64}
+
+Dim = int | str
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A graph input or output: name, element type (numpy name) and shape (``batch`` dynamic)."""
+
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    def concrete(self, batch: int) -> tuple[int, ...]:
+        """The shape with every ``batch`` axis set to ``batch``."""
+        return tuple(batch if d == BATCH else int(d) for d in self.shape)
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """One ONNX file of the bundle and its interface."""
+
+    file: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def input(self, name: str) -> TensorSpec:
+        return next(t for t in self.inputs if t.name == name)
+
+    def output(self, name: str) -> TensorSpec:
+        return next(t for t in self.outputs if t.name == name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "inputs": [t.to_json() for t in self.inputs],
+                "outputs": [t.to_json() for t in self.outputs]}
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """The parsed bundle.json of the bundle at ``path`` (nothing run yet)."""
+
+    path: Path
+    backbone: str
+    input_size: int
+    sample_fps: float
+    tokens: tuple[str, ...]
+    specials: dict[str, int]
+    max_caption_len: int
+    opset: int
+    precision: dict[str, str]
+    graphs: dict[str, GraphSpec]
+    checksums: dict[str, str]
+    provenance: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokens)
+
+    def detokenize(self, ids: list[int]) -> str:
+        """Caption text of token ids (specials dropped, stops at ``<eos>``)."""
+        skip = {self.specials["pad"], self.specials["bos"]}
+        words = []
+        for i in ids:
+            if i == self.specials["eos"]:
+                break
+            if i not in skip:
+                words.append(self.tokens[i])
+        return " ".join(words)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _Reader:
+    """Typed access to bundle.json fields; every failure names the file and the field."""
+
+    def __init__(self, file: Path) -> None:
+        self.file = file
+
+    def fail(self, message: str) -> BundleError:
+        return BundleError(f"{self.file}: {message}")
+
+    def get(self, data: Any, key: str, kind: type | tuple[type, ...], where: str = "") -> Any:
+        name = f"{where}.{key}" if where else key
+        if not isinstance(data, dict) or key not in data:
+            raise self.fail(f"missing field {name!r}")
+        value = data[key]
+        # bool is an int in Python; a JSON true where a number belongs is still wrong.
+        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _tuple(kind)):
+            expected = " or ".join(k.__name__ for k in _tuple(kind))
+            raise self.fail(f"field {name!r} must be {expected}, got {type(value).__name__}")
+        return value
+
+    def tensor(self, data: Any, where: str) -> TensorSpec:
+        name = self.get(data, "name", str, where)
+        dtype = self.get(data, "dtype", str, where)
+        if dtype not in NUMPY_TYPES:
+            raise self.fail(f"field {where}.dtype: unknown element type {dtype!r}")
+        shape = self.get(data, "shape", list, where)
+        for d in shape:
+            if not ((isinstance(d, int) and not isinstance(d, bool) and d > 0) or d == BATCH):
+                raise self.fail(f"field {where}.shape: {shape} has a dimension that is neither "
+                                f"a positive integer nor {BATCH!r}")
+        return TensorSpec(name, dtype, tuple(shape))
+
+    def graph(self, data: Any, role: str) -> GraphSpec:
+        where = f"graphs.{role}"
+        spec = GraphSpec(
+            self.get(data, "file", str, where),
+            tuple(self.tensor(t, f"{where}.inputs[{i}]")
+                  for i, t in enumerate(self.get(data, "inputs", list, where))),
+            tuple(self.tensor(t, f"{where}.outputs[{i}]")
+                  for i, t in enumerate(self.get(data, "outputs", list, where))))
+        if Path(spec.file).name != spec.file or spec.file.startswith("."):
+            raise self.fail(f"field {where}.file must be a plain file name, got {spec.file!r}")
+        inputs, outputs = GRAPH_IO[role]
+        got_in = tuple(t.name for t in spec.inputs)
+        got_out = tuple(t.name for t in spec.outputs)
+        if set(got_in) != set(inputs) or set(got_out) != set(outputs):
+            raise self.fail(f"{where} must have inputs {list(inputs)} and outputs "
+                            f"{list(outputs)}, got {list(got_in)} and {list(got_out)}")
+        return spec
+
+
+def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def read_bundle(path: str | Path) -> Bundle:
+    """Parse and type-check ``<path>/bundle.json`` (files and graphs are checked later).
+
+    Raises:
+        BundleError: the directory or bundle.json is missing, not JSON, of a newer format, or
+            has a missing or wrong-typed field.
+    """
+    root = Path(path)
+    file = root / BUNDLE_FILE
+    r = _Reader(file)
+    if not root.is_dir():
+        raise BundleError(f"{root}: model bundle directory not found")
+    if not file.is_file():
+        raise BundleError(f"{file}: missing (not a model bundle directory?)")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise r.fail(f"not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise r.fail("must hold a JSON object")
+    version = r.get(data, "format", int)
+    if version > FORMAT_VERSION:
+        raise r.fail(f"bundle format {version} is newer than this runtime reads "
+                     f"({FORMAT_VERSION}); upgrade lrcn-stream")
+    if version < 1:
+        raise r.fail(f"field 'format' must be 1..{FORMAT_VERSION}, got {version}")
+
+    model = r.get(data, "model", dict)
+    vocab = r.get(data, "vocabulary", dict)
+    tokens = r.get(vocab, "tokens", list, "vocabulary")
+    if not tokens or not all(isinstance(t, str) for t in tokens):
+        raise r.fail("field 'vocabulary.tokens' must be a non-empty list of strings")
+    specials = {k: r.get(vocab, k, int, "vocabulary") for k in SPECIAL_TOKENS}
+    for name, index in specials.items():
+        if not 0 <= index < len(tokens):
+            raise r.fail(f"field 'vocabulary.{name}' = {index} is outside the vocabulary of "
+                         f"{len(tokens)} tokens")
+    graphs_data = r.get(data, "graphs", dict)
+    graphs = {role: r.graph(r.get(graphs_data, role, dict, "graphs"), role) for role in GRAPH_IO}
+    files = r.get(data, "files", dict)
+    checksums = {}
+    for name in files:
+        checksums[name] = r.get(r.get(files, name, dict, "files"), "sha256", str, f"files.{name}")
+    sample_fps = r.get(data, "sample_fps", (int, float))
+    input_size = r.get(model, "input_size", int, "model")
+    max_len = r.get(data, "max_caption_len", int)
+    if not (math.isfinite(sample_fps) and sample_fps > 0):
+        raise r.fail(f"field 'sample_fps' must be a positive number, got {sample_fps}")
+    if input_size < 1 or max_len < 1:
+        raise r.fail("fields 'model.input_size' and 'max_caption_len' must be positive")
+    precision = r.get(data, "precision", dict)
+    return Bundle(
+        path=root,
+        backbone=r.get(model, "backbone", str, "model"),
+        input_size=input_size,
+        sample_fps=float(sample_fps),
+        tokens=tuple(tokens),
+        specials=specials,
+        max_caption_len=max_len,
+        opset=r.get(data, "opset", int),
+        precision={k: r.get(precision, k, str, "precision") for k in ("weights", "compute")},
+        graphs=graphs,
+        checksums=checksums,
+        provenance=data.get("provenance") or {},
+        evaluation=data.get("evaluation") or {},
+    )
+
+
+def check_files(bundle: Bundle) -> None:
+    """Every graph file is listed, present, and has the recorded sha256."""
+    r = _Reader(bundle.path / BUNDLE_FILE)
+    for role, graph in bundle.graphs.items():
+        if graph.file not in bundle.checksums:
+            raise r.fail(f"graphs.{role}.file {graph.file!r} has no entry in 'files'")
+    for name, expected in bundle.checksums.items():
+        if Path(name).name != name or name == BUNDLE_FILE:
+            raise r.fail(f"files: {name!r} is not a plain file name of the bundle")
+        file = bundle.path / name
+        if not file.is_file():
+            raise BundleError(f"{file}: missing (listed in {BUNDLE_FILE})")
+        actual = sha256_file(file)
+        if actual != expected:
+            raise BundleError(f"{file}: sha256 {actual[:12]}... does not match "
+                              f"{BUNDLE_FILE} ({expected[:12]}...): the file was changed or "
+                              f"damaged")
+
+
+@dataclass
+class LoadedBundle:
+    """A validated bundle with one ONNX Runtime session per graph."""
+
+    bundle: Bundle
+    sessions: dict[str, ort.InferenceSession]
+    providers: list[str]
+
+
+def open_bundle(path: str | Path, settings: SessionSettings | None = None) -> LoadedBundle:
+    """Validate the bundle at ``path`` completely and create its sessions.
+
+    Checks bundle.json, the files and their checksums, each graph's inputs and outputs against
+    bundle.json, the graphs against each other (the vocabulary against the captioner's output),
+    and runs every graph once on dummy input.
+
+    Raises:
+        BundleError: the first problem found, as one line naming the file.
+        DeviceError: the requested device cannot be used.
+    """
+    settings = settings or SessionSettings()
+    bundle = read_bundle(path)
+    check_files(bundle)
+    _check_consistency(bundle)
+    files = {role: bundle.path / g.file for role, g in bundle.graphs.items()}
+    providers = choose_providers(settings, files["captioner"])
+    sessions = {}
+    for role, graph in bundle.graphs.items():
+        try:
+            sessions[role] = create_session(files[role], settings, providers)
+        except Exception as err:  # noqa: BLE001 - ONNX Runtime raises several unrelated types
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise BundleError(f"{files[role]}: not a loadable ONNX graph ({first})") from None
+        _check_interface(files[role], graph, sessions[role])
+    loaded = LoadedBundle(bundle, sessions, providers)
+    _dummy_run(loaded)
+    return loaded
+
+
+def _check_consistency(bundle: Bundle) -> None:
+    r = _Reader(bundle.path / BUNDLE_FILE)
+    enc, mem, cap = (bundle.graphs[k] for k in ("encoder", "memory", "captioner"))
+    frames = enc.input("frames")
+    size = bundle.input_size
+    if frames.dtype != "uint8" or frames.shape != (BATCH, size, size, 3):
+        raise r.fail(f"graphs.encoder input 'frames' must be uint8 {[BATCH, size, size, 3]}, "
+                     f"got {frames.dtype} {list(frames.shape)}")
+    links = [(enc.output("features"), mem.input("features")),
+             (enc.output("thumbnail"), mem.input("thumbnail")),
+             (mem.output("context"), cap.input("context")),
+             (mem.output("word_h"), cap.input("word_h")),
+             (mem.output("word_c"), cap.input("word_c"))]
+    for state in ("h", "c", "prev", "avg"):
+        links.append((mem.output(f"{state}_out"), mem.input(state)))
+    for state in ("word_h", "word_c"):
+        links.append((cap.output(f"{state}_out"), cap.input(state)))
+    for out, inp in links:
+        if out.shape != inp.shape or out.dtype != inp.dtype:
+            raise r.fail(f"output {out.name!r} {out.dtype} {list(out.shape)} does not fit input "
+                         f"{inp.name!r} {inp.dtype} {list(inp.shape)}")
+    logp = cap.output("logp")
+    if logp.shape[-1] != bundle.vocab_size:
+        raise r.fail(f"the vocabulary has {bundle.vocab_size} tokens but the captioner's "
+                     f"'logp' has {logp.shape[-1]} entries per word")
+
+
+def _check_interface(file: Path, graph: GraphSpec, session: ort.InferenceSession) -> None:
+    for kind, specs, actual in (("input", graph.inputs, session.get_inputs()),
+                                ("output", graph.outputs, session.get_outputs())):
+        found = {a.name: a for a in actual}
+        for spec in specs:
+            a = found.pop(spec.name, None)
+            if a is None:
+                raise BundleError(f"{file}: has no {kind} {spec.name!r} (listed in "
+                                  f"{BUNDLE_FILE})")
+            dtype = _ORT_TYPES.get(a.type, a.type)
+            shape = tuple(d if isinstance(d, int) else BATCH for d in a.shape)
+            if dtype != spec.dtype or shape != spec.shape:
+                raise BundleError(f"{file}: {kind} {spec.name!r} is {dtype} {list(shape)} but "
+                                  f"{BUNDLE_FILE} says {spec.dtype} {list(spec.shape)}")
+        if found:
+            raise BundleError(f"{file}: unexpected {kind}s {sorted(found)} (not in "
+                              f"{BUNDLE_FILE})")
+
+
+def zeros(spec: TensorSpec, batch: int) -> np.ndarray:
+    """A zero array of ``spec``'s type and shape."""
+    return np.zeros(spec.concrete(batch), NUMPY_TYPES[spec.dtype])
+
+
+def _dummy_run(loaded: LoadedBundle) -> None:
+    bundle = loaded.bundle
+    values: dict[str, np.ndarray] = {}
+    for role in ("encoder", "memory", "captioner"):
+        graph = bundle.graphs[role]
+        feeds = {t.name: values.get(t.name, zeros(t, 1)) for t in graph.inputs}
+        if role == "memory":
+            feeds["reset"] = np.ones(1, np.bool_)
+        if role == "captioner":
+            feeds["token"] = np.full(1, bundle.specials["bos"], np.int64)
+        file = bundle.path / graph.file
+        try:
+            outputs = loaded.sessions[role].run(None, feeds)
+        except Exception as err:  # noqa: BLE001
+            raise BundleError(f"{file}: a dummy run failed ({str(err).splitlines()[0]})") from None
+        for spec, value in zip(loaded.sessions[role].get_outputs(), outputs, strict=True):
+            expected = graph.output(spec.name).concrete(1)
+            if value.shape != expected or not np.all(np.isfinite(value)):
+                raise BundleError(f"{file}: a dummy run gave {spec.name!r} of shape "
+                                  f"{list(value.shape)} (expected {list(expected)}) or "
+                                  f"non-finite values")
+            values[spec.name] = value

@@ -1,0 +1,152 @@
+"""ONNX Runtime sessions: which execution provider runs the graphs, and with how many threads.
+
+``device`` is what the user asks for:
+
+- ``cpu``: the CPU provider.
+- ``cuda`` / ``tensorrt``: that provider, or a :class:`DeviceError` if it cannot be created.
+- ``auto``: CUDA when it really works here, otherwise the CPU, said in one log line.
+
+The onnxruntime-gpu wheel lists CUDA and TensorRT among its available providers even on machines
+without a GPU or without the CUDA libraries; asking for them then silently falls back to the
+CPU. So a provider counts as working only when a session created with it reports it in
+``session.get_providers()``. The answer is found once per process and device and reused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnxruntime as ort
+
+from stream.errors import DeviceError
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+
+_PROVIDER = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+# ONNX Runtime severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal. Its messages are kept
+# one notch below the user's level: a user at WARNING sees ONNX Runtime's errors, not its
+# warnings about node placement.
+_SEVERITY = ((logging.DEBUG, 1), (logging.INFO, 2), (logging.WARNING, 3))
+
+
+def ort_severity(level: int) -> int:
+    """ONNX Runtime log severity for a Python logging level."""
+    for threshold, severity in _SEVERITY:
+        if level <= threshold:
+            return severity
+    return 4
+
+
+def default_threads() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """How graphs are run.
+
+    Attributes:
+        device: one of :data:`DEVICES`.
+        threads: ONNX Runtime intra-op threads; None = every usable core. On a small machine
+            leave a core to the decoders (the streaming runtime chooses this).
+        spinning: let idle intra-op threads spin (lower latency, but they burn CPU that decoder
+            threads need; off by default).
+        log_level: the user's Python logging level; ONNX Runtime logs below it.
+    """
+
+    device: str = "auto"
+    threads: int | None = None
+    spinning: bool = False
+    log_level: int = logging.WARNING
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise DeviceError(f"unknown device {self.device!r}: choose one of "
+                              f"{', '.join(DEVICES)}")
+        if self.threads is not None and self.threads < 1:
+            raise DeviceError(f"threads must be at least 1, got {self.threads}")
+
+
+def _options(settings: SessionSettings, severity: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.log_severity_level = severity
+    options.intra_op_num_threads = settings.threads or default_threads()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    spin = "1" if settings.spinning else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    return options
+
+
+def _try_session(
+    path: Path, settings: SessionSettings, providers: list[str], severity: int
+) -> ort.InferenceSession:
+    # A provider whose libraries are missing makes ONNX Runtime print an "EP Error" banner to
+    # stdout and fall back; the caller reports the outcome in its own words instead.
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return ort.InferenceSession(str(path), _options(settings, severity), providers=providers)
+
+
+@functools.cache
+def _working_provider(device: str, probe: Path) -> str | None:
+    """The provider for ``device`` if a session on ``probe`` really uses it, else None."""
+    wanted = _PROVIDER[device]
+    if wanted not in ort.get_available_providers():
+        return None
+    try:
+        session = _try_session(probe, SessionSettings(device="cpu"),
+                               [wanted, "CPUExecutionProvider"], severity=4)
+    except Exception:  # noqa: BLE001 - any failure to create the provider means "not here"
+        return None
+    return wanted if wanted in session.get_providers() else None
+
+
+def choose_providers(settings: SessionSettings, probe: str | Path) -> list[str]:
+    """Execution providers for ``settings.device``, checked by creating a session on ``probe``.
+
+    Raises:
+        DeviceError: CUDA or TensorRT was asked for explicitly and cannot be used.
+    """
+    device = settings.device
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    candidates = ["cuda"] if device == "auto" else [device]
+    for candidate in candidates:
+        provider = _working_provider(candidate, Path(probe))
+        if provider is not None:
+            if device == "auto":
+                log.info("device auto: using %s", provider)
+            fallback = ["CUDAExecutionProvider"] if provider.startswith("Tensorrt") else []
+            return [provider, *fallback, "CPUExecutionProvider"]
+    if device == "auto":
+        log.info("device auto: CUDA is not usable here (no GPU or no CUDA libraries); "
+                 "using the CPU")
+        return ["CPUExecutionProvider"]
+    raise DeviceError(f"device {device}: ONNX Runtime cannot create {_PROVIDER[device]} here "
+                      f"(no GPU, or its libraries are missing); use --device cpu or auto")
+
+
+def create_session(
+    path: str | Path, settings: SessionSettings, providers: list[str]
+) -> ort.InferenceSession:
+    """A session for the graph at ``path`` on ``providers`` (see :func:`choose_providers`)."""
+    ort.set_default_logger_severity(ort_severity(settings.log_level))
+    return _try_session(Path(path), settings, providers, ort_severity(settings.log_level))
