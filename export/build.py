@@ -96,14 +96,3 @@ def _replace_dir(new: Path, target: Path) -> None:
         os.replace(target, old)
     os.replace(new, target)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def record_evaluation(bundle: str | Path, key: str, results: dict[str, Any]) -> None:
-    """Store evaluation ``results`` under ``evaluation.<key>`` in a bundle's bundle.json.
-
-    bundle.json is not part of the checksummed files, so this does not invalidate the bundle.
-    """
-    file = Path(bundle) / BUNDLE_FILE
-    manifest = json.loads(file.read_text(encoding="utf-8"))
-    manifest.setdefault("evaluation", {})[key] = results
-    write_text_atomically(file, json.dumps(manifest, indent=1) + "\n")

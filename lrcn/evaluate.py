@@ -3,6 +3,10 @@
 Example:
     python -m lrcn.evaluate --checkpoint runs/shapes/best.pt --data data/shapes/test \
         --novel data/shapes/novel --out runs/shapes/eval.json
+    python -m lrcn.evaluate --bundle models/shapes --data data/shapes/test --record
+
+With --bundle the captions come from the exported bundle through the runtime's torch-free
+ONNX core (stream/captioning.py), every video stepped as a stream from its first frame.
 
 For every split and decoding (greedy, and beam search of each --beam width) it reports:
   * frame exact match: the emitted caption equals a reference of the segment covering the frame
@@ -37,7 +41,12 @@ from lrcn.metrics import (
     normalize_caption,
 )
 from lrcn.train import predict
+from stream.bundle import open_bundle, record_evaluation
+from stream.captioning import CaptionCore, caption_sequences
+from stream.errors import StreamError
 from stream.files import write_text_atomically
+from stream.frames import read_sampled_frames
+from stream.sessions import DEVICES, SessionSettings
 
 log = logging.getLogger("lrcn.evaluate")
 
@@ -84,7 +93,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     p = argparse.ArgumentParser(prog="python -m lrcn.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", type=Path, required=True, help="a .pt file from lrcn.train")
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", type=Path, help="a .pt file from lrcn.train")
+    model.add_argument("--bundle", type=Path,
+                       help="an exported bundle directory, run through the ONNX core")
     p.add_argument("--data", type=Path, required=True, help="test split: folder or annotation JSON")
     p.add_argument("--novel", type=Path, help="a 'novel combinations' split, scored separately")
     p.add_argument("--beam", type=int, nargs="*", default=[3],
@@ -96,6 +108,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="encoded-frame cache shared with training (default: %(default)s)")
     p.add_argument("--engine", choices=["onnx", "torch"], default="onnx",
                    help="how encoder features are computed")
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="execution device for --bundle (default: auto)")
+    p.add_argument("--record", action="store_true",
+                   help="with --bundle: store the results in the bundle's bundle.json")
     p.add_argument("--no-meteor", action="store_true",
                    help="skip METEOR (its Java process takes ~10 s to start)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -104,24 +120,79 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Run the evaluation that ``args`` describe and return the results dictionary."""
+    if args.bundle is not None:
+        return _evaluate_bundle(args)
     model, vocab, payload = load_checkpoint(args.checkpoint)
     sample_fps = args.sample_fps or payload["provenance"]["sample_fps"]
-    results: dict[str, Any] = {"checkpoint": str(args.checkpoint), "sample_fps": sample_fps,
-                               "splits": {}}
-    splits = {"test": args.data} | ({"novel": args.novel} if args.novel else {})
-    for name, path in splits.items():
+    results = {"checkpoint": str(args.checkpoint), "sample_fps": sample_fps, "splits": {}}
+    for name, path in _splits(args).items():
         data = load_dataset(path)
         videos = encode_videos(data.items, model.encoder, sample_fps, args.cache_dir, args.engine,
                                not args.no_progress)
         split: dict[str, Any] = {"data": str(path)}
-        for beam in [1] + [b for b in args.beam if b > 1]:
+        for beam in _beams(args):
             captions = predict(model, videos, vocab, beam=beam)
-            label = "greedy" if beam == 1 else f"beam{beam}"
-            split[label] = score_split(data.items, [v.times for v in videos], captions,
-                                       meteor=not args.no_meteor)
-            log.info("%s %s: %s", name, label, _headline(split[label]))
+            split[_label(beam)] = score_split(data.items, [v.times for v in videos], captions,
+                                              meteor=not args.no_meteor)
+            log.info("%s %s: %s", name, _label(beam), _headline(split[_label(beam)]))
         results["splits"][name] = split
     return results
+
+
+def _splits(args: argparse.Namespace) -> dict[str, Path]:
+    return {"test": args.data} | ({"novel": args.novel} if args.novel else {})
+
+
+def _beams(args: argparse.Namespace) -> list[int]:
+    return [1] + [b for b in args.beam if b > 1]
+
+
+def _label(beam: int) -> str:
+    return "greedy" if beam == 1 else f"beam{beam}"
+
+
+def _evaluate_bundle(args: argparse.Namespace) -> dict[str, Any]:
+    loaded = open_bundle(args.bundle, SessionSettings(device=args.device))
+    bundle = loaded.bundle
+    sample_fps = args.sample_fps or bundle.sample_fps
+    size = (bundle.input_size, bundle.input_size)
+    results: dict[str, Any] = {"bundle": str(args.bundle), "provider": loaded.providers[0],
+                               "sample_fps": sample_fps, "splits": {}}
+    for name, path in _splits(args).items():
+        items = load_dataset(path).items
+        split: dict[str, Any] = {"data": str(path)}
+        for beam in _beams(args):
+            core = CaptionCore(loaded, beam=beam)
+            times, captions = [], []
+            groups = range(0, len(items), _STREAMS)
+            bar = _progress(not args.no_progress, f"{name} {_label(beam)}", len(items))
+            for start in groups:
+                decoded = [read_sampled_frames(it.path, sample_fps, size)
+                           for it in items[start : start + _STREAMS]]
+                times += [t for _, t in decoded]
+                for caps in caption_sequences(core, [f for f, _ in decoded], streams=_STREAMS):
+                    captions.append([c.text for c in caps])
+                if bar is not None:
+                    bar.update(len(decoded))
+            if bar is not None:
+                bar.close()
+            split[_label(beam)] = score_split(items, times, captions, meteor=not args.no_meteor)
+            log.info("%s %s: %s", name, _label(beam), _headline(split[_label(beam)]))
+        results["splits"][name] = split
+    if args.record:
+        record_evaluation(args.bundle, "onnx_core", results)
+    return results
+
+
+_STREAMS = 16  # videos captioned side by side as concurrent streams
+
+
+def _progress(enabled: bool, desc: str, total: int):  # type: ignore[no-untyped-def]
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="video", dynamic_ncols=True)
 
 
 def _headline(scores: dict[str, Any]) -> str:
@@ -138,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
         results = evaluate(args)
-    except (CheckpointError, DataError, MetricsError) as error:
+    except (CheckpointError, DataError, MetricsError, StreamError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     text = json.dumps(results, indent=2, allow_nan=False)

@@ -27,6 +27,7 @@ import numpy as np
 import onnxruntime as ort
 
 from stream.errors import BundleError
+from stream.files import write_text_atomically
 from stream.sessions import SessionSettings, choose_providers, create_session
 
 FORMAT_VERSION = 1
@@ -383,3 +384,14 @@ def _dummy_run(loaded: LoadedBundle) -> None:
                                   f"{list(value.shape)} (expected {list(expected)}) or "
                                   f"non-finite values")
             values[spec.name] = value
+
+
+def record_evaluation(path: str | Path, key: str, results: dict[str, Any]) -> None:
+    """Store evaluation ``results`` under ``evaluation.<key>`` in a bundle's bundle.json.
+
+    bundle.json is not among the checksummed files, so this does not invalidate the bundle.
+    """
+    file = Path(path) / BUNDLE_FILE
+    manifest = json.loads(file.read_text(encoding="utf-8"))
+    manifest.setdefault("evaluation", {})[key] = results
+    write_text_atomically(file, json.dumps(manifest, indent=1) + "\n")

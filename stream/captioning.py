@@ -117,6 +117,11 @@ class CaptionCore:
         self._flush()
         return list(self._states)
 
+    def state(self, stream_id: Hashable) -> dict[str, np.ndarray]:
+        """A copy of a stream's recurrent state (h, c, prev, avg), batch axis removed."""
+        self._flush()
+        return {name: array.copy() for name, array in self._states[stream_id].items()}
+
     def forget(self, stream_id: Hashable) -> None:
         """Drop a stream's state (it ended); its next frame, if any, starts fresh."""
         self._flush()

@@ -111,6 +111,9 @@ def _working_provider(device: str, probe: Path) -> str | None:
     wanted = _PROVIDER[device]
     if wanted not in ort.get_available_providers():
         return None
+    # Loading a provider's libraries logs through ONNX Runtime's process-wide default logger
+    # (straight to the C++ stderr); an expected failure here is reported by the caller instead.
+    ort.set_default_logger_severity(4)
     try:
         session = _try_session(probe, SessionSettings(device="cpu"),
                                [wanted, "CPUExecutionProvider"], severity=4)
@@ -125,12 +128,19 @@ def choose_providers(settings: SessionSettings, probe: str | Path) -> list[str]:
     Raises:
         DeviceError: CUDA or TensorRT was asked for explicitly and cannot be used.
     """
+    try:
+        return _choose(settings, Path(probe))
+    finally:
+        ort.set_default_logger_severity(ort_severity(settings.log_level))
+
+
+def _choose(settings: SessionSettings, probe: Path) -> list[str]:
     device = settings.device
     if device == "cpu":
         return ["CPUExecutionProvider"]
     candidates = ["cuda"] if device == "auto" else [device]
     for candidate in candidates:
-        provider = _working_provider(candidate, Path(probe))
+        provider = _working_provider(candidate, probe)
         if provider is not None:
             if device == "auto":
                 log.info("device auto: using %s", provider)

@@ -24,3 +24,27 @@ def require_tool(executable: str, why: str) -> str:
             pytest.fail(f"LRCN_STRICT is set but {message}")
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """Four short ShapesWorld videos (the data behind every tiny model)."""
+    from tests.models import make_world
+
+    return make_world(tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_world, tmp_path_factory):
+    """A small grid-pooled, two-layer model trained briefly on ``tiny_world``."""
+    from tests.models import EXPORT_MODEL, train_tiny
+
+    return train_tiny(tiny_world, tmp_path_factory.mktemp("tiny"), EXPORT_MODEL, epochs=12)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_checkpoint, tmp_path_factory):
+    """``tiny_checkpoint`` exported to a float32 bundle. Tests must not modify it: copy it."""
+    from export.build import export_bundle
+
+    return export_bundle(tiny_checkpoint, tmp_path_factory.mktemp("bundles") / "tiny")

@@ -4,32 +4,13 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
 
 from lrcn import evaluate, train
 from lrcn.checkpoint import load_checkpoint
 from lrcn.model import LRCN
-from lrcn.world import WorldConfig, generate_split
 from tests.conftest import require_tool
-
-# ImageNet EfficientNet-Lite0 features even at 64 x 64 pixels tell the shapes apart; a randomly
-# initialised backbone's features barely vary, and overfitting them takes minutes, not seconds.
-TINY_MODEL = {
-    "backbone": "efficientnet_lite0", "weights": "imagenet", "input_size": 64, "pool": "avg",
-    "feature_dim": 32, "motion_pool": 4, "motion_channels": 16, "motion_dim": 32,
-    "memory_layers": 1, "memory_hidden": 64, "word_embed": 16, "word_hidden": 64,
-    "dropout": 0.0, "sample_fps": 5, "batch_size": 1, "tbptt": 10, "lr": 0.005,
-    "random_start": 0.0, "engine": "torch",
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("world")
-    config = WorldConfig(fps=10, min_events=1, max_events=2, min_event_s=1.5, max_event_s=2.0)
-    generate_split(root, videos=4, seed=7, config=config, progress=False)
-    return root
+from tests.models import TINY_MODEL
 
 
 def test_overfits_a_handful_of_videos(tiny_world, tmp_path):

@@ -1,0 +1,107 @@
+"""The captioning core: per-stream state, resets, batching, I/O binding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lrcn.data import load_dataset
+from stream.bundle import open_bundle
+from stream.captioning import CaptionCore, caption_sequences
+from stream.frames import read_sampled_frames
+from stream.sessions import SessionSettings
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_bundle):
+    return open_bundle(tiny_bundle, SessionSettings(device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def videos(tiny_world, loaded):
+    size = (loaded.bundle.input_size,) * 2
+    return [read_sampled_frames(item.path, loaded.bundle.sample_fps, size)[0]
+            for item in load_dataset(tiny_world).items]
+
+
+def _alone(core, frames, sid="solo"):
+    """Captions of one stream stepped frame by frame on its own."""
+    out = []
+    for t, frame in enumerate(frames):
+        out += core.step(frame[None], [sid], [t == 0])
+    core.forget(sid)
+    return [c.tokens for c in out]
+
+
+def test_streams_in_one_batch_keep_separate_state(loaded, videos):
+    core = CaptionCore(loaded)
+    a, b = videos[0], videos[1]
+    n = min(len(a), len(b))
+    together = {"a": [], "b": []}
+    for t in range(n):
+        for c in core.step(np.stack([a[t], b[t]]), ["a", "b"], [t == 0, t == 0]):
+            together[c.stream_id].append(c.tokens)
+    assert together["a"] == _alone(core, a[:n]) and together["b"] == _alone(core, b[:n])
+    assert together["a"] != together["b"]
+
+
+def test_several_frames_of_one_stream_in_a_batch_are_stepped_in_order(loaded, videos):
+    core = CaptionCore(loaded)
+    frames = videos[2][:6]
+    batched = [c.tokens for c in core.step(frames, ["s"] * 6, [True] + [False] * 5)]
+    assert batched == _alone(core, frames)
+
+
+def test_reset_starts_over_and_no_reset_carries_state(loaded, videos):
+    core = CaptionCore(loaded)
+    first, second = videos[0], videos[3]
+    for t, frame in enumerate(first):
+        core.step(frame[None], ["cam"], [t == 0])
+    after_reset = []
+    for t, frame in enumerate(second):
+        after_reset += core.step(frame[None], ["cam"], [t == 0])
+    assert [c.tokens for c in after_reset] == _alone(core, second)
+    fresh = core.state("cam")
+    # Without the reset the old video's memory is carried into the new one.
+    for t, frame in enumerate(first):
+        core.step(frame[None], ["cam"], [t == 0])
+    for frame in second:
+        core.step(frame[None], ["cam"], [False])
+    carried = core.state("cam")
+    assert fresh["h"].shape == carried["h"].shape == (2, 64)
+    assert not np.allclose(fresh["h"], carried["h"], atol=1e-3)
+
+
+def test_io_binding_gives_the_same_captions_through_changing_batches(loaded, videos):
+    plain, bound = CaptionCore(loaded, io_binding=False), CaptionCore(loaded, io_binding=True)
+    rng = np.random.default_rng(0)
+    a, b = videos[0], videos[1]
+    for t in range(min(len(a), len(b))):
+        # The same two streams most of the time (state stays resident), sometimes one alone or
+        # in the other order (state moves through the host).
+        order = [["a", "b"], ["a", "b"], ["b", "a"], ["a"]][rng.integers(4)]
+        frames = np.stack([{"a": a, "b": b}[s][t] for s in order])
+        resets = [t == 0] * len(order)
+        assert [c.tokens for c in plain.step(frames, order, resets)] == \
+            [c.tokens for c in bound.step(frames, order, resets)]
+    assert sorted(bound.streams) == ["a", "b"]
+    bound.forget("a")
+    assert bound.streams == ["b"]
+
+
+def test_caption_sequences_equals_stepping_each_alone(loaded, videos):
+    core = CaptionCore(loaded)
+    together = caption_sequences(core, videos, streams=3)
+    assert [[c.tokens for c in caps] for caps in together] == [_alone(core, v) for v in videos]
+    assert core.streams == []
+
+
+@pytest.mark.parametrize("frames, ids, resets, words", [
+    (np.zeros((1, 32, 32, 3), np.uint8), ["a"], None, "uint8"),  # wrong size
+    (np.zeros((1, 64, 64, 3), np.float32), ["a"], None, "uint8"),  # wrong type
+    (np.zeros((2, 64, 64, 3), np.uint8), ["a"], None, "stream ids"),  # ids missing
+    (np.zeros((2, 64, 64, 3), np.uint8), ["a", "b"], [True], "reset flags"),  # flags missing
+])
+def test_misuse_is_a_clear_error(loaded, frames, ids, resets, words):
+    with pytest.raises(ValueError, match=words):
+        CaptionCore(loaded).step(frames, ids, resets)

@@ -1,0 +1,58 @@
+"""The runtime captions a video in a Python where importing torch fails."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import torch
+
+from lrcn.checkpoint import load_checkpoint
+from lrcn.data import load_dataset
+from stream.frames import read_sampled_frames
+
+SCRIPT = textwrap.dedent("""
+    import importlib.abc, json, sys
+
+    class NoTraining(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in {"torch", "torchvision", "lrcn", "export"}:
+                raise ImportError(f"{name} is not installed on this deployment")
+            return None
+
+    sys.meta_path.insert(0, NoTraining())
+    from stream.bundle import open_bundle
+    from stream.captioning import CaptionCore, caption_sequences
+    from stream.frames import read_sampled_frames
+    from stream.sessions import SessionSettings
+
+    bundle, video = sys.argv[1], sys.argv[2]
+    loaded = open_bundle(bundle, SessionSettings(device="auto"))
+    b = loaded.bundle
+    frames, _ = read_sampled_frames(video, b.sample_fps, (b.input_size, b.input_size))
+    [captions] = caption_sequences(CaptionCore(loaded), [frames])
+    try:
+        import torch  # noqa: F401
+        sys.exit("torch imported")
+    except ImportError:
+        pass
+    loaded_training = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "lrcn"})
+    print(json.dumps({"captions": [list(c.tokens) for c in captions],
+                      "modules": loaded_training}))
+""")
+
+
+def test_stream_captions_a_video_without_torch(tiny_bundle, tiny_checkpoint, tiny_world):
+    video = load_dataset(tiny_world).items[0].path
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tiny_bundle), str(video)],
+                          capture_output=True, text=True, timeout=120, cwd=root)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["modules"] == []
+    model, _, _ = load_checkpoint(tiny_checkpoint)
+    frames, _ = read_sampled_frames(video, 5, (64, 64))
+    assert result["captions"] == model.caption_frames(torch.from_numpy(frames))
