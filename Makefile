@@ -1,7 +1,8 @@
 # The two commands of the README:
-#   make demo   set up, generate a small ShapesWorld, train briefly, evaluate
+#   make demo   set up, generate a small ShapesWorld, train briefly, evaluate, export a bundle
 #   make test   set up, lint, type-check and run the whole test suite
-# `make shapes` is the full run behind the README's accepted numbers (about 45 minutes).
+# `make shapes` is the full run behind the README's accepted numbers (about 45 minutes);
+# `make bundle` exports its checkpoint to models/shapes and evaluates that through the ONNX core.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +10,7 @@ PY := $(VENV)/bin/python
 DATA ?= data/shapes
 DEMO ?= data/demo
 
-.PHONY: setup demo shapes test lint clean
+.PHONY: setup demo shapes bundle test lint clean
 
 setup: $(VENV)/.installed
 
@@ -27,6 +28,9 @@ demo: setup
 		--out runs/demo --minutes 4
 	$(PY) -m lrcn.evaluate --checkpoint runs/demo/best.pt --data $(DEMO)/test \
 		--out runs/demo/eval.json
+	$(PY) -m export --checkpoint runs/demo/best.pt --out runs/demo/bundle \
+		--evaluation runs/demo/eval.json
+	$(PY) -m export.validate runs/demo/bundle --speed 1 8
 
 shapes: setup
 	$(PY) -m lrcn.world --out $(DATA)/train --videos 600 --seed 1 --holdout default --workers 2
@@ -37,6 +41,14 @@ shapes: setup
 		--out runs/shapes
 	$(PY) -m lrcn.evaluate --checkpoint runs/shapes/best.pt --data $(DATA)/test \
 		--novel $(DATA)/novel --out runs/shapes/eval.json
+
+# The shipped bundle: weights stored in float16 to stay small (see README), evaluated through the
+# torch-free ONNX core with the results recorded in its bundle.json.
+bundle: setup
+	$(PY) -m export --checkpoint runs/shapes/best.pt --out models/shapes --weights float16 \
+		--evaluation runs/shapes/eval.json
+	$(PY) -m lrcn.evaluate --bundle models/shapes --data $(DATA)/test --novel $(DATA)/novel \
+		--device cpu --record --out runs/shapes/eval-bundle.json
 
 lint: setup
 	$(PY) -m ruff check .

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
-from stream.bundle import open_bundle
+import numpy as np
+
+from stream.bundle import LoadedBundle, open_bundle
 from stream.errors import StreamError
 from stream.sessions import DEVICES, SessionSettings
 
@@ -24,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("bundle", type=Path, help="bundle directory (e.g. models/shapes)")
     parser.add_argument("--device", choices=DEVICES, default="cpu",
                         help="where to run the dummy pass (default: cpu)")
+    parser.add_argument("--speed", type=int, nargs="*", metavar="BATCH",
+                        help="also time the encoder graph at these batch sizes (default 1 8)")
     args = parser.parse_args(argv)
     try:
         loaded = open_bundle(args.bundle, SessionSettings(device=args.device))
@@ -34,7 +39,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ok {b.path}: {len(b.graphs)} graphs, {len(b.checksums)} checksums, "
           f"{b.backbone} {b.input_size}px, {b.sample_fps:g} fps, {b.vocab_size} tokens, "
           f"weights {b.precision['weights']}, on {loaded.providers[0]}")
+    if args.speed is not None:
+        for batch in args.speed or [1, 8]:
+            fps = encoder_fps(loaded, batch)
+            print(f"encoder {batch=}: {fps:.1f} frames/s on {loaded.providers[0]}")
     return 0
+
+
+def encoder_fps(loaded: LoadedBundle, batch: int, seconds: float = 3.0) -> float:
+    """Frames per second of the encoder graph at ``batch`` (random frames, after a warm-up)."""
+    size = loaded.bundle.input_size
+    frames = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    session = loaded.sessions["encoder"]
+    session.run(None, {"frames": frames})
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        session.run(None, {"frames": frames})
+        runs += 1
+    return runs * batch / (time.perf_counter() - start)
 
 
 if __name__ == "__main__":

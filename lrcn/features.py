@@ -15,7 +15,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from lrcn.model import FrameEncoder
 from lrcn.onnx_export import export_onnx
 from stream.files import write_atomically
 from stream.frames import read_sampled_frames
+from stream.sessions import SessionSettings, create_session
 
 log = logging.getLogger(__name__)
 
@@ -100,18 +100,14 @@ class _OnnxEncoder:
     """The frozen encoder exported once to ONNX and run with ONNX Runtime on the CPU."""
 
     def __init__(self, encoder: FrameEncoder, path: Path) -> None:
-        import onnxruntime as ort
-
         if not path.is_file():
             size = encoder.config.input_size
             dummy = torch.zeros(2, size, size, 3, dtype=torch.uint8)
             path.parent.mkdir(parents=True, exist_ok=True)
             export_onnx(encoder, (dummy,), path, ["frames"], ["appearance", "thumbnail"],
                         {"frames": {0: "n"}, "appearance": {0: "n"}, "thumbnail": {0: "n"}})
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = os.cpu_count() or 1
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = create_session(path, SessionSettings(device="cpu"),
+                                      ["CPUExecutionProvider"])
 
     def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         appearance, thumbs = self.session.run(None, {"frames": frames})

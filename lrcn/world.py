@@ -442,6 +442,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fps", type=int, default=30, help="frames per second (default 30)")
     parser.add_argument("--no-noise", action="store_true",
                         help="no Gaussian pixel noise (on by default)")
+    parser.add_argument("--events", type=int, nargs=2, metavar=("MIN", "MAX"), default=(1, 4),
+                        help="events per video, drawn uniformly from MIN..MAX (default 1 4)")
     parser.add_argument("--holdout", metavar="TRIPLES",
                         help="held-out 'color shape motion' triples, separated by ';' "
                              "(e.g. 'red circle moves left;blue square grows'), or 'default' "
@@ -475,7 +477,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             holdout = (NOVEL_TRIPLES if args.holdout.strip().lower() == "default"
                        else parse_triples(args.holdout))
         config = WorldConfig(fps=args.fps, noise=not args.no_noise, holdout=holdout,
-                             only_holdout=args.only_holdout)
+                             only_holdout=args.only_holdout, min_events=args.events[0],
+                             max_events=args.events[1])
     except ValueError as error:
         print(f"python -m lrcn.world: error: {error}", file=sys.stderr)
         return 2
