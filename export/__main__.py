@@ -28,8 +28,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="storage of large weights; float16 halves the files and computes "
                              "in float32 all the same (default: float32)")
     parser.add_argument("--fp16", action="store_true",
-                        help="encoder computes in float16 (for GPUs; the CPU provider may not "
-                             "run it)")
+                        help="the encoder computes in float16, for GPUs (on a CPU it runs, "
+                             "but slower than float32)")
     parser.add_argument("--evaluation", type=Path,
                         help="eval.json of python -m lrcn.evaluate for this checkpoint, recorded "
                              "in bundle.json")

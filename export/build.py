@@ -80,9 +80,7 @@ def export_bundle(
             "evaluation": {"checkpoint_val": payload.get("metrics"), **(evaluation or {})},
         }
         write_text_atomically(tmp / BUNDLE_FILE, json.dumps(manifest, indent=1) + "\n")
-        # fp16 compute may not run on this machine's CPU; everything else must validate here.
-        if not fp16:
-            open_bundle(tmp, SessionSettings(device="cpu"))
+        open_bundle(tmp, SessionSettings(device="cpu"))
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     b = loaded.bundle
     print(f"ok {b.path}: {len(b.graphs)} graphs, {len(b.checksums)} checksums, "
           f"{b.backbone} {b.input_size}px, {b.sample_fps:g} fps, {b.vocab_size} tokens, "
-          f"weights {b.precision['weights']}, on {loaded.providers[0]}")
+          f"weights {b.precision['weights']}, compute {b.precision['compute']}, "
+          f"on {loaded.providers[0]}")
     if args.speed is not None:
         for batch in args.speed or [1, 8]:
             fps = encoder_fps(loaded, batch)

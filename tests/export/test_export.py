@@ -102,7 +102,7 @@ def test_float16_weights_halve_the_files_and_keep_the_captions(tiny_checkpoint, 
     assert result["frames_identical"] >= 0.95 * result["frames"]
 
 
-def test_fp16_compute_export_keeps_the_interface(tiny_checkpoint, tmp_path):
+def test_fp16_compute_export_keeps_the_interface(tiny_checkpoint, tiny_bundle, tmp_path):
     out = export_bundle(tiny_checkpoint, tmp_path / "fp16", fp16=True)
     bundle = read_bundle(out)
     assert bundle.precision["compute"] == "float16"
@@ -111,6 +111,11 @@ def test_fp16_compute_export_keeps_the_interface(tiny_checkpoint, tmp_path):
     assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     half = [i for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
     assert len(half) > 10
+    # ONNX Runtime's CPU provider runs it too; features agree to half precision.
+    frames = np.random.default_rng(1).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    ours = CaptionCore(open_bundle(out, CPU)).encode(frames)[0]
+    reference = CaptionCore(open_bundle(tiny_bundle, CPU)).encode(frames)[0]
+    assert np.abs(ours - reference).max() <= 0.02 * np.abs(reference).max()
 
 
 def test_export_replaces_an_existing_bundle_and_leaves_no_temporaries(tiny_checkpoint,
