@@ -158,25 +158,28 @@ def _evaluate_bundle(args: argparse.Namespace) -> dict[str, Any]:
     size = (bundle.input_size, bundle.input_size)
     results: dict[str, Any] = {"bundle": str(args.bundle), "provider": loaded.providers[0],
                                "sample_fps": sample_fps, "splits": {}}
+    cores = {beam: CaptionCore(loaded, beam=beam) for beam in _beams(args)}
     for name, path in _splits(args).items():
         items = load_dataset(path).items
-        split: dict[str, Any] = {"data": str(path)}
-        for beam in _beams(args):
-            core = CaptionCore(loaded, beam=beam)
-            times, captions = [], []
-            groups = range(0, len(items), _STREAMS)
-            bar = _progress(not args.no_progress, f"{name} {_label(beam)}", len(items))
-            for start in groups:
-                decoded = [read_sampled_frames(it.path, sample_fps, size)
-                           for it in items[start : start + _STREAMS]]
-                times += [t for _, t in decoded]
+        times: list[np.ndarray] = []
+        captions: dict[int, list[list[str]]] = {beam: [] for beam in cores}
+        bar = _progress(not args.no_progress, name, len(items))
+        for start in range(0, len(items), _STREAMS):
+            # Each group of videos is decoded once and captioned by every decoding.
+            decoded = [read_sampled_frames(it.path, sample_fps, size)
+                       for it in items[start : start + _STREAMS]]
+            times += [t for _, t in decoded]
+            for beam, core in cores.items():
                 for caps in caption_sequences(core, [f for f, _ in decoded], streams=_STREAMS):
-                    captions.append([c.text for c in caps])
-                if bar is not None:
-                    bar.update(len(decoded))
+                    captions[beam].append([c.text for c in caps])
             if bar is not None:
-                bar.close()
-            split[_label(beam)] = score_split(items, times, captions, meteor=not args.no_meteor)
+                bar.update(len(decoded))
+        if bar is not None:
+            bar.close()
+        split: dict[str, Any] = {"data": str(path)}
+        for beam in cores:
+            split[_label(beam)] = score_split(items, times, captions[beam],
+                                              meteor=not args.no_meteor)
             log.info("%s %s: %s", name, _label(beam), _headline(split[_label(beam)]))
         results["splits"][name] = split
     if args.record:

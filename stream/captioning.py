@@ -107,6 +107,9 @@ class CaptionCore:
         self._state_specs = {name: memory.input(name) for name in _STATE}
         self._batch_axis = {name: spec.shape.index(BATCH)
                             for name, spec in self._state_specs.items()}
+        # A new stream's state (zeros), built once rather than on every step.
+        self._fresh = {name: np.take(zeros(spec, 1), 0, axis=self._batch_axis[name])
+                       for name, spec in self._state_specs.items()}
         self._states: dict[Hashable, dict[str, np.ndarray]] = {}
         # With I/O binding: the state of the last stepped streams, still on the device.
         self._resident: tuple[tuple[Hashable, ...], dict[str, Value]] | None = None
@@ -201,8 +204,8 @@ class CaptionCore:
         return out
 
     def _gather(self, name: str, ids: list[Hashable]) -> np.ndarray:
-        fresh = np.take(zeros(self._state_specs[name], 1), 0, axis=self._batch_axis[name])
-        parts = [self._states[sid][name] if sid in self._states else fresh for sid in ids]
+        parts = [self._states[sid][name] if sid in self._states else self._fresh[name]
+                 for sid in ids]
         return np.stack(parts, axis=self._batch_axis[name])
 
     def _scatter(self, ids: list[Hashable], state: dict[str, Value]) -> None:
