@@ -48,6 +48,7 @@ class Caption:
     stream_id: Hashable
     tokens: tuple[int, ...]
     text: str
+    logprob: float = 0.0  # log-probability of the tokens and the closing <eos> under the model
 
 
 class _Graph:
@@ -175,12 +176,10 @@ class CaptionCore:
                                     flags[rows])
             for k, array in word.items():
                 array[rows] = out[k]
-        if self.beam > 1:
-            token_lists = self._beam_search(word["context"], word["word_h"], word["word_c"])
-        else:
-            token_lists = self._greedy(word["context"], word["word_h"], word["word_c"])
-        return [Caption(sid, tuple(ids), self.bundle.detokenize(ids))
-                for sid, ids in zip(stream_ids, token_lists, strict=True)]
+        search = self._beam_search if self.beam > 1 else self._greedy
+        token_lists, logprobs = search(word["context"], word["word_h"], word["word_c"])
+        return [Caption(sid, tuple(ids), self.bundle.detokenize(ids), float(lp))
+                for sid, ids, lp in zip(stream_ids, token_lists, logprobs, strict=True)]
 
     def _step_memory(
         self, ids: list[Hashable], features: np.ndarray, thumbs: np.ndarray, resets: np.ndarray
@@ -221,11 +220,14 @@ class CaptionCore:
             self._resident = None
             self._scatter(list(ids), state)
 
-    def _greedy(self, context: np.ndarray, h: Value, c: Value) -> list[list[int]]:
+    def _greedy(
+        self, context: np.ndarray, h: Value, c: Value
+    ) -> tuple[list[list[int]], np.ndarray]:
         specials = self.bundle.specials
         n = len(context)
         token = np.full(n, specials["bos"], np.int64)
         done = np.zeros(n, np.bool_)
+        total = np.zeros(n, np.float64)
         keep = ["word_h_out", "word_c_out"] if self._captioner.device else []
         ctx = self._captioner.to_device(context)
         words = []
@@ -234,14 +236,19 @@ class CaptionCore:
                                       keep)
             h, c = out["word_h_out"], out["word_c_out"]
             logp: np.ndarray = out["logp"]
-            token = np.where(done, specials["eos"], logp.argmax(axis=1)).astype(np.int64)
+            best = logp.argmax(axis=1)
+            total += np.where(done, 0.0, logp[np.arange(n), best])
+            token = np.where(done, specials["eos"], best).astype(np.int64)
             words.append(token)
             done |= token == specials["eos"]
             if done.all():
                 break
-        return [_strip(row, specials["eos"]) for row in np.stack(words, axis=1).tolist()]
+        rows = np.stack(words, axis=1).tolist()
+        return [_strip(row, specials["eos"]) for row in rows], total
 
-    def _beam_search(self, context: np.ndarray, h: np.ndarray, c: np.ndarray) -> list[list[int]]:
+    def _beam_search(
+        self, context: np.ndarray, h: np.ndarray, c: np.ndarray
+    ) -> tuple[list[list[int]], np.ndarray]:
         """Beam search for all captions at once, the numpy twin of lrcn.model's."""
         specials, beam, vocab = self.bundle.specials, self.beam, self.bundle.vocab_size
         eos = specials["eos"]
@@ -274,7 +281,8 @@ class CaptionCore:
             if finished.all():
                 break
         best = scores.argmax(axis=1)
-        return [_strip(history[i, best[i]].tolist(), eos) for i in range(n)]
+        return ([_strip(history[i, best[i]].tolist(), eos) for i in range(n)],
+                scores[np.arange(n), best].astype(np.float64))
 
 
 def _rounds(stream_ids: Sequence[Hashable]) -> list[np.ndarray]:

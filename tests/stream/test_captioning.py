@@ -105,3 +105,27 @@ def test_caption_sequences_equals_stepping_each_alone(loaded, videos):
 def test_misuse_is_a_clear_error(loaded, frames, ids, resets, words):
     with pytest.raises(ValueError, match=words):
         CaptionCore(loaded).step(frames, ids, resets)
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_caption_logprob_is_the_sum_over_its_words(loaded, videos, beam):
+    """Replaying a caption's words through the graphs gives back its log-probability."""
+    core = CaptionCore(loaded, beam=beam)
+    frame = videos[1][:1]
+    [caption] = core.step(frame, ["s"], [True])
+    features, thumbs = core.encode(frame)
+    memory = loaded.sessions["memory"]
+    state = {i.name: np.zeros([1 if d == "batch" else d for d in i.shape], np.float32)
+             for i in memory.get_inputs() if i.name in ("h", "c", "prev", "avg")}
+    context, h, c = memory.run(["context", "word_h", "word_c"],
+                               {"features": features, "thumbnail": thumbs,
+                                "reset": np.array([True]), **state})
+    specials = loaded.bundle.specials
+    token, total = specials["bos"], 0.0
+    for word in [*caption.tokens, specials["eos"]]:
+        logp, h, c = loaded.sessions["captioner"].run(
+            None, {"token": np.array([token]), "context": context, "word_h": h, "word_c": c})
+        total += float(logp[0, word])
+        token = word
+    assert caption.logprob < 0
+    assert caption.logprob == pytest.approx(total, abs=1e-4)
