@@ -17,3 +17,10 @@ class BundleError(StreamError):
 
 class DeviceError(StreamError):
     """The requested execution device (CUDA, TensorRT) cannot be used."""
+
+
+def reason(error: BaseException) -> str:
+    """The first line of an exception's message (FFmpeg's and the OS's are long): for one-line
+    errors that name the input."""
+    text = getattr(error, "strerror", None) or str(error)
+    return str(text).splitlines()[0] if text else type(error).__name__

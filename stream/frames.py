@@ -18,7 +18,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from stream.errors import MediaError
+from stream.errors import MediaError, reason
 
 # Sample times are k / sample_fps; a frame whose time is within this tolerance of a sample time
 # counts as at that time (PTS are rationals, their float conversion is not exact).
@@ -107,37 +107,60 @@ def iter_sampled_frames(
     try:
         container = av.open(name)
     except (av.FFmpegError, OSError) as error:
-        raise MediaError(f"{name}: cannot open ({_reason(error)})") from error
+        raise MediaError(f"{name}: cannot open ({reason(error)})") from error
     with container:
         if not container.streams.video:
             raise MediaError(f"{name}: no video stream")
         stream = container.streams.video[0]
         if thread_type is not None:
             stream.thread_type = thread_type
-        origin: float | None = None
-        if stream.start_time is not None and stream.time_base is not None:
-            origin = float(stream.start_time * stream.time_base)
         index = 0
-        decoded = 0
+        counter = FrameCounter()
         try:
-            for frame in container.decode(stream):
-                time = frame.time
-                if time is None:  # still images and some raw streams carry no timestamps
-                    rate = float(stream.average_rate) if stream.average_rate else 1.0
-                    time = decoded / rate
-                decoded += 1
-                if origin is None:
-                    origin = time
-                time -= origin
-                if not sampler.accept(time):
-                    continue
+            for time, frame in sampled_frames(container, stream, sampler, counter):
                 yield SampledFrame(index=index, time=time, rgb=frame_to_rgb(frame, size))
                 index += 1
         except av.FFmpegError as error:
-            raise MediaError(f"{name}: decode failed after {decoded} frames "
-                             f"({_reason(error)})") from error
-        if decoded == 0:
+            raise MediaError(f"{name}: decode failed after {counter.decoded} frames "
+                             f"({reason(error)})") from error
+        if counter.decoded == 0:
             raise MediaError(f"{name}: no decodable video frames")
+
+
+@dataclass
+class FrameCounter:
+    """How many frames :func:`sampled_frames` decoded (sampled or not)."""
+
+    decoded: int = 0
+
+
+def sampled_frames(
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    sampler: TimeSampler,
+    counter: FrameCounter | None = None,
+) -> Iterator[tuple[float, av.VideoFrame]]:
+    """Decode ``stream`` and yield (seconds from its first frame, frame) for sampled frames.
+
+    Times count from the stream's start time (or its first frame); frames without a timestamp
+    (still images, some raw streams) are timed by their position and the stream's rate.
+    FFmpeg errors propagate for the caller to name the input.
+    """
+    counter = counter if counter is not None else FrameCounter()
+    origin: float | None = None
+    if stream.start_time is not None and stream.time_base is not None:
+        origin = float(stream.start_time * stream.time_base)
+    for frame in container.decode(stream):
+        time = frame.time
+        if time is None:
+            rate = float(stream.average_rate) if stream.average_rate else 1.0
+            time = counter.decoded / rate
+        counter.decoded += 1
+        if origin is None:
+            origin = time
+        time -= origin
+        if sampler.accept(time):
+            yield time, frame
 
 
 def read_sampled_frames(
@@ -151,8 +174,3 @@ def read_sampled_frames(
     rgb = np.stack([f.rgb for f in frames])
     times = np.array([f.time for f in frames], dtype=np.float64)
     return rgb, times
-
-
-def _reason(error: BaseException) -> str:
-    text = getattr(error, "strerror", None) or str(error)
-    return str(text).splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,16 @@
+#!/usr/bin/env python3
+"""Live captions for videos, cameras and network streams: ``python run_stream.py --help``.
+
+A thin wrapper over :mod:`stream.cli` (also installed as the ``run-stream`` command), so that it
+runs from a checkout without installing.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from stream.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,305 @@
+"""run_stream.py: live captions for videos, cameras and network streams.
+
+With no arguments it captions the bundled sample video with the bundled model and prints each
+caption change. Give one or more sources to caption them at once (one output set per source);
+Ctrl-C or SIGTERM stops cleanly, with every output file complete and valid.
+
+Exit codes: 0 every source ran to its end; 1 a source failed (the others still ran; each failure
+is one line on stderr); 2 bad command line; 3 the model bundle or the device cannot be used;
+4 the pipeline failed; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from stream.bundle import open_bundle
+from stream.decoder import ReconnectPolicy
+from stream.errors import BundleError, DeviceError, StreamError
+from stream.events import ENDED, CaptionEvent, Event
+from stream.pipeline import (
+    DEFAULT_BUNDLE,
+    SAMPLE_VIDEO,
+    Pipeline,
+    PipelineSettings,
+    open_sources,
+    stream_ids,
+)
+from stream.sessions import DEVICES, SessionSettings
+from stream.sinks import ConsoleSink, JsonlSink, Sink, SubtitleSink
+from stream.sources import SourceOptions, list_devices, redact
+
+log = logging.getLogger("run_stream")
+
+EXIT_OK, EXIT_SOURCE, EXIT_USAGE, EXIT_BUNDLE, EXIT_PIPELINE = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+
+SOURCE_FORMS = """\
+sources:
+  clip.mp4 | photo.jpg          a video file (any container FFmpeg reads) or a still image
+  webcam | webcam:N | /dev/videoN
+                                a camera (v4l2 on Linux, avfoundation on macOS, dshow on
+                                Windows, where webcam:NAME picks a camera by name)
+  rtsp://[user:pw@]host/path    an RTSP camera (TCP, --timeout, reconnects)
+  http(s)://.../live.m3u8       HTTP(S) or HLS
+  lavfi:GRAPH                   an FFmpeg filter graph, e.g. lavfi:testsrc2=size=640x480:rate=30
+                                (add ,realtime to pace it like a live camera)
+
+outputs: --jsonl/--srt/--vtt take a file for one source, or a directory (an existing one, a
+path ending in /, or any path when there are several sources) that gets STREAM.jsonl etc.
+"""
+
+
+class _Terminated(Exception):
+    """SIGTERM, turned into an exception so that every sink is closed on the way out."""
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_stream.py",
+        description="Live captions for video files, cameras and network streams.",
+        epilog=SOURCE_FORMS + "\n" + __doc__.split("\n\n")[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("sources", nargs="*", metavar="SOURCE",
+                        help=f"what to caption (default: the bundled sample, "
+                             f"{SAMPLE_VIDEO.relative_to(SAMPLE_VIDEO.parents[2])})")
+    parser.add_argument("--model", type=Path, default=DEFAULT_BUNDLE, metavar="DIR",
+                        help="model bundle directory (default: the bundled models/shapes)")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="where the model runs; auto picks CUDA when it works (default: auto)")
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="ONNX Runtime intra-op threads (default: usable cores)")
+    out = parser.add_argument_group("outputs")
+    out.add_argument("--jsonl", type=Path, metavar="PATH",
+                     help="JSON Lines: one event per line, flushed as written")
+    out.add_argument("--srt", type=Path, metavar="PATH", help="SRT subtitles")
+    out.add_argument("--vtt", type=Path, metavar="PATH", help="WebVTT subtitles")
+    out.add_argument("--quiet", action="store_true", help="print no captions on the console")
+    batching = parser.add_argument_group("batching and queues")
+    batching.add_argument("--max-batch", type=_positive_int, default=8,
+                          help="frames per encoder call at most (default: 8)")
+    batching.add_argument("--max-wait-ms", type=_non_negative, default=20.0,
+                          help="how long a batch waits for more frames after its first one "
+                               "(default: 20)")
+    batching.add_argument("--queue-size", type=_positive_int, default=8,
+                          help="frames queued per source; live sources drop their oldest "
+                               "beyond it, files wait (default: 8)")
+    batching.add_argument("--beam", type=_positive_int, default=1,
+                          help="beam width of caption search; 1 = greedy (default: 1)")
+    live = parser.add_argument_group("live sources")
+    live.add_argument("--timeout", type=_positive, default=5.0,
+                      help="seconds to wait for a network source to open or send "
+                           "(default: 5)")
+    live.add_argument("--reconnect-attempts", type=_non_negative_int, default=10,
+                      help="consecutive failed reopenings of a live source before giving up; "
+                           "0 = never reconnect (default: 10)")
+    live.add_argument("--reconnect-delay", type=_non_negative, default=0.5,
+                      help="seconds before the first reopening, doubled each failure "
+                           "(default: 0.5)")
+    live.add_argument("--reconnect-max-delay", type=_non_negative, default=10.0,
+                      help="longest wait between reopenings (default: 10)")
+    live.add_argument("--rtsp-transport", choices=("tcp", "udp"), default="tcp",
+                      help="RTSP transport (default: tcp)")
+    live.add_argument("--camera-fps", type=_positive, default=None,
+                      help="frame rate asked of a webcam (default: the camera's)")
+    live.add_argument("--camera-size", type=_size, default=None, metavar="WxH",
+                      help="frame size asked of a webcam, e.g. 640x480 (default: the camera's)")
+    parser.add_argument("--list-devices", action="store_true",
+                        help="list the cameras FFmpeg finds and exit")
+    parser.add_argument("--log-level", default="info",
+                        choices=("debug", "info", "warning", "error"),
+                        help="log detail on stderr (default: info)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(message)s",
+                        stream=sys.stderr)
+    if args.list_devices:
+        return _list_devices()
+    try:
+        settings = PipelineSettings(
+            max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
+            beam=args.beam,
+            reconnect=ReconnectPolicy(args.reconnect_attempts, args.reconnect_delay,
+                                      args.reconnect_max_delay),
+            sources=SourceOptions(timeout=args.timeout, rtsp_transport=args.rtsp_transport,
+                                  camera_fps=args.camera_fps, camera_size=args.camera_size))
+    except ValueError as error:
+        parser.error(str(error))
+    specs = args.sources or [str(SAMPLE_VIDEO)]
+    try:
+        loaded = open_bundle(args.model, SessionSettings(device=args.device,
+                                                         threads=args.threads))
+    except (BundleError, DeviceError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BUNDLE
+    ids = stream_ids(specs)
+    try:
+        paths = {kind: _output_paths(getattr(args, kind), ids, kind)
+                 for kind in ("jsonl", "srt", "vtt") if getattr(args, kind) is not None}
+    except ValueError as error:
+        parser.error(str(error))
+    pipeline = Pipeline(open_sources(specs, settings.sources), loaded, settings)
+    interval = 1.0 / loaded.bundle.sample_fps if loaded.bundle.sample_fps else 1 / 30
+    return _run(pipeline, ids, paths, interval, quiet=args.quiet)
+
+
+def _run(pipeline: Pipeline, ids: list[str], paths: dict[str, dict[str, Path]],
+         interval: float, quiet: bool) -> int:
+    summary = {stream: _Summary() for stream in ids}
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        with contextlib.ExitStack() as stack:
+            # Unwound in reverse: the sinks are closed (files complete) before the threads stop.
+            events = stack.enter_context(contextlib.closing(iter(pipeline)))
+            sinks = {stream: _sinks(stack, stream, paths, interval) for stream in ids}
+            console = stack.enter_context(ConsoleSink(show_stream=len(ids) > 1))
+            for event in events:
+                for sink in sinks[event.stream]:
+                    sink.write(event)
+                if not quiet:
+                    console.write(event)
+                summary[event.stream].add(event)
+    except KeyboardInterrupt:
+        _report(summary, stopped="interrupted")
+        return EXIT_INTERRUPTED
+    except _Terminated:
+        _report(summary, stopped="terminated")
+        return EXIT_TERMINATED
+    except StreamError as error:
+        print(f"error: {redact(str(error))}", file=sys.stderr)
+        return EXIT_PIPELINE
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    _report(summary)
+    return EXIT_SOURCE if any(s.error for s in summary.values()) else EXIT_OK
+
+
+def _sinks(stack: contextlib.ExitStack, stream: str, paths: dict[str, dict[str, Path]],
+           interval: float) -> list[Sink]:
+    sinks: list[Sink] = []
+    for kind, by_stream in paths.items():
+        path = by_stream[stream]
+        sink = JsonlSink(path) if kind == "jsonl" else SubtitleSink(path, interval, kind)
+        sinks.append(stack.enter_context(sink))
+    return sinks
+
+
+def _output_paths(path: Path, ids: list[str], kind: str) -> dict[str, Path]:
+    """One file for one source; a directory of STREAM.KIND files otherwise."""
+    as_dir = len(ids) > 1 or path.is_dir() or str(path).endswith(("/", "\\"))
+    if not as_dir:
+        return {ids[0]: path}
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--{kind} {path}: several sources need a directory, not a file")
+    return {stream: path / f"{stream}.{kind}" for stream in ids}
+
+
+@dataclass
+class _Summary:
+    frames: int = 0
+    changes: int = 0
+    latency_ms: list[float] = field(default_factory=list)
+    dropped: int = 0
+    reconnects: int = 0
+    error: str | None = None
+
+    def add(self, event: Event) -> None:
+        if isinstance(event, CaptionEvent):
+            self.frames += 1
+            self.changes += event.changed
+            self.latency_ms.append(event.latency_ms)
+        else:
+            self.dropped = max(self.dropped, event.dropped)
+            self.reconnects = max(self.reconnects, event.reconnects)
+            if event.kind == ENDED and event.error:
+                self.error = event.error
+
+
+def _report(summary: dict[str, _Summary], stopped: str | None = None) -> None:
+    """A table of what each stream did, and one line per failed source, on stderr."""
+    lines = [f"{'stream':24} {'frames':>7} {'changes':>8} {'dropped':>8} {'reconnects':>10} "
+             f"{'p50 ms':>7} {'p99 ms':>7}"]
+    for stream, s in summary.items():
+        ordered = sorted(s.latency_ms)
+        p50 = f"{ordered[len(ordered) // 2]:.0f}" if ordered else "-"
+        p99 = f"{ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]:.0f}" if ordered else "-"
+        lines.append(f"{stream[:24]:24} {s.frames:>7} {s.changes:>8} {s.dropped:>8} "
+                     f"{s.reconnects:>10} {p50:>7} {p99:>7}")
+    if stopped:
+        lines.append(f"({stopped}; outputs are complete up to the last caption)")
+    print("\n".join(lines), file=sys.stderr)
+    for s in summary.values():
+        if s.error:
+            print(f"error: {s.error}", file=sys.stderr)
+
+
+def _list_devices() -> int:
+    try:
+        devices = list_devices()
+    except StreamError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_SOURCE
+    if not devices:
+        print("no cameras found", file=sys.stderr)
+    for index, name in enumerate(devices):
+        print(f"webcam:{index}\t{name}")
+    return EXIT_OK
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated()
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f"width and height must be positive, got {text!r}")
+    return width, height
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""What the pipeline emits: a caption event per sampled frame, and status events per stream.
+
+Both are plain frozen dataclasses with a ``to_json`` for JSON Lines. Times: ``pts`` is the
+frame's presentation time in seconds from the start of the stream (it keeps increasing across
+reconnects); ``decoded_at`` and ``emitted_at`` are wall-clock Unix times; ``latency_ms`` is
+measured on the monotonic clock from decode to emission.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+# Status kinds, in the order a stream may go through them.
+OPENED = "opened"  # the source is open and decoding (again, after a reconnect)
+RECONNECTING = "reconnecting"  # the source ended or failed; it is reopened after a delay
+DROPPED = "dropped"  # frames were dropped to keep latency bounded (count in ``dropped``)
+ENDED = "ended"  # the stream is over: its end, or reconnecting gave up (then ``error`` is set)
+STATUS_KINDS = (OPENED, RECONNECTING, DROPPED, ENDED)
+
+
+@dataclass(frozen=True)
+class CaptionEvent:
+    """The caption of one sampled frame of one stream.
+
+    Attributes:
+        stream: the stream's id (unique in a run, free of credentials).
+        index: the frame's position among the stream's sampled frames (gaps are dropped frames).
+        pts: presentation time in seconds.
+        decoded_at: wall-clock time the frame was decoded.
+        emitted_at: wall-clock time the caption was emitted.
+        caption: the caption text ("" when the model says nothing).
+        logprob: the caption's log-probability under the model.
+        latency_ms: decode to emission, in milliseconds.
+        changed: the caption differs from the stream's previous one (or is its first).
+        reset: the stream's memory was cleared before this frame (start, reconnect).
+    """
+
+    stream: str
+    index: int
+    pts: float
+    decoded_at: float
+    emitted_at: float
+    caption: str
+    logprob: float
+    latency_ms: float
+    changed: bool
+    reset: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "caption", **asdict(self)}
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    """A change in a stream's condition (see the status kinds above).
+
+    Attributes:
+        stream: the stream's id.
+        kind: one of :data:`STATUS_KINDS`.
+        at: wall-clock time.
+        message: a one-line explanation for people (no credentials).
+        dropped: frames dropped so far by this stream.
+        reconnects: reconnects so far by this stream.
+        error: for ``ended``: the reason it ended in failure, else None.
+    """
+
+    stream: str
+    kind: str
+    at: float
+    message: str = ""
+    dropped: int = 0
+    reconnects: int = 0
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "status", **asdict(self)}
+
+
+Event = CaptionEvent | StatusEvent

@@ -1,0 +1,188 @@
+"""Bounded per-stream queues between the decoder threads and the one inference worker.
+
+Each stream has its own queue of at most ``capacity`` frames. When a file's queue is full its
+decoder waits (backpressure: every sampled frame is captioned); when a live stream's queue is
+full its oldest queued frame is dropped and counted (latency stays bounded). Status events
+travel in the same queue, so that a stream's frames and statuses reach the worker in order; they
+are few and never dropped.
+
+The worker takes micro-batches across streams, like a stream muxer: :meth:`Mailbox.take`
+returns as soon as ``max_batch`` frames are queued, or ``max_wait`` seconds after the oldest
+queued frame arrived, whichever comes first. Nothing here blocks forever: every wait is bounded
+and watches the stop event.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from stream.events import StatusEvent
+
+_POLL = 0.1  # seconds between stop-event checks in otherwise unbounded waits
+
+
+@dataclass(frozen=True)
+class FrameItem:
+    """A sampled frame on its way to the worker.
+
+    Attributes:
+        stream: the stream's id.
+        index: position among the stream's sampled frames.
+        pts: presentation time in seconds.
+        decoded_at: wall-clock time of decoding.
+        decoded_mono: the same moment on the monotonic clock (for latency).
+        rgb: (S, S, 3) uint8 RGB at the bundle's input size.
+        reset: clear the stream's memory before this frame.
+    """
+
+    stream: str
+    index: int
+    pts: float
+    decoded_at: float
+    decoded_mono: float
+    rgb: np.ndarray = field(repr=False)
+    reset: bool
+
+
+Item = FrameItem | StatusEvent
+
+
+@dataclass
+class _Queue:
+    live: bool
+    items: deque[tuple[float, Item]] = field(default_factory=deque)  # (arrival, item)
+    frames: int = 0
+    dropped: int = 0
+    closed: bool = False
+
+
+class Mailbox:
+    """Per-stream bounded queues with one consumer (see the module docstring).
+
+    Args:
+        capacity: frames queued per stream at most.
+        stop: set to make every waiting call return promptly.
+    """
+
+    def __init__(self, capacity: int, stop: threading.Event) -> None:
+        if capacity < 1:
+            raise ValueError(f"queue size must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self.stop = stop
+        self._queues: dict[str, _Queue] = {}
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+
+    def register(self, stream: str, live: bool) -> None:
+        """Add a stream (before its decoder starts); ``live`` picks drop-oldest over waiting."""
+        with self._lock:
+            self._queues[stream] = _Queue(live=live)
+
+    def set_live(self, stream: str, live: bool) -> None:
+        """Change a stream's policy once its source is open (a network input's duration)."""
+        with self._lock:
+            self._queues[stream].live = live
+
+    def put(self, stream: str, item: Item) -> bool:
+        """Queue ``item``; False when the pipeline stopped before there was room."""
+        with self._changed:
+            queue = self._queues[stream]
+            if isinstance(item, FrameItem):
+                while queue.frames >= self.capacity:
+                    if queue.live:
+                        self._drop_oldest_frame(queue)
+                    elif self.stop.is_set():
+                        return False
+                    else:
+                        self._changed.wait(_POLL)
+                queue.frames += 1
+            queue.items.append((time.monotonic(), item))
+            self._changed.notify_all()
+            return True
+
+    def close(self, stream: str) -> None:
+        """The stream's decoder is done; once its queue is empty the stream is gone."""
+        with self._changed:
+            self._queues[stream].closed = True
+            self._changed.notify_all()
+
+    def dropped(self, stream: str) -> int:
+        """Frames of ``stream`` dropped so far."""
+        with self._lock:
+            return self._queues[stream].dropped
+
+    def depths(self) -> dict[str, int]:
+        """Frames queued per stream now."""
+        with self._lock:
+            return {name: q.frames for name, q in self._queues.items()}
+
+    def take(self, max_batch: int, max_wait: float) -> list[Item] | None:
+        """The next micro-batch: up to ``max_batch`` frames and any statuses queued among them.
+
+        Streams are served round-robin, each stream's items in order. Returns None when every
+        stream is closed and drained, or the pipeline stopped.
+        """
+        with self._changed:
+            while not self._pending():
+                if self.stop.is_set() or self._finished():
+                    return None
+                self._changed.wait(_POLL)
+            oldest = min(q.items[0][0] for q in self._queues.values() if q.items)
+            deadline = oldest + max_wait
+            while (self._frame_count() < max_batch and not self._cannot_grow()
+                   and not self.stop.is_set()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._status_waiting():
+                    break
+                self._changed.wait(min(remaining, _POLL))
+            batch = self._collect(max_batch)
+            self._changed.notify_all()  # room for decoders waiting on backpressure
+            return batch
+
+    def _collect(self, max_batch: int) -> list[Item]:
+        batch: list[Item] = []
+        frames = 0
+        progress = True
+        while progress and frames < max_batch:
+            progress = False
+            for queue in self._queues.values():
+                # Statuses at the head go along for free; then at most one frame per round.
+                while queue.items and not isinstance(queue.items[0][1], FrameItem):
+                    batch.append(queue.items.popleft()[1])
+                    progress = True
+                if queue.items and frames < max_batch:
+                    batch.append(queue.items.popleft()[1])
+                    queue.frames -= 1
+                    frames += 1
+                    progress = True
+        return batch
+
+    def _drop_oldest_frame(self, queue: _Queue) -> None:
+        for i, (_, item) in enumerate(queue.items):
+            if isinstance(item, FrameItem):
+                del queue.items[i]
+                queue.frames -= 1
+                queue.dropped += 1
+                return
+
+    def _pending(self) -> bool:
+        return any(q.items for q in self._queues.values())
+
+    def _frame_count(self) -> int:
+        return sum(q.frames for q in self._queues.values())
+
+    def _status_waiting(self) -> bool:
+        return any(q.items and not isinstance(q.items[0][1], FrameItem)
+                   for q in self._queues.values())
+
+    def _finished(self) -> bool:
+        return all(q.closed and not q.items for q in self._queues.values())
+
+    def _cannot_grow(self) -> bool:
+        """Every stream is closed or full: waiting for more frames would only add latency."""
+        return all(q.closed or q.frames >= self.capacity for q in self._queues.values())

@@ -1,0 +1,327 @@
+"""The streaming pipeline and its library API, :func:`caption_stream`.
+
+::
+
+    sources ─► decoder thread per source ─► Mailbox (bounded, per stream) ─► inference worker
+                                                                              │ micro-batches
+    caller ◄── events queue (bounded) ◄───────────────────────────────────────┘ across streams
+
+The inference worker owns the :class:`~stream.captioning.CaptionCore` (and so every stream's
+recurrent state): it takes a micro-batch of frames from all streams, runs the encoder once, steps
+each stream's memory, decodes the captions and turns them into events. The caller's thread
+consumes the events (sinks run there), so a slow consumer slows the worker, which fills the
+mailbox: files then wait, live sources drop their oldest frames.
+
+Failure rules: a source that fails ends its own stream with an ``ended`` status carrying the
+error; the others go on. An exception in the worker or a decoder thread (a bug, or a broken
+bundle at run time) stops everything and is raised in the caller's thread with its cause. When
+the caller stops iterating (break, an exception in a sink, Ctrl-C), every thread is told to stop
+and joined with a bounded timeout.
+
+Example:
+    >>> for event in caption_stream("clip.mp4", bundle="models/shapes"):
+    ...     if isinstance(event, CaptionEvent) and event.changed:
+    ...         print(f"{event.pts:6.2f}s {event.caption}")
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+import time
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from stream.bundle import LoadedBundle, open_bundle
+from stream.captioning import Caption, CaptionCore
+from stream.decoder import Decoder, ReconnectPolicy
+from stream.errors import MediaError, StreamError
+from stream.events import DROPPED, ENDED, CaptionEvent, Event, StatusEvent
+from stream.mailbox import FrameItem, Item, Mailbox
+from stream.sessions import SessionSettings
+from stream.sources import Source, SourceOptions, parse_source
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_BUNDLE = ROOT / "models" / "shapes"
+SAMPLE_VIDEO = ROOT / "examples" / "shapes" / "videos" / "shapes_s5_00000.mp4"
+
+_POLL = 0.1  # seconds between stop checks in waits that would otherwise be unbounded
+_JOIN_TIMEOUT = 10.0  # longest wait for the threads at shutdown (a network read times out first)
+_DROP_REPORT_EVERY = 1.0  # seconds between "dropped" statuses of one stream
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """How the pipeline batches, queues and reconnects.
+
+    Attributes:
+        max_batch: frames per encoder call at most.
+        max_wait_ms: how long a batch waits for more frames after its first one arrived.
+        queue_size: frames queued per stream at most (live sources drop beyond it).
+        beam: 1 for greedy captions, more for beam search.
+        reconnect: when live sources are reopened.
+        sources: how sources are opened (timeouts, RTSP transport, webcam settings).
+        events_queue: events buffered for a slow consumer before the worker waits.
+    """
+
+    max_batch: int = 8
+    max_wait_ms: float = 20.0
+    queue_size: int = 8
+    beam: int = 1
+    reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+    sources: SourceOptions = field(default_factory=SourceOptions)
+    events_queue: int = 256
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise ValueError(f"max batch must be at least 1, got {self.max_batch}")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max wait must be 0 ms or more, got {self.max_wait_ms}")
+        if self.queue_size < 1:
+            raise ValueError(f"queue size must be at least 1, got {self.queue_size}")
+        if self.beam < 1:
+            raise ValueError(f"beam must be at least 1, got {self.beam}")
+
+
+def stream_ids(specs: Sequence[str]) -> list[str]:
+    """A short, unique, file-name-safe id per source string, free of credentials.
+
+    Files give their stem, network sources their host and path, cameras ``webcam0``...
+
+    Example:
+        >>> stream_ids(["a/cam.mp4", "b/cam.mp4", "rtsp://u:p@10.0.0.5/live", "webcam"])
+        ['cam', 'cam-2', '10.0.0.5-live', 'webcam0']
+    """
+    ids: list[str] = []
+    for spec in specs:
+        text = spec.strip()
+        lowered = text.lower()
+        if lowered.startswith("lavfi:"):
+            base = "lavfi"
+        elif lowered == "webcam" or lowered.startswith("webcam:"):
+            base = "webcam" + (text.split(":", 1)[1] if ":" in text else "0")
+        elif "://" in text:
+            rest = text.split("://", 1)[1]
+            rest = rest.rsplit("@", 1)[-1] if "@" in rest.split("/", 1)[0] else rest
+            host, _, path = rest.partition("/")
+            base = "-".join(p for p in (host.split(":")[0], path.split("?")[0]) if p)
+        else:
+            base = Path(text).stem or "source"
+        base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip(".-")[:64] or "source"
+        name, n = base, 1
+        while name in ids:
+            n += 1
+            name = f"{base}-{n}"
+        ids.append(name)
+    return ids
+
+
+class Pipeline:
+    """Decoder threads + one inference worker over a loaded bundle; iterate for the events.
+
+    Args:
+        sources: stream id -> parsed source, or the :class:`MediaError` its string raised (that
+            stream ends at once with the error, the others run).
+        loaded: the bundle, from :func:`stream.bundle.open_bundle`.
+        settings: batching, queues, reconnects.
+    """
+
+    def __init__(
+        self,
+        sources: dict[str, Source | MediaError],
+        loaded: LoadedBundle,
+        settings: PipelineSettings | None = None,
+    ) -> None:
+        self.settings = settings or PipelineSettings()
+        self.loaded = loaded
+        self.stop = threading.Event()
+        self.mailbox = Mailbox(self.settings.queue_size, self.stop)
+        self.events: queue.Queue[Event | None] = queue.Queue(self.settings.events_queue)
+        bundle = loaded.bundle
+        size = (bundle.input_size, bundle.input_size)
+        self.decoders: list[Decoder] = []
+        self._failed: list[StatusEvent] = []
+        for stream, source in sources.items():
+            if isinstance(source, MediaError):
+                self._failed.append(StatusEvent(stream=stream, kind=ENDED, at=time.time(),
+                                                message=str(source), error=str(source)))
+                continue
+            self.mailbox.register(stream, live=bool(source.live))
+            self.decoders.append(Decoder(stream, source, self.mailbox, bundle.sample_fps, size,
+                                         self.settings.reconnect, self.stop))
+        self.worker = threading.Thread(target=self._work, name="inference", daemon=True)
+        self.worker_error: BaseException | None = None
+        self._started = False
+
+    def __iter__(self) -> Generator[Event, None, None]:
+        """Start the threads and yield events until every stream has ended.
+
+        Raises the first exception of any thread (with its cause) after stopping the rest.
+        """
+        if self._started:
+            raise RuntimeError("a pipeline runs once")
+        self._started = True
+        yield from self._failed
+        try:
+            # The core is built here, before any thread, so that a broken bundle fails early.
+            self._core = CaptionCore(self.loaded, beam=self.settings.beam)
+            for decoder in self.decoders:
+                decoder.start()
+            self.worker.start()
+            while True:
+                try:
+                    event = self.events.get(timeout=_POLL)
+                except queue.Empty:
+                    self._raise_thread_error()
+                    if not self.worker.is_alive():
+                        break
+                    continue
+                if event is None:
+                    break
+                yield event
+            self._raise_thread_error()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop every thread and wait for them, at most a bounded time."""
+        self.stop.set()
+        deadline = time.monotonic() + _JOIN_TIMEOUT
+        for thread in [*self.decoders, self.worker]:
+            if thread.ident is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
+                if thread.is_alive():
+                    log.warning("%s did not stop within %.0f s; leaving it", thread.name,
+                                _JOIN_TIMEOUT)
+
+    def _raise_thread_error(self) -> None:
+        for error in [self.worker_error, *(d.error for d in self.decoders)]:
+            if error is not None:
+                raise StreamError(f"the pipeline stopped: {type(error).__name__}: "
+                                  f"{error}") from error
+
+    def _work(self) -> None:
+        try:
+            self._batches()
+        except BaseException as error:
+            self.worker_error = error
+            self.stop.set()
+
+    def _batches(self) -> None:
+        settings = self.settings
+        last_text: dict[str, str] = {}
+        reported: dict[str, tuple[int, float]] = {}  # stream -> (drops reported, when)
+        while True:
+            batch = self.mailbox.take(settings.max_batch, settings.max_wait_ms / 1000)
+            if batch is None:
+                break
+            for event in self._caption(batch, last_text):
+                if not self._emit(event):
+                    return
+            for stream in {item.stream for item in batch}:
+                drop = self._drop_status(stream, reported)
+                if drop is not None and not self._emit(drop):
+                    return
+        self._emit(None)
+
+    def _caption(self, batch: list[Item], last_text: dict[str, str]) -> list[Event]:
+        frames = [item for item in batch if isinstance(item, FrameItem)]
+        captions: Iterator[Caption] = iter(())
+        if frames:
+            captions = iter(self._core.step(np.stack([f.rgb for f in frames]),
+                                            [f.stream for f in frames],
+                                            [f.reset for f in frames]))
+        events: list[Event] = []
+        for item in batch:
+            if isinstance(item, StatusEvent):
+                if item.kind == ENDED:
+                    self._core.forget(item.stream)
+                    last_text.pop(item.stream, None)
+                events.append(item)
+                continue
+            caption = next(captions)
+            now = time.monotonic()
+            changed = last_text.get(item.stream) != caption.text
+            last_text[item.stream] = caption.text
+            events.append(CaptionEvent(
+                stream=item.stream, index=item.index, pts=round(item.pts, 6),
+                decoded_at=item.decoded_at, emitted_at=time.time(), caption=caption.text,
+                logprob=round(caption.logprob, 4),
+                latency_ms=round((now - item.decoded_mono) * 1000, 2), changed=changed,
+                reset=item.reset))
+        return events
+
+    def _drop_status(
+        self, stream: str, reported: dict[str, tuple[int, float]]
+    ) -> StatusEvent | None:
+        dropped = self.mailbox.dropped(stream)
+        count, when = reported.get(stream, (0, 0.0))
+        now = time.monotonic()
+        if dropped == count or now - when < _DROP_REPORT_EVERY:
+            return None
+        reported[stream] = (dropped, now)
+        return StatusEvent(stream=stream, kind=DROPPED, at=time.time(), dropped=dropped,
+                           message=f"{dropped - count} frame(s) dropped to keep up "
+                                   f"({dropped} in all)")
+
+    def _emit(self, event: Event | None) -> bool:
+        """Hand an event to the consumer; False when the pipeline stopped first."""
+        while not self.stop.is_set():
+            try:
+                self.events.put(event, timeout=_POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
+def open_sources(
+    specs: Sequence[str], options: SourceOptions | None = None
+) -> dict[str, Source | MediaError]:
+    """Parse source strings under unique stream ids; a bad string maps to its error."""
+    parsed: dict[str, Source | MediaError] = {}
+    for stream, spec in zip(stream_ids(specs), specs, strict=True):
+        try:
+            parsed[stream] = parse_source(spec, options)
+        except MediaError as error:
+            parsed[stream] = error
+    return parsed
+
+
+def caption_stream(
+    sources: str | Sequence[str],
+    bundle: str | Path | LoadedBundle = DEFAULT_BUNDLE,
+    *,
+    device: str = "auto",
+    settings: PipelineSettings | None = None,
+) -> Iterator[Event]:
+    """Caption one or more sources live; yield a :class:`CaptionEvent` per sampled frame and
+    :class:`StatusEvent` s (opened, reconnecting, dropped, ended) as they happen.
+
+    Args:
+        sources: a source string or several (see :mod:`stream.sources` for the forms).
+        bundle: a bundle directory, or one already opened.
+        device: auto, cpu, cuda or tensorrt (when ``bundle`` is a path).
+        settings: batching, queues, reconnects, source options.
+
+    Raises:
+        BundleError, DeviceError: before any stream starts.
+        StreamError: a thread of the pipeline failed (the cause is attached).
+
+    A source that cannot be opened or decoded does not raise: its stream ends with an
+    ``ended`` status whose ``error`` says why.
+    """
+    settings = settings or PipelineSettings()
+    specs = [sources] if isinstance(sources, str) else list(sources)
+    if not specs:
+        raise ValueError("no sources given")
+    loaded = (bundle if isinstance(bundle, LoadedBundle)
+              else open_bundle(bundle, SessionSettings(device=device)))
+    yield from Pipeline(open_sources(specs, settings.sources), loaded, settings)

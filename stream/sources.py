@@ -1,0 +1,222 @@
+"""What a user types as a source, mapped to what PyAV opens.
+
+One function, :func:`parse_source`, turns a string into a :class:`Source`: the URL or path,
+the FFmpeg input format and options, whether the source is live, and a display name with any
+credentials removed. Forms::
+
+    clip.mp4, /data/archive/cam1.mkv       a file of any container and codec FFmpeg decodes
+    photo.jpg, frame.png                   a still image (one frame, one caption)
+    webcam, webcam:1, /dev/video0          a camera: v4l2 (Linux), avfoundation (macOS), dshow
+                                           (Windows; webcam:NAME takes the device's name)
+    rtsp://user:pw@host:554/stream         RTSP over TCP, read timeout, small probe: fast start
+    http(s)://host/live.m3u8               HTTP(S) and HLS (live when the input has no duration)
+    lavfi:testsrc2=size=640x480:rate=30    an FFmpeg filter graph; live when it holds "realtime"
+
+Live sources are never waited on: the decoder drops their oldest queued frames to keep latency
+bounded. Files are never dropped from. Opening always has a timeout on the network.
+
+Example:
+    >>> source = parse_source("rtsp://admin:secret@10.0.0.5/cam")
+    >>> source.name, source.live, source.options["rtsp_transport"]
+    ('rtsp://***@10.0.0.5/cam', True, 'tcp')
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+
+from stream.errors import MediaError, reason
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+_NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp", "srt", "udp", "tcp")
+# user:password@ (or user@) right after "scheme://": what a URL carries as credentials.
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
+_CAMERA_FORMATS = {"linux": "v4l2", "darwin": "avfoundation", "win32": "dshow"}
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """How sources are opened; every field has a default that suits most users.
+
+    Attributes:
+        timeout: seconds to wait for a network source to open and for each read before
+            giving up (then reconnecting, for live sources).
+        rtsp_transport: "tcp" (default: no packet loss, passes NAT) or "udp".
+        camera_fps: frame rate asked of a webcam (None: the camera's default).
+        camera_size: (width, height) asked of a webcam (None: the camera's default).
+    """
+
+    timeout: float = 5.0
+    rtsp_transport: str = "tcp"
+    camera_fps: float | None = None
+    camera_size: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.timeout > 0:
+            raise ValueError(f"timeout must be positive, got {self.timeout}")
+        if self.rtsp_transport not in ("tcp", "udp"):
+            raise ValueError(f"rtsp transport must be tcp or udp, got {self.rtsp_transport!r}")
+        if self.camera_fps is not None and not self.camera_fps > 0:
+            raise ValueError(f"camera fps must be positive, got {self.camera_fps}")
+        if self.camera_size is not None and min(self.camera_size) <= 0:
+            raise ValueError(f"camera size must be positive, got {self.camera_size}")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A parsed source, ready for :func:`open_source`.
+
+    Attributes:
+        kind: "file", "image", "webcam", "rtsp", "network" (HTTP(S), HLS and other URLs) or
+            "lavfi".
+        url: what PyAV opens (may hold credentials: never print it; print ``name``).
+        name: the source for people: the URL with credentials replaced by ``***``.
+        format: the FFmpeg input format to force (v4l2, lavfi, ...) or None to probe.
+        options: FFmpeg options for opening.
+        live: frames arrive in real time and are dropped when the pipeline falls behind;
+            None: decided once opened (a network input without a duration is live).
+        timeout: PyAV's (open, read) timeout in seconds, for inputs that can stall.
+    """
+
+    kind: str
+    url: str = field(repr=False)
+    name: str
+    format: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+    live: bool | None = False
+    timeout: tuple[float, float] | None = None
+
+    @property
+    def reconnects(self) -> bool:
+        """Whether an end or error of this source leads to reopening it (live, not a file)."""
+        return self.kind in ("webcam", "rtsp", "network") or (self.kind == "lavfi" and
+                                                                bool(self.live))
+
+
+def redact(text: str) -> str:
+    """Replace the credentials of every URL in ``text`` with ``***``.
+
+    Example:
+        >>> redact("cannot open rtsp://bob:pw@cam/live")
+        'cannot open rtsp://***@cam/live'
+    """
+    return _CREDENTIALS.sub(r"\g<scheme>***@", text)
+
+
+def parse_source(
+    spec: str, options: SourceOptions | None = None, platform: str = sys.platform
+) -> Source:
+    """Map a user's source string to a :class:`Source` (see the module docstring for forms).
+
+    Raises:
+        MediaError: the string names no source this runtime knows (a missing file, an empty
+            string, a malformed webcam or lavfi spec).
+    """
+    options = options or SourceOptions()
+    text = spec.strip()
+    if not text:
+        raise MediaError("empty source string")
+    lowered = text.lower()
+    if lowered == "webcam" or lowered.startswith("webcam:") or _is_v4l2_path(text):
+        return _webcam(text, options, platform)
+    if lowered.startswith("lavfi:"):
+        graph = text[len("lavfi:"):]
+        if not graph:
+            raise MediaError(f"{text}: empty lavfi filter graph")
+        return Source(kind="lavfi", url=graph, name=text, format="lavfi",
+                      live="realtime" in graph)
+    scheme = lowered.split("://", 1)[0] if "://" in lowered else ""
+    if scheme in ("rtsp", "rtsps"):
+        micros = str(int(options.timeout * 1_000_000))
+        return Source(kind="rtsp", url=text, name=redact(text), live=True,
+                      options={"rtsp_transport": options.rtsp_transport,
+                               "timeout": micros,  # socket timeout, in microseconds
+                               "probesize": "32", "analyzeduration": "0"},
+                      timeout=(options.timeout, options.timeout))
+    if scheme in _NETWORK_SCHEMES:
+        return Source(kind="network", url=text, name=redact(text), live=None,
+                      timeout=(options.timeout, options.timeout))
+    if scheme == "file":
+        text = text[len("file://"):]
+    elif scheme:
+        raise MediaError(f"{redact(text)}: unknown URL scheme {scheme!r}")
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise MediaError(f"{text}: no such file")
+    if path.is_dir():
+        raise MediaError(f"{text}: is a directory, not a video")
+    kind = "image" if path.suffix.lower() in IMAGE_SUFFIXES else "file"
+    return Source(kind=kind, url=str(path), name=str(path))
+
+
+def _is_v4l2_path(text: str) -> bool:
+    return re.fullmatch(r"/dev/video\d+", text) is not None
+
+
+def _webcam(text: str, options: SourceOptions, platform: str) -> Source:
+    system = "win32" if platform.startswith("win") else platform
+    camera_format = _CAMERA_FORMATS.get(system)
+    if camera_format is None:
+        raise MediaError(f"{text}: webcams are not supported on {platform}")
+    if _is_v4l2_path(text):
+        if camera_format != "v4l2":
+            raise MediaError(f"{text}: /dev/video devices exist only on Linux")
+        device = text
+    else:
+        which = text.split(":", 1)[1] if ":" in text else "0"
+        if not which:
+            raise MediaError(f"{text}: say which webcam, e.g. webcam:0")
+        if camera_format == "dshow":
+            device = f"video={_dshow_name(which) if which.isdigit() else which}"
+        elif not which.isdigit():
+            raise MediaError(f"{text}: a webcam is chosen by number here, e.g. webcam:0")
+        elif camera_format == "v4l2":
+            device = f"/dev/video{which}"
+        else:
+            device = f"{which}:none"  # avfoundation: video device N, no audio
+    opts: dict[str, str] = {}
+    if options.camera_fps is not None:
+        opts["framerate"] = f"{options.camera_fps:g}"
+    if options.camera_size is not None:
+        opts["video_size"] = f"{options.camera_size[0]}x{options.camera_size[1]}"
+    return Source(kind="webcam", url=device, name=text, format=camera_format, options=opts,
+                  live=True)
+
+
+def _dshow_name(number: str) -> str:
+    cameras = list_devices("dshow")
+    index = int(number)
+    if index >= len(cameras):
+        raise MediaError(f"webcam:{number}: found {len(cameras)} DirectShow camera(s)")
+    return cameras[index]
+
+
+def list_devices(camera_format: str | None = None) -> list[str]:
+    """Names of the capture devices FFmpeg finds for this platform's camera input format."""
+    system = "win32" if sys.platform.startswith("win") else sys.platform
+    camera_format = camera_format or _CAMERA_FORMATS.get(system)
+    if camera_format is None:
+        return []
+    try:
+        found = av.enumerate_input_devices(camera_format)
+    except (av.FFmpegError, OSError, ValueError) as error:
+        raise MediaError(f"cannot list {camera_format} devices ({error})") from error
+    return [str(d) for d in found]
+
+
+def open_source(source: Source) -> av.container.InputContainer:
+    """Open ``source`` with PyAV, raising :class:`MediaError` with a one-line reason.
+
+    The error names the source by its redacted name, never its URL.
+    """
+    try:
+        return av.open(source.url, format=source.format, options=dict(source.options),
+                       timeout=source.timeout)
+    except (av.FFmpegError, OSError) as error:
+        raise MediaError(f"{source.name}: cannot open ({redact(reason(error))})") from error
+
