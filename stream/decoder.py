@@ -97,7 +97,8 @@ class Decoder(threading.Thread):
     def run(self) -> None:
         try:
             failure = self._decode_until_done()
-            self._status(ENDED, failure or "end of stream", error=failure)
+            done = "stopped" if self.stop.is_set() else "end of stream"
+            self._status(ENDED, failure or done, error=failure)
         except BaseException as error:  # a bug: the pipeline re-raises it in the main thread
             self.error = error
             self.stop.set()
