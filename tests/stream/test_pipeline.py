@@ -1,0 +1,138 @@
+"""The pipeline end to end on real media: batching, backpressure, drops, failures, shutdown."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from lrcn.data import load_dataset
+from stream.bundle import open_bundle
+from stream.captioning import CaptionCore
+from stream.errors import StreamError
+from stream.events import DROPPED, ENDED, OPENED, CaptionEvent, StatusEvent
+from stream.frames import read_sampled_frames
+from stream.pipeline import Pipeline, PipelineSettings, caption_stream, open_sources
+from stream.sessions import SessionSettings
+from tests.media import write_image
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_bundle):
+    return open_bundle(tiny_bundle, SessionSettings(device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def videos(tiny_world):
+    return [str(item.path) for item in load_dataset(tiny_world).items]
+
+
+def captions_of(events):
+    by_stream: dict[str, list[CaptionEvent]] = {}
+    for event in events:
+        if isinstance(event, CaptionEvent):
+            by_stream.setdefault(event.stream, []).append(event)
+    return by_stream
+
+
+def statuses(events, kind):
+    return [e for e in events if isinstance(e, StatusEvent) and e.kind == kind]
+
+
+def test_streams_batched_together_caption_as_each_alone(loaded, videos):
+    """Micro-batching across streams changes nothing: every frame, in order, same captions."""
+    settings = PipelineSettings(max_batch=4, max_wait_ms=50)
+    events = list(caption_stream(videos, loaded, settings=settings))
+    got = captions_of(events)
+    core = CaptionCore(loaded)
+    size = (loaded.bundle.input_size,) * 2
+    for path, stream in zip(videos, got, strict=True):
+        frames, times = read_sampled_frames(path, loaded.bundle.sample_fps, size)
+        alone = [core.step(f[None], ["alone"], [t == 0])[0].text for t, f in enumerate(frames)]
+        core.forget("alone")
+        assert [e.index for e in got[stream]] == list(range(len(frames)))
+        assert [e.pts for e in got[stream]] == pytest.approx(times.tolist(), abs=1e-6)
+        assert [e.caption for e in got[stream]] == alone
+        assert got[stream][0].reset and not any(e.reset for e in got[stream][1:])
+        changes = [e.changed for e in got[stream]]
+        assert changes == [True] + [a != b for a, b in zip(alone, alone[1:], strict=False)]
+    assert len(statuses(events, ENDED)) == len(videos)
+    assert all(e.error is None for e in statuses(events, ENDED))
+
+
+def _consume_slowly(source, loaded, seconds_per_event):
+    """Caption ``source`` with a consumer slower than the source; (events, staleness in s)."""
+    settings = PipelineSettings(max_batch=1, max_wait_ms=0, queue_size=2, events_queue=2)
+    events, staleness = [], []
+    for event in caption_stream(source, loaded, settings=settings):
+        events.append(event)
+        if isinstance(event, CaptionEvent):
+            staleness.append(time.time() - event.decoded_at)
+            time.sleep(seconds_per_event)
+    return events, staleness
+
+
+def test_a_live_source_drops_its_oldest_frames_to_stay_current(loaded):
+    # 5 frames/s sampled from a 4 s paced camera, consumed at 2.5 frames/s.
+    events, staleness = _consume_slowly(
+        "lavfi:testsrc2=size=160x120:rate=30:d=4,realtime", loaded, 0.4)
+    frames = captions_of(events)["lavfi"]
+    drops = statuses(events, DROPPED)
+    assert drops and drops[-1].dropped > 0
+    assert len(frames) + statuses(events, ENDED)[0].dropped >= 19
+    assert frames[-1].index >= 18  # the newest frames were kept, the oldest dropped
+    # Staleness stays bounded by the queues (2 + 2 events + 1 in hand), not by the run length.
+    assert max(staleness) < 6 * 0.4 + 1.0
+
+
+def test_a_file_under_the_same_load_waits_and_drops_nothing(loaded):
+    events, staleness = _consume_slowly("lavfi:testsrc2=size=160x120:rate=30:d=2", loaded, 0.2)
+    frames = captions_of(events)["lavfi"]
+    assert [e.index for e in frames] == list(range(10))
+    assert not statuses(events, DROPPED) and statuses(events, ENDED)[0].dropped == 0
+
+
+def test_a_failing_source_ends_alone_and_the_others_finish(loaded, videos, tmp_path):
+    not_media = tmp_path / "notes.mp4"
+    not_media.write_text("not a video")
+    image = write_image(tmp_path / "still.png")
+    events = list(caption_stream([videos[0], "missing.mp4", str(not_media), str(image)],
+                                 loaded))
+    ended = {e.stream: e for e in statuses(events, ENDED)}
+    assert ended["missing"].error == "missing.mp4: no such file"
+    assert ended["notes"].error.startswith(f"{not_media}: cannot open")
+    assert ended[videos[0].rsplit("/", 1)[1][:-4]].error is None
+    got = captions_of(events)
+    assert len(got["still"]) == 1  # a still image: one caption
+    assert len(got[videos[0].rsplit("/", 1)[1][:-4]]) > 10
+
+
+def test_an_error_in_the_worker_stops_everything_and_is_raised(loaded, monkeypatch):
+    def broken(self, frames, stream_ids, resets=None):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(CaptionCore, "step", broken)
+    pipeline = Pipeline(open_sources(["lavfi:testsrc2=size=160x120:rate=30,realtime"]),
+                        loaded)
+    start = time.monotonic()
+    with pytest.raises(StreamError, match="RuntimeError: boom") as caught:
+        list(pipeline)
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    assert time.monotonic() - start < 15
+    assert not any(d.is_alive() for d in pipeline.decoders) and not pipeline.worker.is_alive()
+
+
+def test_leaving_the_loop_stops_an_endless_live_source_promptly(loaded):
+    pipeline = Pipeline(open_sources(["lavfi:testsrc2=size=160x120:rate=30,realtime"]),
+                        loaded)
+    events = iter(pipeline)
+    seen = [next(events) for _ in range(4)]
+    assert isinstance(seen[0], StatusEvent) and seen[0].kind == OPENED
+    start = time.monotonic()
+    events.close()
+    assert time.monotonic() - start < 5
+    assert not any(t.is_alive() for t in [*pipeline.decoders, pipeline.worker])
+    assert threading.active_count() < 20
