@@ -111,11 +111,9 @@ class Decoder(threading.Thread):
         while not self.stop.is_set():
             try:
                 failure = self._decode_once()
-                if failure is None and not self._reconnects():
-                    return None
             except MediaError as error:
                 failure = str(error)
-            if not self._reconnects():
+            if not self._reconnects() or self.reconnect.attempts == 0:
                 return failure
             if self._frames_since_open:  # the source worked for a while: start counting anew
                 failures = 0

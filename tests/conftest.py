@@ -48,3 +48,25 @@ def tiny_bundle(tiny_checkpoint, tmp_path_factory):
     from export.build import export_bundle
 
     return export_bundle(tiny_checkpoint, tmp_path_factory.mktemp("bundles") / "tiny")
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def require_rtsp_server() -> str:
+    """The system Python, when it can run GStreamer's RTSP server; skip (fail under
+    LRCN_STRICT) otherwise. The bindings come from Debian's packages, not from pip."""
+    import subprocess
+
+    probe = ("import gi; gi.require_version('GstRtspServer', '1.0'); "
+             "from gi.repository import GstRtspServer")
+    ok = os.path.exists(SYSTEM_PYTHON) and subprocess.run(
+        [SYSTEM_PYTHON, "-c", probe], capture_output=True, timeout=60).returncode == 0
+    if not ok:
+        message = ("GStreamer's RTSP server is not usable from /usr/bin/python3 (apt-get install "
+                   "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp "
+                   "gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly)")
+        if STRICT:
+            pytest.fail(f"LRCN_STRICT is set but {message}")
+        pytest.skip(message)
+    return SYSTEM_PYTHON
