@@ -1,6 +1,7 @@
 # The two commands of the README:
-#   make demo   set up, generate a small ShapesWorld, train briefly, evaluate, export a bundle
+#   make run    set up the runtime and caption the bundled sample video with the bundled model
 #   make test   set up, lint, type-check and run the whole test suite
+# `make demo` generates a small ShapesWorld, trains briefly, evaluates and exports a bundle.
 # `make shapes` is the full run behind the README's accepted numbers (about 45 minutes);
 # `make bundle` exports its checkpoint to models/shapes and evaluates that through the ONNX core.
 
@@ -10,15 +11,24 @@ PY := $(VENV)/bin/python
 DATA ?= data/shapes
 DEMO ?= data/demo
 
-.PHONY: setup demo shapes bundle test lint clean
+.PHONY: setup run demo shapes bundle test lint clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The runtime alone (av, numpy, onnxruntime) is enough for `make run`; the rest adds PyTorch.
+$(VENV)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.runtime
 	$(PY) -m pip install --quiet -e '.[train,dev]'
 	touch $@
+
+# Live captions of the bundled sample (pass your own sources: make run ARGS="rtsp://... webcam").
+run: $(VENV)/.runtime
+	$(PY) run_stream.py $(ARGS)
 
 demo: setup
 	$(PY) -m lrcn.world --out $(DEMO)/train --videos 120 --seed 11 --workers 2

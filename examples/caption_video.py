@@ -1,4 +1,4 @@
-"""Caption a video file frame by frame with a model bundle, without PyTorch.
+"""Caption a video file with a model bundle through the library API, without PyTorch.
 
     python examples/caption_video.py [VIDEO] [--bundle models/shapes] [--device auto]
 
@@ -15,11 +15,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from stream.bundle import open_bundle  # noqa: E402
-from stream.captioning import CaptionCore  # noqa: E402
 from stream.errors import StreamError  # noqa: E402
-from stream.frames import iter_sampled_frames  # noqa: E402
-from stream.sessions import DEVICES, SessionSettings  # noqa: E402
+from stream.events import CaptionEvent, StatusEvent  # noqa: E402
+from stream.pipeline import caption_stream  # noqa: E402
+from stream.sessions import DEVICES  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,18 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", type=Path, default=ROOT / "models/shapes")
     parser.add_argument("--device", choices=DEVICES, default="auto")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
-        loaded = open_bundle(args.bundle, SessionSettings(device=args.device))
-        core = CaptionCore(loaded)
-        size = (loaded.bundle.input_size, loaded.bundle.input_size)
-        last = None
-        for sample in iter_sampled_frames(args.video, loaded.bundle.sample_fps, size):
-            [caption] = core.step(sample.rgb[None], ["video"], [sample.index == 0])
-            if caption.text != last:
-                print(f"{sample.time:6.2f}s  {caption.text}")
-                last = caption.text
-    except StreamError as err:
+        for event in caption_stream(str(args.video), args.bundle, device=args.device):
+            if isinstance(event, CaptionEvent) and event.changed:
+                print(f"{event.pts:6.2f}s  {event.caption}")
+            elif isinstance(event, StatusEvent) and event.error:
+                print(f"error: {event.error}", file=sys.stderr)
+                return 1
+    except StreamError as err:  # the bundle or the device cannot be used
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0
