@@ -6,7 +6,7 @@ Ctrl-C or SIGTERM stops cleanly, with every output file complete and valid.
 
 Exit codes: 0 every source ran to its end; 1 a source failed (the others still ran; each failure
 is one line on stderr); 2 bad command line; 3 the model bundle or the device cannot be used;
-4 the pipeline failed; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM).
+4 the pipeline or an output failed; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -180,6 +180,9 @@ def _run(pipeline: Pipeline, ids: list[str], paths: dict[str, dict[str, Path]],
         return EXIT_TERMINATED
     except StreamError as error:
         print(f"error: {redact(str(error))}", file=sys.stderr)
+        return EXIT_PIPELINE
+    except OSError as error:  # an output cannot be written (no space, no permission, ...)
+        print(f"error: {error}", file=sys.stderr)
         return EXIT_PIPELINE
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -115,6 +115,11 @@ class Decoder(threading.Thread):
                 failure = str(error)
             if not self._reconnects() or self.reconnect.attempts == 0:
                 return failure
+            if failure is None and self.source.kind == "network":
+                # A clean end over HTTP is the end: an MPEG-TS file served over HTTP has no
+                # duration either, and reopening it would replay it forever. Errors and
+                # stalls still reconnect.
+                return None
             if self._frames_since_open:  # the source worked for a while: start counting anew
                 failures = 0
             failures += 1

@@ -9,7 +9,8 @@ credentials removed. Forms::
     webcam, webcam:1, /dev/video0          a camera: v4l2 (Linux), avfoundation (macOS), dshow
                                            (Windows; webcam:NAME takes the device's name)
     rtsp://user:pw@host:554/stream         RTSP over TCP, read timeout, small probe: fast start
-    http(s)://host/live.m3u8               HTTP(S) and HLS (live when the input has no duration)
+    http(s)://host/live.m3u8               HTTP(S) and HLS (live when the input has no duration;
+                                           reopened after errors, not after a clean end)
     lavfi:testsrc2=size=640x480:rate=30    an FFmpeg filter graph; live when it holds "realtime"
 
 Live sources are never waited on: the decoder drops their oldest queued frames to keep latency

@@ -10,12 +10,13 @@ import numpy as np
 
 
 def write_video(path: Path, frames: int, fps: int = 30, size: tuple[int, int] = (64, 48),
-                seed: int = 0) -> Path:
-    """Encode ``frames`` frames of moving noise with libx264 at ``fps``; returns ``path``."""
+                seed: int = 0, container: str | None = None) -> Path:
+    """Encode ``frames`` frames of moving noise with libx264 at ``fps`` into ``path`` (its
+    format from the suffix, or ``container``, e.g. "mpegts"); returns ``path``."""
     rng = np.random.default_rng(seed)
     width, height = size
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
+    with av.open(str(path), "w", format=container) as output:
+        stream = output.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.time_base = Fraction(1, fps)
         for i in range(frames):
@@ -24,8 +25,8 @@ def write_video(path: Path, frames: int, fps: int = 30, size: tuple[int, int] = 
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts = i
             frame.time_base = Fraction(1, fps)
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
+            output.mux(stream.encode(frame))
+        output.mux(stream.encode())
     return path
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import threading
 import time
 
@@ -13,9 +15,15 @@ from stream.captioning import CaptionCore
 from stream.errors import StreamError
 from stream.events import DROPPED, ENDED, OPENED, CaptionEvent, StatusEvent
 from stream.frames import read_sampled_frames
-from stream.pipeline import Pipeline, PipelineSettings, caption_stream, open_sources
+from stream.pipeline import (
+    Pipeline,
+    PipelineSettings,
+    caption_stream,
+    open_sources,
+    stream_ids,
+)
 from stream.sessions import SessionSettings
-from tests.media import write_image
+from tests.media import write_image, write_video
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -49,7 +57,8 @@ def test_streams_batched_together_caption_as_each_alone(loaded, videos):
     got = captions_of(events)
     core = CaptionCore(loaded)
     size = (loaded.bundle.input_size,) * 2
-    for path, stream in zip(videos, got, strict=True):
+    assert sorted(got) == sorted(stream_ids(videos))
+    for path, stream in zip(videos, stream_ids(videos), strict=True):
         frames, times = read_sampled_frames(path, loaded.bundle.sample_fps, size)
         alone = [core.step(f[None], ["alone"], [t == 0])[0].text for t, f in enumerate(frames)]
         core.forget("alone")
@@ -136,3 +145,52 @@ def test_leaving_the_loop_stops_an_endless_live_source_promptly(loaded):
     assert time.monotonic() - start < 5
     assert not any(t.is_alive() for t in [*pipeline.decoders, pipeline.worker])
     assert threading.active_count() < 20
+
+
+def test_a_bug_in_a_decoder_thread_is_raised_in_the_caller(loaded, videos, monkeypatch):
+    def broken(frame, size):
+        raise ZeroDivisionError("decoder bug")
+
+    monkeypatch.setattr("stream.decoder.frame_to_rgb", broken)
+    with pytest.raises(StreamError, match="ZeroDivisionError: decoder bug"):
+        list(caption_stream(videos[:2], loaded))
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    """A local HTTP server over ``tmp_path``; yields its base URL."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("container", ["mp4", "mpegts"])
+def test_http_sources_are_captioned_to_their_end(loaded, http_root, container):
+    """An mp4 has a duration (a file: nothing dropped); an MPEG-TS stream has none (live),
+    and its clean end over HTTP ends it rather than replaying it."""
+    root, base = http_root
+    name = f"clip.{'ts' if container == 'mpegts' else 'mp4'}"
+    write_video(root / name, frames=60, fps=30, size=(64, 48), container=container)
+    events = list(caption_stream(f"{base}/{name}", loaded))
+    frames = captions_of(events)["127.0.0.1-clip." + name.split(".")[1]]
+    ended = statuses(events, ENDED)
+    assert len(ended) == 1 and ended[0].error is None and ended[0].reconnects == 0
+    assert [e.index for e in frames] == list(range(10))  # 2 s at 5 frames/s
+
+
+@pytest.mark.parametrize("specs, ids", [
+    # file stems, made unique in order
+    (["a/cam.mp4", "b/cam.mp4", "c/cam.mkv"], ["cam", "cam-2", "cam-3"]),
+    # URLs give host and path, never credentials
+    (["rtsp://admin:pw@10.0.0.5:554/live/main?x=1"], ["10.0.0.5-live-main"]),
+    (["webcam", "webcam:1", "lavfi:testsrc2", "lavfi:color"], ["webcam0", "webcam1", "lavfi",
+                                                               "lavfi-2"]),
+    # nothing that could climb out of an output directory
+    (["../../etc/passwd", "..", "/"], ["passwd", "source", "source-2"]),
+])
+def test_stream_ids_are_short_unique_and_safe_as_file_names(specs, ids):
+    assert stream_ids(specs) == ids
