@@ -168,20 +168,20 @@ def http_root(tmp_path):
     server.server_close()
 
 
-@pytest.mark.parametrize("container", ["mp4", "mpegts"])
-def test_http_sources_are_captioned_to_their_end(loaded, http_root, container):
-    """An mp4 has a duration: a file, nothing dropped. An MPEG-TS stream has none: live, so it
-    may drop when decoded faster than captioned, and its clean end over HTTP ends it rather than
-    replaying it."""
+@pytest.mark.parametrize("name, container", [("clip.mp4", None), ("clip.ts", "mpegts"),
+                                             ("clip.m3u8", "hls")])
+def test_http_sources_are_captioned_to_their_end(loaded, http_root, name, container):
+    """An mp4 and a finished HLS playlist have a duration: files, nothing dropped. An MPEG-TS
+    stream has none: live, so it may drop when decoded faster than captioned, and its clean end
+    over HTTP ends it rather than replaying it."""
     root, base = http_root
-    name = f"clip.{'ts' if container == 'mpegts' else 'mp4'}"
     write_video(root / name, frames=60, fps=30, size=(64, 48), container=container)
     events = list(caption_stream(f"{base}/{name}", loaded))
-    frames = captions_of(events)["127.0.0.1-clip." + name.split(".")[1]]
+    frames = captions_of(events)["127.0.0.1-" + name]
     ended = statuses(events, ENDED)
     assert len(ended) == 1 and ended[0].error is None and ended[0].reconnects == 0
     indexes = [e.index for e in frames]  # 2 s at 5 frames/s: 0 ... 9
-    if container == "mp4":
+    if container != "mpegts":
         assert indexes == list(range(10)) and ended[0].dropped == 0
     else:
         assert indexes == sorted(set(indexes)) and indexes[-1] == 9
