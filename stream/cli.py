@@ -122,6 +122,14 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # before streaming started (loading the model): nothing to finish
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = get_args_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(message)s",
@@ -162,7 +170,11 @@ def _run(pipeline: Pipeline, ids: list[str], paths: dict[str, dict[str, Path]],
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         with contextlib.ExitStack() as stack:
-            # Unwound in reverse: the sinks are closed (files complete) before the threads stop.
+            # Unwound in reverse: the generator stops the threads without waiting, the sinks
+            # finish their files, and only then are the threads joined (a network read can take
+            # up to --timeout seconds to give up).
+            pipeline.join_on_exit = False
+            stack.callback(pipeline.close)
             events = stack.enter_context(contextlib.closing(iter(pipeline)))
             sinks = {stream: _sinks(stack, stream, paths, interval) for stream in ids}
             console = stack.enter_context(ConsoleSink(show_stream=len(ids) > 1))
@@ -178,6 +190,9 @@ def _run(pipeline: Pipeline, ids: list[str], paths: dict[str, dict[str, Path]],
     except _Terminated:
         _report(summary, stopped="terminated")
         return EXIT_TERMINATED
+    except (BundleError, DeviceError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BUNDLE
     except StreamError as error:
         print(f"error: {redact(str(error))}", file=sys.stderr)
         return EXIT_PIPELINE

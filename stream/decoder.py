@@ -113,6 +113,8 @@ class Decoder(threading.Thread):
                 failure = self._decode_once()
             except MediaError as error:
                 failure = str(error)
+            if self.stop.is_set():
+                return None
             if not self._reconnects() or self.reconnect.attempts == 0:
                 return failure
             if failure is None and self.source.kind == "network":
@@ -135,7 +137,9 @@ class Decoder(threading.Thread):
         return None
 
     def _reconnects(self) -> bool:
-        return bool(self.source.live) and self.source.kind != "lavfi"
+        """Cameras and RTSP reopen; so does a network source unless it proved to be a file."""
+        kind, live = self.source.kind, self.source.live
+        return kind in ("webcam", "rtsp") or (kind == "network" and live is not False)
 
     def _decode_once(self) -> str | None:
         """Open the source and queue its sampled frames; return None at its end, else why not.

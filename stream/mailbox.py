@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -59,6 +59,7 @@ class _Queue:
     frames: int = 0
     dropped: int = 0
     closed: bool = False
+    carry_reset: bool = False  # a dropped frame had the reset flag: the next frame takes it
 
 
 class Mailbox:
@@ -75,6 +76,7 @@ class Mailbox:
         self.capacity = capacity
         self.stop = stop
         self._queues: dict[str, _Queue] = {}
+        self._turn = 0  # which stream a batch starts with
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
 
@@ -101,6 +103,9 @@ class Mailbox:
                     else:
                         self._changed.wait(_POLL)
                 queue.frames += 1
+                if queue.carry_reset:
+                    item = replace(item, reset=True)
+                    queue.carry_reset = False
             queue.items.append((time.monotonic(), item))
             self._changed.notify_all()
             return True
@@ -145,12 +150,18 @@ class Mailbox:
             return batch
 
     def _collect(self, max_batch: int) -> list[Item]:
+        # Each batch starts with the next stream in turn, so that with more streams than
+        # max_batch every stream is served (no starvation), not only the first ones.
+        queues = list(self._queues.values())
+        turn = self._turn % len(queues)
+        self._turn = turn + 1
+        queues = queues[turn:] + queues[:turn]
         batch: list[Item] = []
         frames = 0
         progress = True
         while progress and frames < max_batch:
             progress = False
-            for queue in self._queues.values():
+            for queue in queues:
                 # Statuses at the head go along for free; then at most one frame per round.
                 while queue.items and not isinstance(queue.items[0][1], FrameItem):
                     batch.append(queue.items.popleft()[1])
@@ -168,7 +179,17 @@ class Mailbox:
                 del queue.items[i]
                 queue.frames -= 1
                 queue.dropped += 1
+                if item.reset:  # the discontinuity must not be dropped with its frame
+                    self._pass_reset_on(queue, i)
                 return
+
+    def _pass_reset_on(self, queue: _Queue, start: int) -> None:
+        for j in range(start, len(queue.items)):
+            arrival, item = queue.items[j]
+            if isinstance(item, FrameItem):
+                queue.items[j] = (arrival, replace(item, reset=True))
+                return
+        queue.carry_reset = True
 
     def _pending(self) -> bool:
         return any(q.items for q in self._queues.values())

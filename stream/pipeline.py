@@ -40,11 +40,11 @@ import numpy as np
 from stream.bundle import LoadedBundle, open_bundle
 from stream.captioning import Caption, CaptionCore
 from stream.decoder import Decoder, ReconnectPolicy
-from stream.errors import MediaError, StreamError
-from stream.events import DROPPED, ENDED, CaptionEvent, Event, StatusEvent
+from stream.errors import MediaError, StreamError, reason
+from stream.events import DROPPED, ENDED, RECONNECTING, CaptionEvent, Event, StatusEvent
 from stream.mailbox import FrameItem, Item, Mailbox
 from stream.sessions import SessionSettings
-from stream.sources import Source, SourceOptions, parse_source
+from stream.sources import Source, SourceOptions, parse_source, redact
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def stream_ids(specs: Sequence[str]) -> list[str]:
             base = Path(text).stem or "source"
         base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip(".-")[:64] or "source"
         name, n = base, 1
-        while name in ids:
+        while name.lower() in (i.lower() for i in ids):  # case-insensitive file systems
             n += 1
             name = f"{base}-{n}"
         ids.append(name)
@@ -158,6 +158,9 @@ class Pipeline:
                                          self.settings.reconnect, self.stop))
         self.worker = threading.Thread(target=self._work, name="inference", daemon=True)
         self.worker_error: BaseException | None = None
+        # Leaving the iteration joins the threads; a caller with outputs to finish first (the
+        # CLI) sets this False and calls close() itself afterwards.
+        self.join_on_exit = True
         self._started = False
 
     def __iter__(self) -> Generator[Event, None, None]:
@@ -180,7 +183,8 @@ class Pipeline:
                     event = self.events.get(timeout=_POLL)
                 except queue.Empty:
                     self._raise_thread_error()
-                    if not self.worker.is_alive():
+                    # A dead worker puts nothing more: once the queue is empty, it is over.
+                    if not self.worker.is_alive() and self.events.empty():
                         break
                     continue
                 if event is None:
@@ -188,7 +192,9 @@ class Pipeline:
                 yield event
             self._raise_thread_error()
         finally:
-            self.close()
+            self.stop.set()
+            if self.join_on_exit:
+                self.close()
 
     def close(self) -> None:
         """Stop every thread and wait for them, at most a bounded time."""
@@ -205,7 +211,7 @@ class Pipeline:
         for error in [self.worker_error, *(d.error for d in self.decoders)]:
             if error is not None:
                 raise StreamError(f"the pipeline stopped: {type(error).__name__}: "
-                                  f"{error}") from error
+                                  f"{redact(reason(error))}") from error
 
     def _work(self) -> None:
         try:
@@ -225,7 +231,10 @@ class Pipeline:
             for event in self._caption(batch, last_text):
                 if not self._emit(event):
                     return
-            for stream in {item.stream for item in batch}:
+            ended = {item.stream for item in batch
+                     if isinstance(item, StatusEvent) and item.kind == ENDED}
+            # An ended stream's last status already carries its final drop count.
+            for stream in {item.stream for item in batch} - ended:
                 drop = self._drop_status(stream, reported)
                 if drop is not None and not self._emit(drop):
                     return
@@ -241,7 +250,7 @@ class Pipeline:
         events: list[Event] = []
         for item in batch:
             if isinstance(item, StatusEvent):
-                if item.kind == ENDED:
+                if item.kind in (ENDED, RECONNECTING):  # the next frame, if any, starts over
                     self._core.forget(item.stream)
                     last_text.pop(item.stream, None)
                 events.append(item)

@@ -155,20 +155,22 @@ class SubtitleSink(Sink):
         if self._open is None or self._file is None:
             return
         text, start, last = self._open
-        self._open = None
         start = max(start, self._last_end)  # times that went backwards never overlap cues
         stop = last + self.frame_interval if end is None else end
         stop = max(stop, start + 0.001)
-        self._last_end = stop
-        self.cues += 1
         if self.fmt == "srt":
-            block = f"{self.cues}\n{_timestamp(start, ',')} --> {_timestamp(stop, ',')}\n"
+            block = f"{self.cues + 1}\n{_timestamp(start, ',')} --> {_timestamp(stop, ',')}\n"
             block += text.replace("-->", "->") + "\n\n"
         else:
             body = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
             block = f"{_timestamp(start, '.')} --> {_timestamp(stop, '.')}\n{body}\n\n"
         self._file.write(block)
         self._file.flush()
+        # Only now is the cue done: a signal before this point leaves it open, to be written
+        # by close().
+        self._open = None
+        self._last_end = stop
+        self.cues += 1
 
 
 def _timestamp(seconds: float, mark: str) -> str:

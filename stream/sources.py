@@ -35,8 +35,12 @@ from stream.errors import MediaError, reason
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 _NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp", "srt", "udp", "tcp")
-# user:password@ (or user@) right after "scheme://": what a URL carries as credentials.
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
+# user:password@ (or user@) right after "scheme://", up to the last "@" before the path, as
+# FFmpeg reads it (a password may hold "@"); and secrets passed as query parameters.
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#\s]*@")
+_SECRET_PARAMS = re.compile(
+    r"(?P<key>[?&](?:password|passwd|pwd|pass|token|access_token|key|apikey|api_key|secret|"
+    r"auth|signature|sig)=)[^&#\s]*", re.IGNORECASE)
 _CAMERA_FORMATS = {"linux": "v4l2", "darwin": "avfoundation", "win32": "dshow"}
 
 
@@ -92,12 +96,6 @@ class Source:
     live: bool | None = False
     timeout: tuple[float, float] | None = None
 
-    @property
-    def reconnects(self) -> bool:
-        """Whether an end or error of this source leads to reopening it (live, not a file)."""
-        return self.kind in ("webcam", "rtsp", "network") or (self.kind == "lavfi" and
-                                                                bool(self.live))
-
 
 def redact(text: str) -> str:
     """Replace the credentials of every URL in ``text`` with ``***``.
@@ -106,7 +104,7 @@ def redact(text: str) -> str:
         >>> redact("cannot open rtsp://bob:pw@cam/live")
         'cannot open rtsp://***@cam/live'
     """
-    return _CREDENTIALS.sub(r"\g<scheme>***@", text)
+    return _SECRET_PARAMS.sub(r"\g<key>***", _CREDENTIALS.sub(r"\g<scheme>***@", text))
 
 
 def parse_source(
@@ -148,7 +146,7 @@ def parse_source(
         raise MediaError(f"{redact(text)}: unknown URL scheme {scheme!r}")
     path = Path(text).expanduser()
     if not path.exists():
-        raise MediaError(f"{text}: no such file")
+        raise MediaError(f"{redact(text)}: no such file")
     if path.is_dir():
         raise MediaError(f"{text}: is a directory, not a video")
     kind = "image" if path.suffix.lower() in IMAGE_SUFFIXES else "file"

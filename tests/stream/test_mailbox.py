@@ -94,3 +94,34 @@ def test_statuses_keep_their_place_and_are_never_dropped():
 def test_capacity_must_be_positive(capacity):
     with pytest.raises(ValueError, match="queue size"):
         Mailbox(capacity, threading.Event())
+
+
+def test_a_dropped_reset_frame_passes_its_reset_on():
+    """A discontinuity survives drops: the next frame kept takes the dropped frame's reset."""
+    box = Mailbox(2, threading.Event())
+    box.register("cam", live=True)
+    for i in (5, 6):
+        box.put("cam", frame("cam", i))
+    box.put("cam", FrameItem("cam", 7, 0.7, 0.0, 0.0, PIXELS, reset=True))  # after a reconnect
+    box.put("cam", frame("cam", 8))  # drops 6
+    box.put("cam", frame("cam", 9))  # drops 7, the reset frame: 8 takes its flag
+    box.put("cam", frame("cam", 10))  # drops 8 (now the reset): 9 takes it
+    assert [(item.index, item.reset) for item in box.take(5, 0)] == [(9, True), (10, False)]
+    box.put("cam", FrameItem("cam", 11, 1.1, 0.0, 0.0, PIXELS, reset=True))
+    box.put("cam", frame("cam", 12))
+    box.put("cam", frame("cam", 13))  # drops 11 with nothing queued after it but 12
+    assert [(item.index, item.reset) for item in box.take(5, 0)] == [(12, True), (13, False)]
+
+
+def test_more_streams_than_a_batch_are_all_served():
+    box = Mailbox(4, threading.Event())
+    names = ["a", "b", "c"]
+    for name in names:
+        box.register(name, live=True)
+    served = dict.fromkeys(names, 0)
+    for round_ in range(30):
+        for name in names:
+            box.put(name, frame(name, round_))
+        for stream, _ in indexes(box.take(2, 0)):
+            served[stream] += 1
+    assert min(served.values()) >= 15  # each stream gets its share of 60 batch slots

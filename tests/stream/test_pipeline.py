@@ -13,7 +13,7 @@ from lrcn.data import load_dataset
 from stream.bundle import open_bundle
 from stream.captioning import CaptionCore
 from stream.errors import StreamError
-from stream.events import DROPPED, ENDED, OPENED, CaptionEvent, StatusEvent
+from stream.events import DROPPED, ENDED, OPENED, RECONNECTING, CaptionEvent, StatusEvent
 from stream.frames import read_sampled_frames
 from stream.pipeline import (
     Pipeline,
@@ -23,6 +23,7 @@ from stream.pipeline import (
     stream_ids,
 )
 from stream.sessions import SessionSettings
+from stream.sources import Source
 from tests.media import write_image, write_video
 
 pytestmark = pytest.mark.timeout(120)
@@ -91,6 +92,7 @@ def test_a_live_source_drops_its_oldest_frames_to_stay_current(loaded):
     frames = captions_of(events)["lavfi"]
     drops = statuses(events, DROPPED)
     assert drops and drops[-1].dropped > 0
+    assert events[-1].kind == ENDED and events[-1].dropped >= drops[-1].dropped  # ended is last
     assert len(frames) + statuses(events, ENDED)[0].dropped >= 19
     assert frames[-1].index >= 18  # the newest frames were kept, the oldest dropped
     # Staleness stays bounded by the queues (2 + 2 events + 1 in hand), not by the run length.
@@ -197,6 +199,20 @@ def test_http_sources_are_captioned_to_their_end(loaded, http_root, name, contai
                                                                "lavfi-2"]),
     # nothing that could climb out of an output directory
     (["../../etc/passwd", "..", "/"], ["passwd", "source", "source-2"]),
+    # names that differ only in case would share a file on case-insensitive file systems
+    (["x/Cam.mp4", "y/cam.mp4"], ["Cam", "cam-2"]),
 ])
 def test_stream_ids_are_short_unique_and_safe_as_file_names(specs, ids):
     assert stream_ids(specs) == ids
+
+
+def test_stopping_a_reconnecting_source_is_not_a_reconnect(loaded):
+    """Stopping ends a live camera's decoding like a normal end: not a failure to retry."""
+    camera = Source(kind="rtsp", url="testsrc2=size=160x120:rate=30,realtime", name="camera",
+                    format="lavfi", live=True)
+    pipeline = Pipeline({"camera": camera}, loaded)
+    events = iter(pipeline)
+    kinds = [getattr(next(events), "kind", "caption") for _ in range(4)]
+    events.close()
+    assert kinds[0] == OPENED and RECONNECTING not in kinds
+    assert pipeline.decoders[0].reconnects == 0

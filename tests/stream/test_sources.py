@@ -67,6 +67,9 @@ def test_bad_source_strings_are_one_line_errors(spec, message):
     ("rtsp://admin:s3cret@10.0.0.5:554/live", "rtsp://***@10.0.0.5:554/live"),
     ("http://user@host/x and rtsp://a:b@c/d", "http://***@host/x and rtsp://***@c/d"),
     ("rtsp://10.0.0.5/live", "rtsp://10.0.0.5/live"),
+    # FFmpeg reads user info up to the last "@" before the path: so does redaction
+    ("rtsp://admin:p@ss@cam/live", "rtsp://***@cam/live"),
+    ("https://cdn/x.m3u8?token=abc&b=1&Password=x", "https://cdn/x.m3u8?token=***&b=1&Password=***"),
 ])
 def test_credentials_are_redacted(text, shown):
     assert redact(text) == shown
