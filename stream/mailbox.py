@@ -7,8 +7,9 @@ travel in the same queue, so that a stream's frames and statuses reach the worke
 are few and never dropped.
 
 The worker takes micro-batches across streams, like a stream muxer: :meth:`Mailbox.take`
-returns as soon as ``max_batch`` frames are queued, or ``max_wait`` seconds after the oldest
-queued frame arrived, whichever comes first. Nothing here blocks forever: every wait is bounded
+returns as soon as ``max_batch`` frames are queued, or every open stream has a frame queued
+(waiting longer could only bring a second frame of a stream, a whole frame interval later), or
+``max_wait`` seconds after the oldest queued frame arrived, whichever comes first. Nothing here blocks forever: every wait is bounded
 and watches the stop event.
 """
 
@@ -205,5 +206,5 @@ class Mailbox:
         return all(q.closed and not q.items for q in self._queues.values())
 
     def _cannot_grow(self) -> bool:
-        """Every stream is closed or full: waiting for more frames would only add latency."""
-        return all(q.closed or q.frames >= self.capacity for q in self._queues.values())
+        """Every stream is closed, or has a frame queued: waiting would only add latency."""
+        return all(q.closed or q.frames > 0 for q in self._queues.values())

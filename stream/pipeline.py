@@ -69,6 +69,8 @@ class PipelineSettings:
         reconnect: when live sources are reopened.
         sources: how sources are opened (timeouts, RTSP transport, webcam settings).
         events_queue: events buffered for a slow consumer before the worker waits.
+        every_frame: caption every decoded frame instead of sampling at the bundle's
+            ``sample_fps`` (for benchmarks: the model was trained at its sample rate).
     """
 
     max_batch: int = 8
@@ -78,6 +80,7 @@ class PipelineSettings:
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
     sources: SourceOptions = field(default_factory=SourceOptions)
     events_queue: int = 256
+    every_frame: bool = False
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
@@ -154,7 +157,8 @@ class Pipeline:
                                                 message=str(source), error=str(source)))
                 continue
             self.mailbox.register(stream, live=bool(source.live))
-            self.decoders.append(Decoder(stream, source, self.mailbox, bundle.sample_fps, size,
+            sample_fps = None if self.settings.every_frame else bundle.sample_fps
+            self.decoders.append(Decoder(stream, source, self.mailbox, sample_fps, size,
                                          self.settings.reconnect, self.stop))
         self.worker = threading.Thread(target=self._work, name="inference", daemon=True)
         self.worker_error: BaseException | None = None

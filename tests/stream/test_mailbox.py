@@ -69,13 +69,25 @@ def test_a_batch_goes_when_full_without_waiting():
     assert indexes(batch) == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
 
 
-def test_a_partial_batch_goes_after_max_wait():
+def test_a_partial_batch_waits_for_the_other_streams_until_max_wait():
     box = Mailbox(8, threading.Event())
     box.register("a", live=True)
+    box.register("b", live=True)
     box.put("a", frame("a", 0))
     start = time.monotonic()
-    assert indexes(box.take(4, max_wait=0.3)) == [("a", 0)]
+    assert indexes(box.take(4, max_wait=0.3)) == [("a", 0)]  # b sent nothing in time
     assert 0.25 <= time.monotonic() - start < 2.0
+
+
+def test_a_batch_goes_at_once_when_every_stream_has_a_frame():
+    """Waiting longer could only bring a stream's next frame, a frame interval later."""
+    box = Mailbox(8, threading.Event())
+    for name in ("a", "b"):
+        box.register(name, live=True)
+        box.put(name, frame(name, 0))
+    start = time.monotonic()
+    assert indexes(box.take(8, max_wait=5.0)) == [("a", 0), ("b", 0)]
+    assert time.monotonic() - start < 1.0
 
 
 def test_statuses_keep_their_place_and_are_never_dropped():

@@ -1,0 +1,55 @@
+"""Benchmark inputs, generated once and cached: H.264 videos with natural-looking texture.
+
+ShapesWorld's flat colours decode unrealistically fast, so the benchmark encodes FFmpeg's
+``testsrc2`` pattern (moving gradients, text, a rotating wheel) with light temporal noise, which
+gives a bit rate like a camera's (about 2.5 Mbit/s at 640x480 30 fps with libx264 at CRF 23).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import av
+
+from stream.files import write_atomically
+
+log = logging.getLogger(__name__)
+
+CACHE = Path(__file__).resolve().parent / "cache"
+FPS = 30
+NOISE = 5  # FFmpeg noise filter strength: camera-like grain without exploding the bit rate
+
+
+def bench_video(size: tuple[int, int], seconds: int, cache: Path = CACHE) -> Path:
+    """The cached video of ``size`` (width, height) and ``seconds`` at 30 fps, made if missing."""
+    width, height = size
+    path = cache / f"testsrc2_{width}x{height}_{seconds}s_{FPS}fps.mp4"
+    if not path.exists():
+        log.info("generating %s (once; cached)", path.name)
+        write_atomically(path, lambda tmp: _encode(tmp, size, seconds))
+    return path
+
+
+def _encode(path: Path, size: tuple[int, int], seconds: int) -> None:
+    width, height = size
+    graph = (f"testsrc2=size={width}x{height}:rate={FPS}:duration={seconds},"
+             f"noise=alls={NOISE}:allf=t")
+    with av.open(graph, format="lavfi") as source, av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "veryfast", "crf": "23"}
+        for frame in source.decode(video=0):
+            out.mux(stream.encode(frame.reformat(format="yuv420p")))
+        out.mux(stream.encode())
+
+
+def paced_source(video: Path) -> str:
+    """A live-camera source string that plays ``video`` in real time, looped, decoding it.
+
+    The ``movie`` filter decodes the H.264 file inside the lavfi graph (so each stream pays for
+    decoding, as a camera's does), ``setpts`` keeps time running across loops and ``realtime``
+    paces it at 30 fps.
+    """
+    escaped = str(video).replace("\\", "/").replace(":", "\\:").replace(",", "\\,")
+    return f"lavfi:movie={escaped}:loop=0,setpts=N/{FPS}/TB,realtime"

@@ -1,0 +1,79 @@
+"""One live-streaming measurement, run in a fresh process so that its peak memory is its own.
+
+    python -m bench.live --bundle models/shapes --video V.mp4 --streams 4 --seconds 15
+
+N copies of a paced 30 fps camera (``bench.inputs.paced_source``) are captioned at the bundle's
+sample_fps for the given time. Prints one JSON object: frames captioned, frames dropped, the
+latency from decode to caption event (percentiles over the frames after a warm-up), peak RSS and
+CPU use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.inputs import paced_source
+from stream.bundle import open_bundle
+from stream.events import CaptionEvent
+from stream.pipeline import Pipeline, PipelineSettings, open_sources
+from stream.sessions import SessionSettings
+
+WARM_UP = 2.0  # seconds of events left out of the latency figures (start-up, first batches)
+
+
+def measure(bundle: Path, video: Path, streams: int, seconds: float, device: str,
+            settings: PipelineSettings) -> dict[str, object]:
+    loaded = open_bundle(bundle, SessionSettings(device=device))
+    pipeline = Pipeline(open_sources([paced_source(video)] * streams), loaded, settings)
+    latencies: list[float] = []
+    captioned = 0
+    cpu0, start = time.process_time(), time.monotonic()
+    events = iter(pipeline)
+    for event in events:
+        now = time.monotonic() - start
+        if isinstance(event, CaptionEvent):
+            captioned += 1
+            if now >= WARM_UP:
+                latencies.append(event.latency_ms)
+        if now >= seconds:
+            break
+    dropped = sum(pipeline.mailbox.dropped(d.stream) for d in pipeline.decoders)
+    elapsed, cpu = time.monotonic() - start, time.process_time() - cpu0
+    events.close()
+    lat = np.array(latencies) if latencies else np.array([np.nan])
+    return {
+        "streams": streams, "seconds": round(elapsed, 2), "captioned": captioned,
+        "dropped": dropped, "dropped_fraction": dropped / max(1, captioned + dropped),
+        "latency_ms": {f"p{q}": round(float(np.percentile(lat, q)), 1) for q in (50, 95, 99)}
+        | {"max": round(float(lat.max()), 1)},
+        "latency_samples": [round(v, 1) for v in latencies],
+        "cpu_percent": round(100 * cpu / elapsed, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--video", type=Path, required=True)
+    parser.add_argument("--streams", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--max-wait-ms", type=float, default=20.0)
+    args = parser.parse_args(argv)
+    settings = PipelineSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
+    result = measure(args.bundle, args.video, args.streams, args.seconds, args.device, settings)
+    json.dump(result, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
