@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 DATA ?= data/shapes
 DEMO ?= data/demo
 
-.PHONY: setup run demo shapes bundle test lint clean
+.PHONY: setup run demo shapes bundle bench bench-quick test lint clean
 
 setup: $(VENV)/.installed
 
@@ -23,7 +23,7 @@ $(VENV)/.runtime: pyproject.toml
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.runtime
-	$(PY) -m pip install --quiet -e '.[train,dev]'
+	$(PY) -m pip install --quiet -e '.[train,dev,bench]'
 	touch $@
 
 # Live captions of the bundled sample (pass your own sources: make run ARGS="rtsp://... webcam").
@@ -59,6 +59,13 @@ bundle: setup
 		--evaluation runs/shapes/eval.json
 	$(PY) -m lrcn.evaluate --bundle models/shapes --data $(DATA)/test --novel $(DATA)/novel \
 		--device cpu --record --out runs/shapes/eval-bundle.json
+
+# Benchmarks of the runtime with the shipped bundle (about 10 minutes; bench-quick under 2).
+bench: setup
+	$(PY) -m bench
+
+bench-quick: setup
+	$(PY) -m bench --quick
 
 lint: setup
 	$(PY) -m ruff check .

@@ -54,7 +54,7 @@ def naive_rate(bundle: Bundle, video: Path, sample_fps: float | None, max_frames
     state = model.memory.init_state(1)
     frames = captioned = 0
     with torch.no_grad(), av.open(str(video)) as container:
-        start = time.perf_counter()
+        cpu, start = time.process_time(), time.perf_counter()
         for frame in container.decode(video=0):
             if frames >= max_frames:
                 break
@@ -69,7 +69,8 @@ def naive_rate(bundle: Bundle, video: Path, sample_fps: float | None, max_frames
             ids = decode(model.captioner, memory[:, 0], max_len)[0]
             bundle.detokenize(ids)
             captioned += 1
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {"source_fps": frames / seconds, "captioned_fps": captioned / seconds,
+            "cpu_ms_per_source_frame": 1000 * cpu / frames,
             "frames": frames, "captioned": captioned, "weights": weights,
             "torch_threads": torch.get_num_threads()}

@@ -6,15 +6,17 @@
 * the whole captioning core (encoder + memory + caption decoding) at the pipeline's batch size.
 
 Each figure is the best of ``repeats`` timed runs (the machine is shared: the best run is the
-one least disturbed).
+one least disturbed), with the CPU time it took per item: a stage that needs 7 ms of CPU per
+frame can never run faster than 2 x 1000 / 7 frames/s on 2 cores, whatever the threading.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import av
 import numpy as np
@@ -24,26 +26,42 @@ from stream.captioning import CaptionCore
 from stream.frames import TimeSampler, frame_to_rgb, sampled_frames
 
 
-def best_rate(run: Callable[[], int], repeats: int) -> float:
-    """Items per second of the fastest of ``repeats`` calls of ``run`` (it returns its count)."""
-    best = 0.0
+@dataclass(frozen=True)
+class Rate:
+    """A measured rate: items per second (wall clock) and CPU milliseconds per item (all
+    threads of the process), which tells how much of the machine a stage needs."""
+
+    per_second: float
+    cpu_ms: float
+
+    def to_json(self) -> dict[str, float]:
+        return {"per_second": round(self.per_second, 1), "cpu_ms": round(self.cpu_ms, 3)}
+
+
+def best_rate(run: Callable[[], int], repeats: int) -> Rate:
+    """The fastest of ``repeats`` calls of ``run`` (which returns how many items it did)."""
+    best = Rate(0.0, 0.0)
     for _ in range(repeats):
-        start = time.perf_counter()
+        cpu, start = time.process_time(), time.perf_counter()
         count = run()
-        best = max(best, count / (time.perf_counter() - start))
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+        if count / wall > best.per_second:
+            best = Rate(count / wall, 1000 * cpu / count)
     return best
 
 
+DECODER_SETTINGS = {"thread_type": "FFmpeg default (slice)", "swscale_threads": 1,
+                    "interpolation": "bilinear"}
+
+
 def decode_limits(video: Path, size: tuple[int, int], sample_fps: float | None,
-                  repeats: int) -> dict[str, Any]:
+                  repeats: int) -> dict[str, Rate]:
     """Source frames/s of PyAV decoding, and of decoding + conversion (all / sampled)."""
     return {
-        "decode_fps": best_rate(lambda: _decode(video, size, False, None), repeats),
-        "decode_convert_all_fps": best_rate(lambda: _decode(video, size, True, None), repeats),
-        "decode_convert_sampled_fps": best_rate(lambda: _decode(video, size, True, sample_fps),
-                                                repeats),
-        "settings": {"thread_type": "FFmpeg default (slice)", "swscale_threads": 1,
-                     "interpolation": "bilinear"},
+        "decode": best_rate(lambda: _decode(video, size, False, None), repeats),
+        "decode_convert_all": best_rate(lambda: _decode(video, size, True, None), repeats),
+        "decode_convert_sampled": best_rate(lambda: _decode(video, size, True, sample_fps),
+                                            repeats),
     }
 
 
@@ -60,7 +78,8 @@ def _decode(video: Path, size: tuple[int, int], convert: bool, fps: float | None
     return count
 
 
-def encoder_limits(loaded: LoadedBundle, batches: list[int], seconds: float) -> dict[int, float]:
+def encoder_limits(loaded: LoadedBundle, batches: list[int], repeats: int,
+                   calls: int) -> dict[int, Rate]:
     """Frames/s of the encoder graph alone at each batch size (random frames)."""
     size = loaded.bundle.input_size
     rng = np.random.default_rng(0)
@@ -69,25 +88,28 @@ def encoder_limits(loaded: LoadedBundle, batches: list[int], seconds: float) -> 
     for batch in batches:
         frames = rng.integers(0, 255, (batch, size, size, 3), dtype=np.uint8)
         core.encode(frames)  # warm-up: first runs allocate
-        out[batch] = _rate_for(lambda frames=frames: core.encode(frames), batch, seconds)
+        out[batch] = best_rate(partial(_encode_calls, core, frames, calls), repeats)
     return out
 
 
-def core_limit(loaded: LoadedBundle, batch: int, streams: int, seconds: float) -> float:
-    """Frames/s of the whole core (encode, step memory, decode captions), ``streams`` streams."""
+def core_limit(loaded: LoadedBundle, batch: int, streams: int, repeats: int,
+               calls: int) -> Rate:
+    """Frames/s of the whole core (encode, step memory, decode captions), ``batch`` frames of
+    ``streams`` streams per step (1 stream: a file's frames, stepped in order)."""
     size = loaded.bundle.input_size
     rng = np.random.default_rng(0)
     core = CaptionCore(loaded)
     frames = rng.integers(0, 255, (batch, size, size, 3), dtype=np.uint8)
     ids = [i % streams for i in range(batch)]
     core.step(frames, ids)
-    return _rate_for(lambda: core.step(frames, ids), batch, seconds)
+    return best_rate(lambda: _repeat(lambda f: core.step(f, ids), frames, calls) * batch, repeats)
 
 
-def _rate_for(run: Callable[[], object], per_call: int, seconds: float) -> float:
-    start = time.perf_counter()
-    calls = 0
-    while time.perf_counter() - start < seconds:
-        run()
-        calls += 1
-    return calls * per_call / (time.perf_counter() - start)
+def _encode_calls(core: CaptionCore, frames: np.ndarray, calls: int) -> int:
+    return _repeat(core.encode, frames, calls) * len(frames)
+
+
+def _repeat(run: Callable[[np.ndarray], object], frames: np.ndarray, calls: int) -> int:
+    for _ in range(calls):
+        run(frames)
+    return calls

@@ -1,0 +1,286 @@
+"""Benchmark the streaming runtime: stage limits, pipeline, naive baseline, latency, capacity.
+
+    python -m bench [--quick] [--bundle models/shapes] [--device auto]     (make bench)
+
+Everything is measured in one run, because this machine is shared and noisy: the ratios between
+figures of one run are what count; absolute figures are recorded with the machine they came
+from. Inputs are generated and cached under bench/cache/. Results go to bench/results/NAME.json
+(everything, with the machine's description), NAME.md (tables) and NAME.png (chart).
+
+Steps: (1) decode limits, (2) encoder limits per batch size and the whole captioning core,
+(3) the real pipeline on files (every frame, and at the bundle's sample_fps), against
+min(decode, encoder) and against the CPU bound (the cores divided by the CPU time per frame
+of all stages together), (4) the naive PyTorch loop a user would write, (5) latency of paced live
+30 fps cameras, (6) stream capacity (the most 640x480 30 fps live cameras with < 1% dropped frames
+and p99 latency < 200 ms), (7) the archive realtime factor, (8) peak memory. Live runs each run
+in a fresh process, so that their peak memory is their own.
+
+--quick finishes in under 2 minutes (a 10 s 640x480 input, fewer and shorter runs) for use while
+developing; the full run takes about 10 minutes on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from bench.baseline import naive_rate
+from bench.inputs import CACHE, FPS, bench_video
+from bench.machine import describe
+from bench.report import write_report
+from bench.stages import DECODER_SETTINGS, core_limit, decode_limits, encoder_limits
+from stream.bundle import LoadedBundle, open_bundle
+from stream.events import CaptionEvent
+from stream.pipeline import DEFAULT_BUNDLE, ROOT, PipelineSettings, caption_stream
+from stream.sessions import DEVICES, SessionSettings
+
+log = logging.getLogger("bench")
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CHECKPOINT = ROOT / "runs" / "shapes" / "best.pt"
+CAPACITY_DROPS = 0.01  # a sustained stream drops fewer than 1% of its sampled frames
+CAPACITY_P99_MS = 200.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to measure: the full run, or --quick."""
+
+    sizes: tuple[tuple[int, int], ...] = ((640, 480), (1920, 1080))
+    video_seconds: int = 60
+    batches: tuple[int, ...] = (1, 4, 8, 16)
+    repeats: int = 3
+    encoder_calls: int = 20
+    baseline_frames: int = 300
+    live_seconds: float = 20.0
+    live_streams: tuple[int, ...] = (1, 4)
+    capacity_seconds: float = 15.0
+    max_streams: int = 24
+
+
+QUICK = Plan(sizes=((640, 480),), video_seconds=10, batches=(1, 8), repeats=1, encoder_calls=8,
+             baseline_frames=60, live_seconds=6.0, live_streams=(1, 4), capacity_seconds=6.0,
+             max_streams=8)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__.split("\n\n")[0],
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="a short run (under 2 minutes) for development")
+    parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE,
+                        help="model bundle (default: the shipped models/shapes)")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="where the model runs (default: auto)")
+    parser.add_argument("--checkpoint", type=Path, default=CHECKPOINT,
+                        help="the bundle's PyTorch checkpoint, for the naive baseline; without "
+                             "it the baseline runs the same architecture with untrained heads "
+                             "(default: runs/shapes/best.pt)")
+    parser.add_argument("--out", type=Path, default=RESULTS,
+                        help="results directory (default: bench/results)")
+    parser.add_argument("--name", default=None,
+                        help="results file name without suffix (default: quick or full)")
+    parser.add_argument("--max-batch", type=int, default=PipelineSettings.max_batch,
+                        help="the pipeline's --max-batch (default: %(default)s)")
+    parser.add_argument("--max-wait-ms", type=float, default=PipelineSettings.max_wait_ms,
+                        help="the pipeline's --max-wait-ms (default: %(default)s)")
+    small = parser.add_argument_group("overrides of the plan (for tests and experiments)")
+    small.add_argument("--video-seconds", type=int, help="length of the generated inputs")
+    small.add_argument("--live-seconds", type=float, help="length of each latency run")
+    small.add_argument("--capacity-seconds", type=float, help="length of each capacity run")
+    small.add_argument("--max-streams", type=int, help="capacity search stops here")
+    small.add_argument("--baseline-frames", type=int, help="frames the naive baseline runs")
+    small.add_argument("--cache", type=Path, default=CACHE, help="where inputs are cached")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("stream").setLevel(logging.WARNING)  # no per-stream opened/ended lines
+    plan = QUICK if args.quick else Plan()
+    overrides = {k: getattr(args, k) for k in ("video_seconds", "live_seconds",
+                                               "capacity_seconds", "max_streams",
+                                               "baseline_frames")
+                 if getattr(args, k) is not None}
+    plan = replace(plan, **overrides)
+    name = args.name or ("quick" if args.quick else "full")
+    settings = PipelineSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
+    started = time.monotonic()
+    loaded = open_bundle(args.bundle, SessionSettings(device=args.device))
+    results = run(plan, loaded, args, settings)
+    results["wall_seconds"] = round(time.monotonic() - started, 1)
+    paths = write_report(results, args.out, name)
+    log.info("done in %.0f s: %s", results["wall_seconds"], ", ".join(str(p) for p in paths))
+    return 0
+
+
+def run(plan: Plan, loaded: LoadedBundle, args: argparse.Namespace,
+        settings: PipelineSettings) -> dict[str, Any]:
+    bundle = loaded.bundle
+    size = (bundle.input_size, bundle.input_size)
+    per_caption = FPS / bundle.sample_fps  # source frames per sampled frame
+    results: dict[str, Any] = {
+        "machine": describe(loaded.providers), "plan": asdict(plan), "bundle": str(args.bundle),
+        "sample_fps": bundle.sample_fps, "source_fps": FPS,
+        "pipeline_settings": {"max_batch": settings.max_batch,
+                              "max_wait_ms": settings.max_wait_ms,
+                              "queue_size": settings.queue_size},
+        "decoder_settings": DECODER_SETTINGS}
+    videos = {f"{w}x{h}": bench_video((w, h), plan.video_seconds, args.cache)
+              for w, h in plan.sizes}
+
+    log.info("encoder limits, batches %s", list(plan.batches))
+    encoder = encoder_limits(loaded, list(plan.batches), plan.repeats, plan.encoder_calls)
+    core_file = core_limit(loaded, settings.max_batch, 1, plan.repeats, plan.encoder_calls)
+    core_streams = core_limit(loaded, settings.max_batch, settings.max_batch, plan.repeats,
+                              plan.encoder_calls)
+    results["encoder"] = {str(b): r.to_json() for b, r in encoder.items()}
+    results["core"] = {"one_stream": core_file.to_json(), "many_streams": core_streams.to_json(),
+                       "batch": settings.max_batch}
+    encoder_at_batch = encoder.get(settings.max_batch) or max(encoder.values(),
+                                                              key=lambda r: r.per_second)
+    results["files"] = {}
+    for label, video in videos.items():
+        log.info("%s: decode limits", label)
+        decode = decode_limits(video, size, bundle.sample_fps, plan.repeats)
+        entry: dict[str, Any] = {"decode": {k: r.to_json() for k, r in decode.items()}}
+        for mode, every in (("every_frame", True), ("sampled", False)):
+            log.info("%s: pipeline, %s", label, mode.replace("_", " "))
+            measured = file_run(loaded, video, plan.video_seconds, replace(settings,
+                                                                           every_frame=every))
+            share = 1.0 if every else 1.0 / per_caption  # model work per source frame
+            stage = decode["decode_convert_all" if every else "decode_convert_sampled"]
+            limit = min(stage.per_second, encoder_at_batch.per_second / share)
+            cpu_per_frame = stage.cpu_ms + share * core_file.cpu_ms
+            cpu_bound = 1000 * results["machine"]["cores"] / cpu_per_frame
+            measured |= {"limit_fps": round(limit, 1),
+                         "ratio_to_limit": round(measured["source_fps"] / limit, 3),
+                         "cpu_bound_fps": round(cpu_bound, 1),
+                         "ratio_to_cpu_bound": round(measured["source_fps"] / cpu_bound, 3),
+                         "cpu_ms_per_frame": {"decode_convert": round(stage.cpu_ms, 3),
+                                              "core": round(share * core_file.cpu_ms, 3)}}
+            entry[mode] = measured
+        results["files"][label] = entry
+
+    first = next(iter(videos))
+    steps = round(results["files"][first]["sampled"]["mean_words"]) + 1
+    results["baseline"] = {}
+    for mode, fps in (("every_frame", None), ("sampled", bundle.sample_fps)):
+        log.info("naive baseline, %s", mode.replace("_", " "))
+        base = naive_rate(bundle, videos[first], fps, plan.baseline_frames, args.checkpoint,
+                          caption_steps=steps)
+        base["pipeline_ratio"] = round(
+            results["files"][first][mode]["source_fps"] / base["source_fps"], 2)
+        results["baseline"][mode] = base
+
+    results["live"] = {}
+    for streams in plan.live_streams:
+        log.info("live latency, %d stream(s), %.0f s", streams, plan.live_seconds)
+        results["live"][str(streams)] = live_run(args, videos[first], streams, plan.live_seconds,
+                                                 settings)
+    results["capacity"] = capacity_search(args, videos[first], plan, settings)
+    results["targets"] = targets(results, first)
+    return results
+
+
+def file_run(loaded: LoadedBundle, video: Path, seconds: float,
+             settings: PipelineSettings) -> dict[str, Any]:
+    """The real pipeline over a file: source frames/s, captions/s, realtime factor, CPU use."""
+    cpu, start = time.process_time(), time.perf_counter()
+    captions = words = 0
+    for event in caption_stream(str(video), loaded, settings=settings):
+        if isinstance(event, CaptionEvent):
+            captions += 1
+            words += len(event.caption.split())
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"source_fps": round(seconds * FPS / wall, 1),
+            "captions_per_s": round(captions / wall, 1), "captions": captions,
+            "realtime_factor": round(seconds / wall, 2), "cpu_percent": round(100 * cpu / wall),
+            "cpu_ms_per_source_frame": round(1000 * cpu / (seconds * FPS), 3),
+            "mean_words": words / max(1, captions)}
+
+
+def live_run(args: argparse.Namespace, video: Path, streams: int, seconds: float,
+             settings: PipelineSettings) -> dict[str, Any]:
+    """One ``bench.live`` measurement in a fresh process."""
+    command = [sys.executable, "-m", "bench.live", "--bundle", str(args.bundle), "--video",
+               str(video), "--streams", str(streams), "--seconds", str(seconds), "--device",
+               args.device, "--max-batch", str(settings.max_batch), "--max-wait-ms",
+               str(settings.max_wait_ms)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
+                          timeout=seconds + 120)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench.live failed: {done.stderr.strip().splitlines()[-1:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def capacity_search(args: argparse.Namespace, video: Path, plan: Plan,
+                    settings: PipelineSettings) -> dict[str, Any]:
+    """The most live 30 fps streams sustained: double up to 8, then +4, then bisect."""
+    runs: dict[int, dict[str, Any]] = {}
+
+    def sustained(n: int) -> bool:
+        log.info("capacity: %d stream(s), %.0f s", n, plan.capacity_seconds)
+        result = live_run(args, video, n, plan.capacity_seconds, settings)
+        result.pop("latency_samples")
+        result["sustained"] = (result["dropped_fraction"] < CAPACITY_DROPS
+                               and result["latency_ms"]["p99"] < CAPACITY_P99_MS)
+        runs[n] = result
+        return bool(result["sustained"])
+
+    best, n = 0, 1
+    while n <= plan.max_streams and sustained(n):
+        best = n
+        n = n * 2 if n < 8 else n + 4
+    low, high = best, min(n, plan.max_streams + 1)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if sustained(middle):
+            low = middle
+        else:
+            high = middle
+    return {"streams": low, "limit_reached": low >= plan.max_streams,
+            "criteria": {"dropped_fraction_below": CAPACITY_DROPS,
+                         "p99_latency_ms_below": CAPACITY_P99_MS},
+            "runs": {str(k): v for k, v in sorted(runs.items())}}
+
+
+def targets(results: dict[str, Any], first: str) -> list[dict[str, Any]]:
+    """The issue's targets on this machine, each with what was measured."""
+    files = results["files"][first]
+    one = results["live"].get("1")
+    rows = [
+        ("file mode, every frame: pipeline / min(decode, encoder)",
+         files["every_frame"]["ratio_to_limit"], ">=", 0.9),
+        ("file mode, sampled: pipeline / min(decode, encoder)",
+         files["sampled"]["ratio_to_limit"], ">=", 0.9),
+        ("pipeline / naive baseline, every frame",
+         results["baseline"]["every_frame"]["pipeline_ratio"], ">=", 5.0),
+        ("pipeline / naive baseline, sampled", results["baseline"]["sampled"]["pipeline_ratio"],
+         ">=", 5.0),
+        ("one live 30 fps stream: p99 latency (ms)", one["latency_ms"]["p99"] if one else None,
+         "<=", 50.0),
+        ("one live 30 fps stream: dropped frames", one["dropped"] if one else None, "<=", 0),
+        ("stream capacity (640x480 30 fps cameras)", results["capacity"]["streams"], ">=", 8),
+        (f"archive realtime factor, {first}", files["sampled"]["realtime_factor"], ">=", 25.0),
+    ]
+    out = []
+    for what, value, op, goal in rows:
+        met = None if value is None else (value >= goal if op == ">=" else value <= goal)
+        out.append({"target": what, "measured": value, "goal": f"{op} {goal}", "met": met})
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
