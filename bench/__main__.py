@@ -37,6 +37,7 @@ from bench.machine import describe
 from bench.report import write_report
 from bench.stages import DECODER_SETTINGS, core_limit, decode_limits, encoder_limits
 from stream.bundle import LoadedBundle, open_bundle
+from stream.errors import StreamError
 from stream.events import CaptionEvent
 from stream.pipeline import DEFAULT_BUNDLE, ROOT, PipelineSettings, caption_stream
 from stream.sessions import DEVICES, SessionSettings
@@ -116,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or ("quick" if args.quick else "full")
     settings = PipelineSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
     started = time.monotonic()
-    loaded = open_bundle(args.bundle, SessionSettings(device=args.device))
+    try:
+        loaded = open_bundle(args.bundle, SessionSettings(device=args.device))
+    except StreamError as error:  # a bad bundle, or --device cuda without a usable GPU
+        print(f"error: {error}", file=sys.stderr)
+        return 3
     results = run(plan, loaded, args, settings)
     results["wall_seconds"] = round(time.monotonic() - started, 1)
     paths = write_report(results, args.out, name)

@@ -9,8 +9,8 @@ are few and never dropped.
 The worker takes micro-batches across streams, like a stream muxer: :meth:`Mailbox.take`
 returns as soon as ``max_batch`` frames are queued, or every open stream has a frame queued
 (waiting longer could only bring a second frame of a stream, a whole frame interval later), or
-``max_wait`` seconds after the oldest queued frame arrived, whichever comes first. Nothing here blocks forever: every wait is bounded
-and watches the stop event.
+``max_wait`` seconds after the oldest queued frame arrived, whichever comes first. Nothing here
+blocks forever: every wait is bounded and watches the stop event.
 """
 
 from __future__ import annotations

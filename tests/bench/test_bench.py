@@ -1,0 +1,66 @@
+"""The benchmark runs end to end and writes valid output. It asserts nothing about speed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(600)
+def test_quick_benchmark_writes_json_markdown_and_chart(tiny_bundle, tmp_path):
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--bundle", str(tiny_bundle), "--device",
+         "cpu", "--out", str(out), "--name", "t", "--cache", str(tmp_path / "cache"),
+         "--checkpoint", str(tmp_path / "none.pt"), "--video-seconds", "2",
+         "--live-seconds", "3", "--capacity-seconds", "3", "--max-streams", "2",
+         "--baseline-frames", "12"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((out / "t.json").read_text())
+    assert results["machine"]["cores"] >= 1 and results["machine"]["provider"]
+    for mode in ("every_frame", "sampled"):
+        run = results["files"]["640x480"][mode]
+        assert run["source_fps"] > 0 and run["limit_fps"] > 0 and run["cpu_bound_fps"] > 0
+        assert results["baseline"][mode]["frames"] == 12
+        assert "untrained heads" in results["baseline"][mode]["weights"]
+    assert results["files"]["640x480"]["every_frame"]["captions"] == 60  # 2 s at 30 fps
+    assert set(results["live"]) == {"1", "4"}
+    assert all(r["peak_rss_mb"] > 0 and r["captioned"] > 0 for r in results["live"].values())
+    assert 0 <= results["capacity"]["streams"] <= 2
+    assert len(results["targets"]) == 8
+    table = (out / "t.md").read_text()
+    assert "| target | measured | goal | met |" in table and "Stream capacity" in table
+    assert (out / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_help_explains_the_steps():
+    done = subprocess.run([sys.executable, "-m", "bench", "--help"], capture_output=True,
+                          text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0
+    for word in ("--quick", "capacity", "naive", "--device", "--bundle"):
+        assert word in done.stdout
+
+
+def test_an_unusable_device_is_one_clear_line():
+    """--device cuda where no GPU works: the GPU path fails cleanly instead of falling back."""
+    from stream.errors import DeviceError
+    from stream.sessions import SessionSettings, choose_providers
+
+    try:
+        choose_providers(SessionSettings(device="cuda"), ROOT / "models/shapes/encoder.onnx")
+    except DeviceError:
+        pass
+    else:
+        pytest.skip("CUDA works on this machine: the GPU benchmark runs there instead")
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--device", "cuda"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 3
+    assert done.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "Traceback" not in done.stderr
