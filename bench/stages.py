@@ -23,6 +23,7 @@ import numpy as np
 
 from stream.bundle import LoadedBundle
 from stream.captioning import CaptionCore
+from stream.decoder import HD_PIXELS
 from stream.frames import TimeSampler, frame_to_rgb, sampled_frames
 
 
@@ -50,8 +51,9 @@ def best_rate(run: Callable[[], int], repeats: int) -> Rate:
     return best
 
 
-DECODER_SETTINGS = {"thread_type": "FFmpeg default (slice)", "swscale_threads": 1,
-                    "interpolation": "bilinear"}
+DECODER_SETTINGS = {"thread_type": "AUTO (frame + slice) for files of 1280x720 and more, "
+                                   "else FFmpeg's default (slice)",
+                    "swscale_threads": 1, "interpolation": "bilinear"}
 
 
 def decode_limits(video: Path, size: tuple[int, int], sample_fps: float | None,
@@ -71,6 +73,9 @@ def _decode(video: Path, size: tuple[int, int], convert: bool, fps: float | None
     count = 0
     with av.open(str(video)) as container:
         stream = container.streams.video[0]
+        context = stream.codec_context
+        if context.width * context.height >= HD_PIXELS:  # as the runtime's decoder does
+            stream.thread_type = "AUTO"
         for time_, frame in sampled_frames(container, stream, TimeSampler(None)):
             count += 1
             if convert and sampler.accept(time_):
