@@ -81,18 +81,28 @@ class ConsoleSink(Sink):
 
 
 class JsonlSink(Sink):
-    """One JSON object per event and line, flushed as written: a crash loses nothing emitted."""
+    """One JSON object per event and line, flushed as written: a crash loses nothing emitted.
 
-    def __init__(self, path: str | Path) -> None:
+    ``timing=False`` leaves out the wall-clock fields (decoded_at, emitted_at, latency_ms), so
+    that captioning the same file twice writes the same bytes (archives).
+    """
+
+    _TIMING = ("decoded_at", "emitted_at", "latency_ms")
+
+    def __init__(self, path: str | Path, timing: bool = True) -> None:
         self.path = Path(path)
+        self.timing = timing
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file: IO[str] | None = self.path.open("w", encoding="utf-8")
 
     def write(self, event: Event) -> None:
         if self._file is None:
             raise ValueError(f"{self.path}: sink is closed")
-        self._file.write(json.dumps(event.to_json(), ensure_ascii=False,
-                                    allow_nan=False) + "\n")
+        data = event.to_json()
+        if not self.timing:
+            for key in self._TIMING:
+                data.pop(key, None)
+        self._file.write(json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n")
         self._file.flush()
 
     def close(self) -> None:

@@ -1,0 +1,232 @@
+"""run_archive.py: caption a video archive; resumable, on worker processes or a Ray cluster.
+
+    run_archive.py VIDEOS_DIR --out captions/                 every video under VIDEOS_DIR
+    run_archive.py "clips/**/*.mkv" @more.txt --out captions/ a glob and a list of paths
+    run_archive.py archive/ --out captions/ --engine ray      the same work on Ray
+
+Per video it writes OUT/<path under the inputs' common folder>.jsonl, .srt and .vtt, and
+records every input in OUT/manifest.jsonl (path, size, mtime, content fingerprint, status,
+frames, video duration, seconds taken, error). Rerunning skips videos already done and
+unchanged, so a killed run (even by SIGKILL) just continues. Exit codes: 0 all videos
+captioned; 1 some failed (listed at the end, recorded in the manifest); 2 bad command line or
+inputs; 3 the bundle or device cannot be used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stream.archive import (
+    OUTPUT_KINDS,
+    ArchiveError,
+    Manifest,
+    TaskResult,
+    VideoInput,
+    describe_inputs,
+    discover,
+    group_results,
+    plan_tasks,
+    probe_duration,
+    stitch,
+    video_record,
+    write_outputs,
+)
+from stream.bundle import open_bundle
+from stream.engines import run_local, run_ray
+from stream.errors import BundleError, DeviceError
+from stream.pipeline import DEFAULT_BUNDLE
+from stream.sessions import DEVICES, SessionSettings, default_threads
+
+log = logging.getLogger("run_archive")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUNDLE = 0, 1, 2, 3
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_archive.py", description=__doc__.split("\n\n")[0],
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="a directory (searched recursively for videos), a glob pattern "
+                             "(quote it), a video file, or @FILE: a text file of paths, one "
+                             "per line")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="output directory (mirrors the inputs' folders)")
+    parser.add_argument("--model", type=Path, default=DEFAULT_BUNDLE, metavar="DIR",
+                        help="model bundle (default: the bundled models/shapes)")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="where the model runs (default: auto)")
+    parser.add_argument("--beam", type=int, default=1, help="beam width; 1 = greedy (default)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker processes, or Ray actors (default: one per core)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="ONNX Runtime and decoder threads per worker (default: cores / "
+                             "workers, at least 1)")
+    parser.add_argument("--chunk-seconds", type=float, default=300.0,
+                        help="split videos longer than this into chunks of this length, "
+                             "captioned in parallel; 0 = never split (default: 300)")
+    parser.add_argument("--warmup-seconds", type=float, default=10.0,
+                        help="each chunk after the first starts decoding this much earlier to "
+                             "rebuild the model's memory (default: 10)")
+    parser.add_argument("--force", action="store_true",
+                        help="redo every video, even those done and unchanged")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local worker processes, or Ray Data (default: local)")
+    parser.add_argument("--ray-address", default=None,
+                        help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--ray-gpus-per-worker", type=float, default=0.0,
+                        help="GPUs each Ray actor asks for (default: 0)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--log-level", default="warning",
+                        choices=("debug", "info", "warning", "error"),
+                        help="log detail on stderr (default: warning)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(message)s")
+    cores = default_threads()
+    workers = args.workers or cores
+    threads = args.threads or max(1, cores // workers)
+    for name, value in (("--workers", workers), ("--threads", threads), ("--beam", args.beam)):
+        if value < 1:
+            parser.error(f"{name} must be at least 1, got {value}")
+    if args.chunk_seconds < 0 or args.warmup_seconds < 0:
+        parser.error("--chunk-seconds and --warmup-seconds must be 0 or more")
+    try:
+        paths, root = discover(args.inputs)
+    except ArchiveError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:  # refuse a bad bundle before any work starts
+        loaded = open_bundle(args.model, SessionSettings(device=args.device, threads=1))
+    except (BundleError, DeviceError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BUNDLE
+    sample_fps = loaded.bundle.sample_fps
+    del loaded
+
+    videos = describe_inputs(paths, root)
+    manifest = Manifest(args.out)
+    todo = [v for v in videos if args.force or not manifest.done(v, args.out)]
+    durations = {v.path: probe_duration(v.path) for v in todo}
+    tasks = [t for v in todo for t in plan_tasks(v, durations[v.path], args.chunk_seconds,
+                                                 args.warmup_seconds)]
+    if args.engine == "ray":
+        results = run_ray(tasks, args.model, args.device, workers, threads, args.beam,
+                          args.ray_address, args.ray_gpus_per_worker, cpus=workers * threads)
+    else:
+        results = run_local(tasks, args.model, args.device, workers, threads, args.beam)
+    summary = _Summary(total=len(videos), skipped=len(videos) - len(todo))
+    by_path = {v.path: v for v in todo}
+    with _Progress(sum(d or 0.0 for d in durations.values()), len(todo),
+                   not args.no_progress) as progress:
+        for parts in group_results(_counting(results, progress, summary)):
+            video = by_path[parts[0].path]
+            _finish(video, parts, args.out, manifest, sample_fps, summary)
+            progress.video_done(summary)
+    manifest.compact(v.path for v in videos)
+    summary.report(args.out)
+    return EXIT_FAILED if summary.failed else EXIT_OK
+
+
+def _finish(video: VideoInput, parts: list[TaskResult], out: Path, manifest: Manifest,
+            sample_fps: float, summary: _Summary) -> None:
+    """Write a finished video's outputs (or clear stale ones if it failed), then record it."""
+    records = [] if any(p.error for p in parts) else stitch(parts)
+    record = video_record(video, parts, records)
+    if record["status"] == "ok":
+        write_outputs(out, video, records, sample_fps)
+        summary.done += 1
+        summary.frames += len(records)
+    else:
+        for kind in OUTPUT_KINDS:  # outputs of an earlier version of this file are no longer
+            (out / f"{video.output}.{kind}").unlink(missing_ok=True)
+        summary.failures.append((video.path, record["error"]))
+    manifest.append(record)
+
+
+def _counting(results: Iterator[TaskResult], progress: _Progress,
+              summary: _Summary) -> Iterator[TaskResult]:
+    for result in results:
+        summary.video_seconds += result.duration
+        progress.advance(result.duration)
+        yield result
+
+
+@dataclass
+class _Summary:
+    total: int
+    skipped: int
+    done: int = 0
+    frames: int = 0
+    video_seconds: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    def rates(self) -> tuple[float, float]:
+        wall = max(1e-9, time.monotonic() - self.started)
+        return self.frames / wall, self.video_seconds / wall
+
+    def report(self, out: Path) -> None:
+        wall = time.monotonic() - self.started
+        fps, realtime = self.rates()
+        lines = [
+            f"{'videos':>10} {'captioned':>10} {'skipped':>8} {'failed':>7} {'frames':>8} "
+            f"{'video min':>10} {'wall s':>7} {'frames/s':>9} {'realtime':>9}",
+            f"{self.total:>10} {self.done:>10} {self.skipped:>8} {self.failed:>7} "
+            f"{self.frames:>8} {self.video_seconds / 60:>10.1f} {wall:>7.1f} {fps:>9.1f} "
+            f"{realtime:>8.1f}x",
+            f"outputs and manifest: {out}"]
+        lines += [f"failed: {error}" for _, error in self.failures]
+        print("\n".join(lines), file=sys.stderr)
+
+
+class _Progress:
+    """A tqdm bar over video seconds (files done, frames/s, realtime factor, ETA), or nothing."""
+
+    def __init__(self, total_seconds: float, videos: int, enabled: bool) -> None:
+        self.videos = videos
+        self.bar: Any = None
+        if enabled and videos:
+            try:
+                from tqdm import tqdm
+            except ImportError:  # tqdm is optional for the runtime: no bar then
+                return
+            self.bar = tqdm(total=round(total_seconds, 1) or None, unit="video s",
+                            desc="captioning", dynamic_ncols=True)
+
+    def advance(self, seconds: float) -> None:
+        if self.bar is not None:
+            self.bar.update(round(seconds, 1))
+
+    def video_done(self, summary: _Summary) -> None:
+        if self.bar is not None:
+            fps, realtime = summary.rates()
+            self.bar.set_postfix_str(f"videos {summary.done + summary.failed}/{self.videos}, "
+                                     f"{fps:.0f} frames/s, {realtime:.1f}x realtime")
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Engines that run archive tasks: worker processes on this machine, or Ray.
+
+Both take the same :class:`~stream.archive.Task` list and yield
+:class:`~stream.archive.TaskResult` s as tasks finish, in any order; the driver
+(:mod:`stream.archive_cli`) stitches and writes, so both engines write the same outputs.
+
+Each worker holds its own ONNX Runtime sessions (one bundle opened per worker, kept for all its
+tasks) with ``threads`` intra-op threads and as many decoder threads, so that workers x threads
+matches the cores given to the run and nothing is oversubscribed.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from stream.archive import Task, TaskResult, caption_task
+from stream.bundle import open_bundle
+from stream.captioning import CaptionCore
+from stream.sessions import SessionSettings
+
+# ---------------------------------------------------------------------------- local processes
+
+_WORKER: dict[str, Any] = {}  # this worker process's core and thread budget
+
+
+def _init_worker(bundle: str, device: str, threads: int, beam: int) -> None:
+    loaded = open_bundle(bundle, SessionSettings(device=device, threads=threads))
+    _WORKER["core"] = CaptionCore(loaded, beam=beam)
+    _WORKER["threads"] = threads
+
+
+def _run_task(task: Task) -> TaskResult:
+    return caption_task(_WORKER["core"], task, _WORKER["threads"])
+
+
+def run_local(tasks: list[Task], bundle: Path, device: str, workers: int, threads: int,
+              beam: int = 1) -> Iterator[TaskResult]:
+    """Run ``tasks`` on ``workers`` processes (spawned: no state inherited from the driver).
+
+    With one worker the tasks run in this process (no start-up cost, easy to debug).
+    """
+    if workers == 1:
+        _init_worker(str(bundle), device, threads, beam)
+        for task in tasks:
+            yield _run_task(task)
+        return
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, initializer=_init_worker,
+                      initargs=(str(bundle), device, threads, beam)) as pool:
+        yield from pool.imap_unordered(_run_task, tasks)
+
+
+# ---------------------------------------------------------------------------- Ray
+
+
+class RayCaptioner:
+    """Ray Data's stateful transform: one per Ray worker, holding that worker's sessions.
+
+    Rows are tasks (one per video or chunk, never per frame: a stream's state stays in one
+    place); each call gets a batch of one row and returns its result row.
+    """
+
+    def __init__(self, bundle: str, device: str, threads: int, beam: int) -> None:
+        _init_worker(bundle, device, threads, beam)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {}
+        for i in range(len(batch["path"])):
+            task = Task(path=str(batch["path"][i]), chunk=int(batch["chunk"][i]),
+                        chunks=int(batch["chunks"][i]), start=float(batch["start"][i]),
+                        end=None if batch["end"][i] < 0 else float(batch["end"][i]),
+                        warmup=float(batch["warmup"][i]))
+            for key, value in _run_task(task).to_row().items():
+                out.setdefault(key, []).append("" if value is None else value)
+        return out
+
+
+def run_ray(tasks: list[Task], bundle: Path, device: str, workers: int, threads: int,
+            beam: int = 1, address: str | None = None, gpus_per_worker: float = 0.0,
+            cpus: int | None = None) -> Iterator[TaskResult]:
+    """Run ``tasks`` with Ray Data: connect to ``address`` (or RAY_ADDRESS), else start a local
+    Ray with ``cpus`` CPUs; ``workers`` actors of ``threads`` CPUs (and ``gpus_per_worker``)."""
+    import ray
+
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its per-dataset chatter
+    address = address or os.environ.get("RAY_ADDRESS")
+    started_here = not ray.is_initialized()
+    if started_here:
+        quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+        if address:
+            ray.init(address=address, **quiet)
+        else:
+            ray.init(num_cpus=cpus or os.cpu_count(), include_dashboard=False, **quiet)
+    try:
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # the driver draws its own
+        rows = [asdict(t) | {"end": -1.0 if t.end is None else t.end} for t in tasks]
+        dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
+        results = dataset.map_batches(
+            RayCaptioner, fn_constructor_kwargs={"bundle": str(Path(bundle).resolve()),
+                                                 "device": device, "threads": threads,
+                                                 "beam": beam},
+            batch_size=1, concurrency=workers, num_cpus=threads, num_gpus=gpus_per_worker)
+        for row in results.iter_rows():
+            yield TaskResult.from_row(row)
+    finally:
+        if started_here:
+            ray.shutdown()
