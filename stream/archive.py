@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -329,6 +330,17 @@ def write_outputs(out: Path, video: VideoInput, records: list[dict[str, Any]],
         for temp in temps:
             temp.unlink(missing_ok=True)
     return finals
+
+
+def remove_temporaries(out: Path) -> int:
+    """Delete the temporary files a killed run left in ``out`` (``.NAME.PID.tmp``)."""
+    removed = 0
+    if out.is_dir():
+        for path in out.rglob(".*.tmp"):
+            if re.fullmatch(r"\..+\.\d+\.tmp", path.name) and path.is_file():
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 class Manifest:

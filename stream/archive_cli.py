@@ -34,6 +34,7 @@ from stream.archive import (
     group_results,
     plan_tasks,
     probe_duration,
+    remove_temporaries,
     stitch,
     video_record,
     write_outputs,
@@ -117,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     del loaded
 
     videos = describe_inputs(paths, root)
+    remove_temporaries(args.out)  # left by a run that was killed
     manifest = Manifest(args.out)
     todo = [v for v in videos if args.force or not manifest.done(v, args.out)]
     durations = {v.path: probe_duration(v.path) for v in todo}

@@ -87,16 +87,19 @@ def run_ray(tasks: list[Task], bundle: Path, device: str, workers: int, threads:
     """Run ``tasks`` with Ray Data: connect to ``address`` (or RAY_ADDRESS), else start a local
     Ray with ``cpus`` CPUs; ``workers`` actors of ``threads`` CPUs (and ``gpus_per_worker``)."""
     import ray
+    import ray.data
 
-    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its per-dataset chatter
+    # After ray.data's import, which configures its own loggers: keep only errors.
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     address = address or os.environ.get("RAY_ADDRESS")
     started_here = not ray.is_initialized()
     if started_here:
-        quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
         if address:
-            ray.init(address=address, **quiet)
+            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
         else:
-            ray.init(num_cpus=cpus or os.cpu_count(), include_dashboard=False, **quiet)
+            ray.init(num_cpus=cpus or os.cpu_count(), include_dashboard=False,
+                     log_to_driver=False, logging_level=logging.ERROR)
     try:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the driver draws its own

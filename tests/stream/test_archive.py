@@ -1,0 +1,223 @@
+"""Archive captioning: outputs, manifest, failures, resuming after SIGKILL, chunks, Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import srt
+import webvtt
+
+from lrcn.world import WorldConfig, generate_split
+from stream.archive import ArchiveError, discover
+from tests.models import make_world
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "models" / "shapes"
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    """20 short ShapesWorld videos in two folders, plus 2 corrupt files."""
+    root = tmp_path_factory.mktemp("archive")
+    world = make_world(root / "world", videos=20, seed=31)
+    videos = sorted((world / "videos").glob("*.mp4"))
+    inputs = root / "inputs"
+    for i, video in enumerate(videos):
+        target = inputs / ("day1" if i < 10 else "day2") / video.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(video, target)
+    (inputs / "day2" / "random.mp4").write_bytes(os.urandom(4000))
+    (inputs / "day1" / "cut.mp4").write_bytes(videos[0].read_bytes()[:300])  # header only
+    return inputs
+
+
+def run_archive(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(ROOT / "run_archive.py"), *args, "--no-progress"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != "manifest.jsonl"}
+
+
+def manifest(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def local_run(archive, tiny_bundle, tmp_path_factory):
+    out = tmp_path_factory.mktemp("local")
+    done = run_archive(str(archive), "--out", str(out), "--model", str(tiny_bundle),
+                       "--device", "cpu", "--workers", "2", "--threads", "1")
+    return done, out
+
+
+def test_a_batch_captions_every_video_and_records_the_failures(local_run, archive):
+    done, out = local_run
+    assert done.returncode == 1  # two inputs failed
+    records = manifest(out)
+    assert [r["path"] for r in records] == sorted(r["path"] for r in records)
+    assert len(records) == 22
+    failed = {Path(r["path"]).name: r["error"] for r in records if r["status"] == "failed"}
+    assert set(failed) == {"random.mp4", "cut.mp4"}
+    assert all(name in error for name, error in failed.items())
+    assert sum(r["status"] == "ok" for r in records) == 20
+    assert "failed:" in done.stderr and "Traceback" not in done.stderr
+    for record in records:
+        assert {"path", "size", "mtime", "fingerprint", "status", "frames", "duration",
+                "seconds", "error"} <= set(record)
+        base = out / record["output"]
+        if record["status"] != "ok":
+            assert not base.with_name(base.name + ".jsonl").exists()
+            continue
+        events = [json.loads(x) for x in base.with_name(base.name + ".jsonl").read_text()
+                  .splitlines()]
+        assert len(events) == record["frames"] > 0
+        assert "decoded_at" not in events[0]  # archives hold no wall-clock times
+        cues = list(srt.parse(base.with_name(base.name + ".srt").read_text()))
+        assert len(cues) == len(webvtt.read(str(base.with_name(base.name + ".vtt"))))
+    assert (out / "day1").is_dir() and (out / "day2").is_dir()  # the inputs' folders mirrored
+
+
+def test_a_run_killed_halfway_resumes_to_identical_outputs(local_run, archive, tiny_bundle,
+                                                          tmp_path):
+    _, reference = local_run
+    out = tmp_path / "out"
+    command = [sys.executable, str(ROOT / "run_archive.py"), str(archive), "--out", str(out),
+               "--model", str(tiny_bundle), "--device", "cpu", "--workers", "1",
+               "--threads", "1", "--no-progress"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    path = out / "manifest.jsonl"
+    while time.monotonic() < deadline:
+        if path.exists() and len(path.read_text().splitlines()) >= 6:
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, "the run finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait(30)
+    before = {r["path"]: r for r in manifest(out)}
+    finished = [r for r in before.values() if r["status"] == "ok"]
+    assert 0 < len(before) < 22
+    partial = outputs(out)
+    reference_files = outputs(reference)
+    # Whatever is under a final name is complete (temporaries may remain, under other names).
+    assert all(reference_files[name] == data for name, data in partial.items()
+               if not Path(name).name.startswith("."))
+
+    again = run_archive(str(archive), "--out", str(out), "--model", str(tiny_bundle),
+                        "--device", "cpu", "--workers", "1", "--threads", "1")
+    assert again.returncode == 1
+    after = {r["path"]: r for r in manifest(out)}
+    assert len(after) == 22
+    for record in finished:  # not processed again: their records are the first run's
+        assert after[record["path"]] == record
+    counts = again.stderr.splitlines()[1].split()
+    assert int(counts[2]) == len(finished)  # the summary's "skipped"
+    assert outputs(out) == reference_files  # byte for byte, and no temporaries left
+
+
+def test_only_new_or_changed_inputs_are_redone(archive, tiny_bundle, tmp_path):
+    inputs, out = tmp_path / "inputs", tmp_path / "out"
+    shutil.copytree(archive, inputs)
+    args = ("--out", str(out), "--model", str(tiny_bundle), "--device", "cpu", "--workers", "1",
+            "--threads", "1")
+    first = run_archive(str(inputs), *args)
+    assert first.stderr.splitlines()[1].split()[1:4] == ["20", "0", "2"]  # captioned/skipped/failed
+    a, b = sorted((inputs / "day1").glob("shapes*.mp4"))[:2]
+    shutil.copy(b, a)  # a now holds b's video: new size, mtime and fingerprint
+    second = run_archive(str(inputs), *args)
+    # the changed video is captioned again, the 19 others skipped, the 2 corrupt retried
+    assert second.stderr.splitlines()[1].split()[1:4] == ["1", "19", "2"]
+
+    def captions(video: Path) -> list[str]:
+        jsonl = out / video.relative_to(inputs).with_name(video.name + ".jsonl")
+        return [json.loads(line)["caption"] for line in jsonl.read_text().splitlines()]
+
+    assert captions(a) == captions(b)
+
+
+@pytest.mark.slow
+def test_the_ray_engine_gives_the_same_outputs_and_statuses(local_run, archive, tiny_bundle,
+                                                            tmp_path):
+    _, reference = local_run
+    out = tmp_path / "ray"
+    done = run_archive(str(archive), "--out", str(out), "--model", str(tiny_bundle),
+                       "--device", "cpu", "--workers", "2", "--threads", "1",
+                       "--engine", "ray")
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert outputs(out) == outputs(reference)
+    statuses = {r["path"]: (r["status"], r["frames"], r["error"]) for r in manifest(out)}
+    assert statuses == {r["path"]: (r["status"], r["frames"], r["error"])
+                        for r in manifest(reference)}
+
+
+@pytest.fixture(scope="module")
+def long_videos(tmp_path_factory):
+    """Two ShapesWorld videos of about 30 s each (many events), for chunking."""
+    root = tmp_path_factory.mktemp("long")
+    generate_split(root, videos=2, seed=41, config=WorldConfig(min_events=12, max_events=12),
+                   progress=False)
+    return root / "videos"
+
+
+def agreement(a: Path, b: Path) -> tuple[int, int]:
+    same = total = 0
+    for file in sorted(a.rglob("*.jsonl")):
+        if file.name == "manifest.jsonl":
+            continue
+        x = {e["pts"]: e["caption"] for e in map(json.loads, file.read_text().splitlines())}
+        y = {e["pts"]: e["caption"] for e in map(json.loads, (b / file.relative_to(a))
+                                                 .read_text().splitlines())}
+        assert set(x) == set(y)  # the same sampled frames, whatever the chunks
+        same += sum(x[t] == y[t] for t in x)
+        total += len(x)
+    return same, total
+
+
+def test_chunked_and_whole_videos_agree(long_videos, tmp_path):
+    whole, chunked = tmp_path / "whole", tmp_path / "chunked"
+    for out, chunk in ((whole, "0"), (chunked, "8")):
+        done = run_archive(str(long_videos), "--out", str(out), "--model", str(SHIPPED),
+                           "--device", "cpu", "--chunk-seconds", chunk, "--warmup-seconds", "5")
+        assert done.returncode == 0, done.stderr
+    assert all(r["chunks"] >= 3 for r in manifest(chunked))
+    same, total = agreement(whole, chunked)
+    assert total > 400 and same / total >= 0.98
+
+
+def test_inputs_by_directory_glob_and_list(archive, tmp_path):
+    listed = tmp_path / "list.txt"
+    day1 = sorted((archive / "day1").glob("shapes*.mp4"))
+    listed.write_text("# two of them\n" + "\n".join(str(p) for p in day1[:2]) + "\n")
+    paths, root = discover([f"@{listed}", str(archive / "day2" / "*.mp4")])
+    assert len(paths) == 2 + 11 and root == archive
+    paths, _ = discover([str(archive)])
+    assert len(paths) == 22
+    with pytest.raises(ArchiveError, match="no such file"):
+        discover([str(tmp_path / "missing")])
+    with pytest.raises(ArchiveError, match="matches no file"):
+        discover([str(tmp_path / "*.mkv")])
+
+
+def test_help_documents_every_option():
+    done = subprocess.run([sys.executable, str(ROOT / "run_archive.py"), "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    for option in ("--out", "--model", "--device", "--beam", "--workers", "--threads",
+                   "--chunk-seconds", "--warmup-seconds", "--force", "--engine",
+                   "--ray-address", "--ray-gpus-per-worker", "--no-progress", "--log-level",
+                   "@FILE", "manifest.jsonl"):
+        assert option in done.stdout
