@@ -67,10 +67,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="where the model runs (default: auto)")
     parser.add_argument("--beam", type=int, default=1, help="beam width; 1 = greedy (default)")
     parser.add_argument("--workers", type=int, default=None,
-                        help="worker processes, or Ray actors (default: one per core)")
+                        help="worker processes, or Ray actors (default: cores / threads)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="ONNX Runtime and decoder threads per worker (default: cores / "
-                             "workers, at least 1)")
+                        help="ONNX Runtime and decoder threads per worker (default: 2, or "
+                             "cores / --workers when that is given)")
     parser.add_argument("--chunk-seconds", type=float, default=300.0,
                         help="split videos longer than this into chunks of this length, "
                              "captioned in parallel; 0 = never split (default: 300)")
@@ -97,8 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(message)s")
     cores = default_threads()
-    workers = args.workers or cores
-    threads = args.threads or max(1, cores // workers)
+    # Two threads per worker: on 2 cores, 1 worker x 2 threads captioned 19.0x realtime
+    # against 16.8x for 2 workers x 1 thread (ONNX Runtime and the decoder share them well).
+    threads = args.threads or (max(1, cores // args.workers) if args.workers else min(2, cores))
+    workers = args.workers or max(1, cores // threads)
     for name, value in (("--workers", workers), ("--threads", threads), ("--beam", args.beam)):
         if value < 1:
             parser.error(f"{name} must be at least 1, got {value}")
