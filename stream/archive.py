@@ -41,7 +41,7 @@ from stream.captioning import CaptionCore
 from stream.errors import MediaError, StreamError, reason
 from stream.events import CaptionEvent
 from stream.files import write_text_atomically
-from stream.frames import TimeSampler, frame_to_rgb, sampled_frames
+from stream.frames import TimeSampler, frame_to_rgb, open_video, sampled_frames
 from stream.sinks import JsonlSink, SubtitleSink
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".mts",
@@ -247,14 +247,8 @@ def _caption_frames(core: CaptionCore, task: Task,
                                      bundle.sample_fps))
         pending.clear()
 
-    try:
-        container = av.open(task.path)
-    except (av.FFmpegError, OSError) as error:
-        raise MediaError(f"{task.path}: cannot open ({reason(error)})") from error
+    container, stream = open_video(task.path)
     with container:
-        if not container.streams.video:
-            raise MediaError(f"{task.path}: no video stream")
-        stream = container.streams.video[0]
         stream.codec_context.thread_count = decoder_threads
         if first > 0 and stream.time_base is not None:
             origin = float(stream.start_time * stream.time_base) if stream.start_time else 0.0

@@ -104,14 +104,8 @@ def iter_sampled_frames(
     """
     sampler = TimeSampler(sample_fps)
     name = str(path)
-    try:
-        container = av.open(name)
-    except (av.FFmpegError, OSError) as error:
-        raise MediaError(f"{name}: cannot open ({reason(error)})") from error
+    container, stream = open_video(name)
     with container:
-        if not container.streams.video:
-            raise MediaError(f"{name}: no video stream")
-        stream = container.streams.video[0]
         if thread_type is not None:
             stream.thread_type = thread_type
         index = 0
@@ -125,6 +119,18 @@ def iter_sampled_frames(
                              f"({reason(error)})") from error
         if counter.decoded == 0:
             raise MediaError(f"{name}: no decodable video frames")
+
+
+def open_video(path: str | Path) -> tuple[av.container.InputContainer, av.VideoStream]:
+    """Open a media file and its first video stream, or raise :class:`MediaError` naming it."""
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError) as error:
+        raise MediaError(f"{path}: cannot open ({reason(error)})") from error
+    if not container.streams.video:
+        container.close()
+        raise MediaError(f"{path}: no video stream")
+    return container, container.streams.video[0]
 
 
 @dataclass
