@@ -135,7 +135,7 @@ def discover(inputs: Iterable[str]) -> tuple[list[Path], Path]:
             raise ArchiveError(f"{spec}: no such file or directory")
     if not found:
         raise ArchiveError(f"no video files in {', '.join(inputs)}")
-    paths = sorted(p.resolve() for p in found)
+    paths = sorted({p.resolve() for p in found})  # one entry per file, however it was named
     root = Path(os.path.commonpath([str(p.parent) for p in paths]))
     return paths, root
 
@@ -215,9 +215,10 @@ def caption_task(core: CaptionCore, task: Task, decoder_threads: int = 1) -> Tas
     result = TaskResult(task.path, task.chunk, task.chunks)
     try:
         result.events, result.duration = _caption_frames(core, task, decoder_threads)
-    except (MediaError, av.FFmpegError, OSError) as error:
-        result.error = str(error) if isinstance(error, MediaError) else \
-            f"{task.path}: {reason(error)}"
+    except MediaError as error:
+        result.error = printable(str(error))
+    except Exception as error:  # noqa: BLE001 - anything else is still this file's failure
+        result.error = printable(f"{task.path}: {type(error).__name__}: {reason(error)}")
     finally:
         core.forget(_stream_id(task))
     result.seconds = time.perf_counter() - started
@@ -232,7 +233,10 @@ def _caption_frames(core: CaptionCore, task: Task,
                     decoder_threads: int) -> tuple[list[dict[str, Any]], float]:
     bundle = core.bundle
     size = (bundle.input_size, bundle.input_size)
-    first = max(0.0, task.start - task.warmup)
+    fps = bundle.sample_fps
+    # The warm-up starts on the sampling grid, so that the chunk's sampler keeps the same
+    # frames as the whole video's does.
+    first = max(0.0, math.floor((task.start - task.warmup) * fps + 1e-6) / fps)
     events: list[dict[str, Any]] = []
     pending: list[tuple[float, np.ndarray]] = []
     last_pts = task.start
@@ -243,22 +247,17 @@ def _caption_frames(core: CaptionCore, task: Task,
         captions = core.step(frames, [_stream_id(task)] * len(pending))
         for (pts, _), caption in zip(pending, captions, strict=True):
             if pts >= task.start - 1e-6:
-                events.append(_event(task, pts, caption.text, caption.logprob,
-                                     bundle.sample_fps))
+                events.append({"pts": round(pts, 6), "caption": caption.text,
+                               "logprob": round(caption.logprob, 4)})
         pending.clear()
 
     container, stream = open_video(task.path)
     with container:
         stream.codec_context.thread_count = decoder_threads
-        if first > 0 and stream.time_base is not None:
-            origin = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
-            # Seeks to the keyframe at or before the warm-up's start.
-            container.seek(int((first + origin) / stream.time_base), stream=stream,
-                           backward=True)
-        sampler = TimeSampler(bundle.sample_fps)
+        sampler = TimeSampler(fps)
         decoded = 0
         try:
-            for pts, frame in sampled_frames(container, stream, TimeSampler(None)):
+            for pts, frame in _frames_from(container, stream, first):
                 decoded += 1
                 if pts < first - 1e-6:
                     continue  # before the warm-up (the seek lands on an earlier keyframe)
@@ -281,9 +280,36 @@ def _caption_frames(core: CaptionCore, task: Task,
     return events, max(0.0, end - task.start)
 
 
-def _event(task: Task, pts: float, text: str, logprob: float, fps: float) -> dict[str, Any]:
-    return {"pts": round(pts, 6), "index": math.floor(pts * fps + 1e-6), "caption": text,
-            "logprob": round(logprob, 4)}
+def _frames_from(container: av.container.InputContainer, stream: av.VideoStream,
+                 first: float) -> Iterator[tuple[float, av.VideoFrame]]:
+    """Every frame from a keyframe at or before ``first`` seconds on, with its time.
+
+    Some containers (MPEG-TS) seek to a point after the target; then the seek is retried
+    further back, doubling the margin, down to the start of the file.
+    """
+    if first <= 0 or stream.time_base is None:
+        yield from sampled_frames(container, stream, TimeSampler(None))
+        return
+    origin = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+    margin = 0.0
+    while True:
+        target = max(0.0, first - margin)
+        container.seek(int((target + origin) / stream.time_base), stream=stream, backward=True)
+        frames = sampled_frames(container, stream, TimeSampler(None))
+        head = next(frames, None)
+        # Nothing decoded (a seek past the end) or a first frame after ``first``: go back.
+        if (head is not None and head[0] <= first + 1e-6) or target == 0.0:
+            break
+        margin = max(1.0, 2 * margin)
+    if head is not None:
+        yield head
+        yield from frames
+
+
+def printable(text: str) -> str:
+    """``text`` with undecodable bytes of file names (surrogate escapes) shown as \\xNN, so
+    that it can be written as UTF-8."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 # ---------------------------------------------------------------------------- the driver side
@@ -293,7 +319,8 @@ def stitch(results: list[TaskResult]) -> list[dict[str, Any]]:
     """A video's caption records from its chunks, in PTS order, ``changed`` recomputed."""
     records = sorted((e for r in results for e in r.events), key=lambda e: e["pts"])
     previous = None
-    for record in records:
+    for index, record in enumerate(records):
+        record["index"] = index
         record["changed"] = record["caption"] != previous
         previous = record["caption"]
     return records
@@ -306,7 +333,7 @@ def write_outputs(out: Path, video: VideoInput, records: list[dict[str, Any]],
     base.parent.mkdir(parents=True, exist_ok=True)
     finals = [base.with_name(f"{base.name}.{kind}") for kind in OUTPUT_KINDS]
     temps = [p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in finals]
-    stream = video.output
+    stream = printable(video.output)
     try:
         with JsonlSink(temps[0], timing=False) as jsonl, \
                 SubtitleSink(temps[1], 1 / sample_fps, "srt") as srt, \
@@ -344,18 +371,23 @@ class Manifest:
     def __init__(self, out: Path) -> None:
         self.path = out / MANIFEST
         self.records: dict[str, dict[str, Any]] = {}
+        self._cut = False  # the file ends inside a line (a killed run): start a new one first
         if self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
+            text = self.path.read_text(encoding="utf-8", errors="replace")
+            self._cut = bool(text) and not text.endswith("\n")
+            for line in text.splitlines():
                 try:
                     record = json.loads(line)
                     self.records[record["path"]] = record
                 except (json.JSONDecodeError, KeyError, TypeError):
                     continue  # a line cut by a crash: that video is simply redone
 
-    def done(self, video: VideoInput, out: Path) -> bool:
-        """Whether ``video`` finished before, unchanged since, with its outputs in place."""
+    def done(self, video: VideoInput, out: Path, settings: dict[str, Any]) -> bool:
+        """Whether ``video`` finished before, unchanged since, with the same model and
+        settings, and with its outputs in place."""
         record = self.records.get(video.path)
         return (record is not None and record.get("status") == "ok"
+                and record.get("settings") == settings
                 and record.get("fingerprint") == video.fingerprint
                 and record.get("size") == video.size and record.get("mtime") == video.mtime
                 and all((out / f"{video.output}.{kind}").exists() for kind in OUTPUT_KINDS))
@@ -364,15 +396,17 @@ class Manifest:
         self.records[record["path"]] = record
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as file:
-            file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            # ASCII JSON: undecodable file-name bytes survive as \\udcNN escapes.
+            file.write(("\n" if self._cut else "") + json.dumps(record) + "\n")
+            self._cut = False
             file.flush()
             os.fsync(file.fileno())
 
-    def compact(self, paths: Iterable[str]) -> None:
-        """Keep one record per current input, in path order (atomically)."""
-        keep = [self.records[p] for p in sorted(paths) if p in self.records]
-        write_text_atomically(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n"
-                                                 for r in keep))
+    def compact(self) -> None:
+        """Rewrite the manifest with one record per input ever processed here, in path order
+        (atomically; inputs of earlier runs with other arguments keep their records)."""
+        write_text_atomically(self.path, "".join(json.dumps(self.records[p]) + "\n"
+                                                 for p in sorted(self.records)))
 
 
 def video_record(video: VideoInput, results: list[TaskResult],
@@ -389,9 +423,9 @@ def video_record(video: VideoInput, results: list[TaskResult],
 
 def group_results(results: Iterator[TaskResult]) -> Iterator[list[TaskResult]]:
     """Collect task results per video; yield a video's results once all its chunks are in."""
-    waiting: dict[str, list[TaskResult]] = {}
+    waiting: dict[str, dict[int, TaskResult]] = {}
     for result in results:
-        parts = waiting.setdefault(result.path, [])
-        parts.append(result)
+        parts = waiting.setdefault(result.path, {})
+        parts[result.chunk] = result  # keyed by chunk: a repeated chunk cannot count twice
         if len(parts) == result.chunks:
-            yield sorted(waiting.pop(result.path), key=lambda r: r.chunk)
+            yield [parts[k] for k in sorted(waiting.pop(result.path))]

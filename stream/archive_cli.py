@@ -33,15 +33,16 @@ from stream.archive import (
     discover,
     group_results,
     plan_tasks,
+    printable,
     probe_duration,
     remove_temporaries,
     stitch,
     video_record,
     write_outputs,
 )
-from stream.bundle import open_bundle
+from stream.bundle import BUNDLE_FILE, open_bundle, sha256_file
 from stream.engines import run_local, run_ray
-from stream.errors import BundleError, DeviceError
+from stream.errors import BundleError, DeviceError, reason
 from stream.pipeline import DEFAULT_BUNDLE
 from stream.sessions import DEVICES, SessionSettings, default_threads
 
@@ -118,15 +119,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BUNDLE
     sample_fps = loaded.bundle.sample_fps
     del loaded
+    # What shapes the outputs besides the video: a change redoes every video.
+    settings = {"model": sha256_file(args.model / BUNDLE_FILE), "beam": args.beam,
+                "chunk_seconds": args.chunk_seconds, "warmup_seconds": args.warmup_seconds}
 
     videos = describe_inputs(paths, root)
     remove_temporaries(args.out)  # left by a run that was killed
     manifest = Manifest(args.out)
-    todo = [v for v in videos if args.force or not manifest.done(v, args.out)]
+    todo = [v for v in videos if args.force or not manifest.done(v, args.out, settings)]
     durations = {v.path: probe_duration(v.path) for v in todo}
     tasks = [t for v in todo for t in plan_tasks(v, durations[v.path], args.chunk_seconds,
                                                  args.warmup_seconds)]
-    if args.engine == "ray":
+    results: Iterator[TaskResult] = iter(())
+    if not tasks:
+        pass  # nothing to do: no pool, no Ray
+    elif args.engine == "ray":
         results = run_ray(tasks, args.model, args.device, workers, threads, args.beam,
                           args.ray_address, args.ray_gpus_per_worker, cpus=workers * threads)
     else:
@@ -137,26 +144,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                    not args.no_progress) as progress:
         for parts in group_results(_counting(results, progress, summary)):
             video = by_path[parts[0].path]
-            _finish(video, parts, args.out, manifest, sample_fps, summary)
+            _finish(video, parts, args.out, manifest, sample_fps, summary, settings)
             progress.video_done(summary)
-    manifest.compact(v.path for v in videos)
+    manifest.compact()
     summary.report(args.out)
     return EXIT_FAILED if summary.failed else EXIT_OK
 
 
 def _finish(video: VideoInput, parts: list[TaskResult], out: Path, manifest: Manifest,
-            sample_fps: float, summary: _Summary) -> None:
+            sample_fps: float, summary: _Summary, settings: dict[str, Any]) -> None:
     """Write a finished video's outputs (or clear stale ones if it failed), then record it."""
     records = [] if any(p.error for p in parts) else stitch(parts)
-    record = video_record(video, parts, records)
+    record = video_record(video, parts, records) | {"settings": settings}
     if record["status"] == "ok":
-        write_outputs(out, video, records, sample_fps)
-        summary.done += 1
-        summary.frames += len(records)
-    else:
+        try:
+            write_outputs(out, video, records, sample_fps)
+            summary.done += 1
+            summary.frames += len(records)
+        except (OSError, ValueError) as error:  # cannot be written (no space, odd name, ...)
+            record |= {"status": "failed", "error": printable(f"{video.path}: cannot write "
+                                                              f"outputs ({reason(error)})")}
+    if record["status"] != "ok":
         for kind in OUTPUT_KINDS:  # outputs of an earlier version of this file are no longer
             (out / f"{video.output}.{kind}").unlink(missing_ok=True)
-        summary.failures.append((video.path, record["error"]))
+        summary.failures.append((printable(video.path), record["error"]))
     manifest.append(record)
 
 

@@ -15,6 +15,8 @@ import logging
 import multiprocessing
 import os
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -50,10 +52,38 @@ def run_local(tasks: list[Task], bundle: Path, device: str, workers: int, thread
         for task in tasks:
             yield _run_task(task)
         return
+    # A worker that dies (killed, out of memory, a crash in native code) breaks the pool and
+    # every unfinished task in it. Those get one more pool; tasks lost twice then run alone,
+    # so that only the one that kills its worker is recorded as failed.
+    initargs = (str(bundle), device, threads, beam)
+    remaining = list(tasks)
+    for _ in range(2):
+        lost: list[Task] = []
+        yield from _pool_run(remaining, workers, initargs, lost)
+        remaining = lost
+    for task in remaining:
+        lost = []
+        yield from _pool_run([task], 1, initargs, lost)
+        if lost:
+            yield TaskResult(task.path, task.chunk, task.chunks,
+                             error=f"{task.path}: the worker process died while captioning it")
+
+
+def _pool_run(tasks: list[Task], workers: int, initargs: tuple[Any, ...],
+              lost: list[Task]) -> Iterator[TaskResult]:
+    """Results of ``tasks`` from a pool of spawned workers; tasks of a broken pool go to
+    ``lost``."""
+    if not tasks:
+        return
     context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=_init_worker,
-                      initargs=(str(bundle), device, threads, beam)) as pool:
-        yield from pool.imap_unordered(_run_task, tasks)
+    with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context,
+                             initializer=_init_worker, initargs=initargs) as pool:
+        futures = {pool.submit(_run_task, task): task for task in tasks}
+        for future in as_completed(futures):
+            try:
+                yield future.result()
+            except BrokenProcessPool:
+                lost.append(futures[future])
 
 
 # ---------------------------------------------------------------------------- Ray

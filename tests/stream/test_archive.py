@@ -17,6 +17,7 @@ import webvtt
 
 from lrcn.world import WorldConfig, generate_split
 from stream.archive import ArchiveError, discover
+from tests.media import write_video
 from tests.models import make_world
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -221,3 +222,80 @@ def test_help_documents_every_option():
                    "--ray-address", "--ray-gpus-per-worker", "--no-progress", "--log-level",
                    "@FILE", "manifest.jsonl"):
         assert option in done.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_core(tiny_bundle):
+    from stream.bundle import open_bundle
+    from stream.captioning import CaptionCore
+    from stream.sessions import SessionSettings
+
+    return CaptionCore(open_bundle(tiny_bundle, SessionSettings(device="cpu", threads=1)))
+
+
+@pytest.mark.parametrize("name, container", [("clip.mp4", None), ("clip.ts", "mpegts"),
+                                             ("clip.mkv", None)])
+@pytest.mark.parametrize("chunk, warmup", [(3.0, 1.0), (2.95, 0.0), (2.0, 0.5)])
+def test_chunks_hold_exactly_the_whole_videos_frames(tiny_core, tmp_path, name, container,
+                                                    chunk, warmup):
+    """Whatever the container's seeking, the chunk length (on the sampling grid or not) and a
+    non-zero start time: the stitched chunks caption exactly the whole run's frames."""
+    from stream.archive import VideoInput, caption_task, plan_tasks, stitch
+
+    # 10 s at 30 fps, keyframes every 2.4 s, timestamps starting at 1.4 s
+    path = write_video(tmp_path / name, frames=300, fps=30, container=container,
+                       keyframe_every=72, first_pts=42)
+    video = VideoInput(str(path), name, 0, 0.0, "")
+    whole = stitch([caption_task(tiny_core, plan_tasks(video, None, 0, 0)[0])])
+    tasks = plan_tasks(video, 10.0, chunk, warmup)
+    assert len(tasks) >= 4
+    results = [caption_task(tiny_core, task) for task in tasks]
+    assert not [r.error for r in results if r.error]
+    chunked = stitch(results)
+    assert [e["pts"] for e in chunked] == [e["pts"] for e in whole]
+    assert [e["index"] for e in chunked] == list(range(len(whole)))
+
+
+def test_any_error_in_a_task_is_recorded_not_raised(tiny_core, tmp_path, monkeypatch):
+    from stream import archive
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr(archive, "_caption_frames", broken)
+    task = archive.Task(str(tmp_path / "x.mp4"), 0, 1, 0.0, None, 0.0)
+    result = archive.caption_task(tiny_core, task)
+    assert result.error == f"{task.path}: RuntimeError: unexpected"
+
+
+def test_a_manifest_cut_by_a_kill_loses_no_later_record(tmp_path):
+    from stream.archive import MANIFEST, Manifest
+
+    (tmp_path / MANIFEST).write_text('{"path": "a", "status": "ok"}\n{"path": "b", "sta')
+    manifest = Manifest(tmp_path)
+    manifest.append({"path": "c", "status": "ok"})
+    assert set(Manifest(tmp_path).records) == {"a", "c"}  # b was cut: it is redone
+    manifest.compact()
+    assert [r["path"] for r in Manifest(tmp_path).records.values()] == ["a", "c"]
+
+
+def test_the_same_file_named_twice_is_one_input(archive, tmp_path):
+    listed = tmp_path / "list.txt"
+    video = sorted((archive / "day1").glob("shapes*.mp4"))[0]
+    listed.write_text(f"{video}\n{video.parent}/../day1/{video.name}\n")
+    paths, _ = discover([f"@{listed}", str(archive / "day1")])
+    assert len(paths) == len(set(paths)) == 11
+
+
+def test_file_names_that_are_not_utf8_are_captioned(archive, tiny_bundle, tmp_path):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    video = sorted((archive / "day1").glob("shapes*.mp4"))[0]
+    odd = os.fsdecode(b"caf\xe9.mp4")
+    shutil.copy(video, inputs / odd)
+    done = run_archive(str(inputs), "--out", str(tmp_path / "out"), "--model", str(tiny_bundle),
+                       "--device", "cpu", "--workers", "1", "--threads", "1")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / f"{odd}.jsonl").exists()
+    [record] = manifest(tmp_path / "out")
+    assert record["status"] == "ok" and record["path"].endswith(odd)
