@@ -36,6 +36,7 @@ from stream.pipeline import (
 from stream.sessions import DEVICES, SessionSettings
 from stream.sinks import ConsoleSink, JsonlSink, Sink, SubtitleSink
 from stream.sources import SourceOptions, list_devices, redact
+from stream.webview import TOKEN_ENV, WebView, parse_address
 
 log = logging.getLogger("run_stream")
 
@@ -84,6 +85,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     out.add_argument("--srt", type=Path, metavar="PATH", help="SRT subtitles")
     out.add_argument("--vtt", type=Path, metavar="PATH", help="WebVTT subtitles")
     out.add_argument("--quiet", action="store_true", help="print no captions on the console")
+    out.add_argument("--serve", metavar="HOST:PORT", default=None,
+                     help="serve the live view (video, caption, history and stats per stream) "
+                          "at http://HOST:PORT/; loopback unless a token is set, e.g. "
+                          "127.0.0.1:8080")
+    out.add_argument("--serve-token", default=None, metavar="TOKEN",
+                     help=f"token the live view requires (?token= or Authorization: Bearer); "
+                          f"needed to serve beyond loopback (default: ${TOKEN_ENV})")
     batching = parser.add_argument_group("batching and queues")
     batching.add_argument("--max-batch", type=_positive_int, default=8,
                           help="frames per encoder call at most (default: 8)")
@@ -161,11 +169,27 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.error(str(error))
     pipeline = Pipeline(open_sources(specs, settings.sources), loaded, settings)
     interval = 1.0 / loaded.bundle.sample_fps if loaded.bundle.sample_fps else 1 / 30
-    return _run(pipeline, ids, paths, interval, quiet=args.quiet)
+    view = None
+    if args.serve:
+        try:
+            host, port = parse_address(args.serve)
+            view = WebView(host, port, ids, args.serve_token).start()
+        except ValueError as error:
+            parser.error(str(error))
+        except OSError as error:
+            print(f"error: --serve {args.serve}: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        except ImportError as error:
+            print(f"error: --serve needs the web extra (pip install '.[web]'): {error}",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        pipeline.frame_listeners.append(view.frame)
+        print(f"live view: http://{host}:{view.port}/", file=sys.stderr)
+    return _run(pipeline, ids, paths, interval, quiet=args.quiet, view=view)
 
 
 def _run(pipeline: Pipeline, ids: list[str], paths: dict[str, dict[str, Path]],
-         interval: float, quiet: bool) -> int:
+         interval: float, quiet: bool, view: WebView | None = None) -> int:
     summary = {stream: _Summary() for stream in ids}
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
@@ -178,9 +202,13 @@ def _run(pipeline: Pipeline, ids: list[str], paths: dict[str, dict[str, Path]],
             events = stack.enter_context(contextlib.closing(iter(pipeline)))
             sinks = {stream: _sinks(stack, stream, paths, interval) for stream in ids}
             console = stack.enter_context(ConsoleSink(show_stream=len(ids) > 1))
+            if view is not None:
+                stack.enter_context(view)
             for event in events:
                 for sink in sinks[event.stream]:
                     sink.write(event)
+                if view is not None:
+                    view.write(event)
                 if not quiet:
                     console.write(event)
                 summary[event.stream].add(event)

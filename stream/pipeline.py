@@ -31,7 +31,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,6 +162,9 @@ class Pipeline:
                                          self.settings.reconnect, self.stop))
         self.worker = threading.Thread(target=self._work, name="inference", daemon=True)
         self.worker_error: BaseException | None = None
+        # Called by the worker with (stream, rgb, pts) of every captioned frame; must be cheap
+        # and never block (the live view keeps a reference to the newest frame).
+        self.frame_listeners: list[Callable[[str, np.ndarray, float], None]] = []
         # Leaving the iteration joins the threads; a caller with outputs to finish first (the
         # CLI) sets this False and calls close() itself afterwards.
         self.join_on_exit = True
@@ -260,6 +263,8 @@ class Pipeline:
                 events.append(item)
                 continue
             caption = next(captions)
+            for listener in self.frame_listeners:
+                listener(item.stream, item.rgb, item.pts)
             now = time.monotonic()
             changed = last_text.get(item.stream) != caption.text
             last_text[item.stream] = caption.text
