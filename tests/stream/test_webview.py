@@ -1,0 +1,156 @@
+"""The live view: a real browser on a live source, tokens, routes, and stalled viewers."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from stream.events import CaptionEvent
+from stream.webview import WebView, is_loopback, parse_address
+from tests.conftest import require_tool
+
+ROOT = Path(__file__).resolve().parents[2]
+LIVE = "lavfi:testsrc2=size=320x240:rate=30,realtime"
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def start_serving(*args: str) -> tuple[subprocess.Popen[str], str]:
+    """run_stream.py with --serve on a free port; returns the process and the page's URL."""
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "run_stream.py"), *args, "--quiet", "--serve",
+         "127.0.0.1:0"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        found = re.search(r"live view: (http://\S+)", line)
+        if found:
+            return process, found.group(1)
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    raise AssertionError("run_stream.py did not start serving")
+
+
+def test_a_browser_sees_captions_change_and_frames_arrive(tmp_path):
+    chromium = require_tool("chromium", "the live view's browser test")
+    from playwright.sync_api import sync_playwright
+
+    process, url = start_serving(LIVE)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium,
+                                                 args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 900, "height": 640})
+            page.goto(url)
+            caption = ".tile .caption"
+            page.wait_for_selector(f"{caption}:not(:empty)", timeout=30_000)
+            first = page.inner_text(caption)
+            page.wait_for_function(
+                "(c) => document.querySelector('.tile .caption').textContent !== c",
+                arg=first, timeout=30_000)  # a caption change arrives over SSE
+            assert page.locator(".tile .history li").count() >= 2
+            assert "frames/s" in page.inner_text(".tile .stats")
+            pixels = """() => { const img = document.querySelector('.tile img');
+                const c = document.createElement('canvas');
+                c.width = img.naturalWidth; c.height = img.naturalHeight;
+                const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+                return Array.from(g.getImageData(0, 0, c.width, c.height).data
+                                  .filter((_, i) => i % 97 === 0)).join(','); }"""
+            page.wait_for_function("document.querySelector('.tile img').naturalWidth > 0",
+                                   timeout=30_000)
+            before = page.evaluate(pixels)
+            page.wait_for_timeout(1000)
+            assert page.evaluate(pixels) != before  # the video keeps receiving frames
+            page.screenshot(path=str(tmp_path / "live-view.png"))
+            browser.close()
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert (tmp_path / "live-view.png").stat().st_size > 10_000
+
+
+def get(url: str, token_header: str | None = None) -> int:
+    request = urllib.request.Request(url)
+    if token_header:
+        request.add_header("Authorization", f"Bearer {token_header}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def test_beyond_loopback_a_token_is_required_and_checked():
+    with pytest.raises(ValueError, match="needs a token"):
+        WebView("0.0.0.0", 0, ["cam"], token="")
+    view = WebView("0.0.0.0", 0, ["cam"], token="s3cret").start()
+    try:
+        base = f"http://127.0.0.1:{view.port}"
+        assert get(f"{base}/") == 401
+        assert get(f"{base}/?token=wrong") == 401
+        assert get(f"{base}/events", token_header="wrong") == 401
+        assert get(f"{base}/?token=s3cret") == 200
+        assert get(f"{base}/", token_header="s3cret") == 200
+        # only its own routes: no files, no unknown streams
+        assert get(f"{base}/../etc/passwd?token=s3cret") == 404
+        assert get(f"{base}/frames/other.mjpg?token=s3cret") == 404
+    finally:
+        view.close()
+
+
+def test_a_stalled_viewer_never_holds_the_pipeline_up(tmp_path):
+    """Viewers that connect and never read: captioning still runs to its end."""
+    process, url = start_serving("lavfi:testsrc2=size=320x240:rate=30:d=4", "--jsonl",
+                                 str(tmp_path / "out.jsonl"))
+    host, port = re.match(r"http://([^:/]+):(\d+)", url).groups()  # type: ignore[union-attr]
+    stalled = []
+    for path in ("/events", "/frames/lavfi.mjpg", "/frames/lavfi.mjpg"):
+        sock = socket.create_connection((host, int(port)))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        stalled.append(sock)  # never read from
+    try:
+        assert process.wait(60) == 0
+    finally:
+        for sock in stalled:
+            sock.close()
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert sum('"caption"' in line for line in lines) >= 20  # 4 s at 10 frames/s, all there
+
+
+def test_the_view_keeps_only_the_newest_frame_and_counts_changes():
+    import numpy as np
+
+    view = WebView("127.0.0.1", 0, ["cam"])
+    for i in range(3):
+        view.frame("cam", np.full((2, 2, 3), i, np.uint8), i / 10)
+        view.write(CaptionEvent("cam", i, i / 10, 0.0, 0.0, f"c{i // 2}", -1.0, 5.0,
+                                changed=i % 2 == 0, reset=i == 0))
+    tile = view.tiles["cam"]
+    assert tile.frame is not None and tile.frame[0, 0, 0] == 2 and tile.frame_seq == 3
+    assert [h["caption"] for h in tile.history] == ["c1", "c0"]
+    assert tile.frames == 3
+
+
+@pytest.mark.parametrize("text, host, port", [("127.0.0.1:8080", "127.0.0.1", 8080),
+                                              ("8080", "127.0.0.1", 8080),
+                                              ("[::1]:9000", "::1", 9000)])
+def test_addresses(text, host, port):
+    assert parse_address(text) == (host, port)
+
+
+def test_bad_addresses_and_loopback_rules():
+    with pytest.raises(ValueError):
+        parse_address("localhost:http")
+    assert is_loopback("localhost") and is_loopback("127.0.0.2") and is_loopback("::1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.2")
