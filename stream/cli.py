@@ -25,6 +25,7 @@ from stream.bundle import open_bundle
 from stream.decoder import ReconnectPolicy
 from stream.errors import BundleError, DeviceError, StreamError
 from stream.events import ENDED, CaptionEvent, Event
+from stream.overlay import write_overlay
 from stream.pipeline import (
     DEFAULT_BUNDLE,
     SAMPLE_VIDEO,
@@ -35,7 +36,7 @@ from stream.pipeline import (
 )
 from stream.sessions import DEVICES, SessionSettings
 from stream.sinks import ConsoleSink, JsonlSink, Sink, SubtitleSink
-from stream.sources import SourceOptions, list_devices, redact
+from stream.sources import Source, SourceOptions, list_devices, redact
 from stream.webview import TOKEN_ENV, WebView, parse_address
 
 log = logging.getLogger("run_stream")
@@ -84,6 +85,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                      help="JSON Lines: one event per line, flushed as written")
     out.add_argument("--srt", type=Path, metavar="PATH", help="SRT subtitles")
     out.add_argument("--vtt", type=Path, metavar="PATH", help="WebVTT subtitles")
+    out.add_argument("--overlay", type=Path, metavar="PATH",
+                     help="video files only: write a copy with the caption burned into every "
+                          "frame (H.264, same frame rate and timing, audio copied)")
     out.add_argument("--quiet", action="store_true", help="print no captions on the console")
     out.add_argument("--serve", metavar="HOST:PORT", default=None,
                      help="serve the live view (video, caption, history and stats per stream) "
@@ -167,7 +171,20 @@ def _main(argv: Sequence[str] | None) -> int:
                  for kind in ("jsonl", "srt", "vtt") if getattr(args, kind) is not None}
     except ValueError as error:
         parser.error(str(error))
-    pipeline = Pipeline(open_sources(specs, settings.sources), loaded, settings)
+    sources = open_sources(specs, settings.sources)
+    overlays: dict[str, tuple[str, Path]] = {}
+    if args.overlay is not None:
+        try:
+            targets = _output_paths(args.overlay, ids, "mp4")
+        except ValueError as error:
+            parser.error(str(error))
+        for stream, source in sources.items():
+            if isinstance(source, Source) and source.kind != "file":
+                parser.error(f"--overlay: {source.name} is not a video file (overlays are "
+                             f"written from files)")
+            if isinstance(source, Source):
+                overlays[stream] = (source.url, targets[stream])
+    pipeline = Pipeline(sources, loaded, settings)
     interval = 1.0 / loaded.bundle.sample_fps if loaded.bundle.sample_fps else 1 / 30
     view = None
     if args.serve:
@@ -185,12 +202,15 @@ def _main(argv: Sequence[str] | None) -> int:
             return EXIT_USAGE
         pipeline.frame_listeners.append(view.frame)
         print(f"live view: http://{host}:{view.port}/", file=sys.stderr)
-    return _run(pipeline, ids, paths, interval, quiet=args.quiet, view=view)
+    return _run(pipeline, ids, paths, interval, quiet=args.quiet, view=view, overlays=overlays)
 
 
 def _run(pipeline: Pipeline, ids: list[str], paths: dict[str, dict[str, Path]],
-         interval: float, quiet: bool, view: WebView | None = None) -> int:
+         interval: float, quiet: bool, view: WebView | None = None,
+         overlays: dict[str, tuple[str, Path]] | None = None) -> int:
     summary = {stream: _Summary() for stream in ids}
+    overlays = overlays or {}
+    burned: dict[str, list[tuple[float, str]]] = {stream: [] for stream in overlays}
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         with contextlib.ExitStack() as stack:
@@ -209,6 +229,8 @@ def _run(pipeline: Pipeline, ids: list[str], paths: dict[str, dict[str, Path]],
                     sink.write(event)
                 if view is not None:
                     view.write(event)
+                if event.stream in burned and isinstance(event, CaptionEvent):
+                    burned[event.stream].append((event.pts, event.caption))
                 if not quiet:
                     console.write(event)
                 summary[event.stream].add(event)
@@ -229,6 +251,13 @@ def _run(pipeline: Pipeline, ids: list[str], paths: dict[str, dict[str, Path]],
         return EXIT_PIPELINE
     finally:
         signal.signal(signal.SIGTERM, previous)
+    for stream, (source, target) in overlays.items():
+        if summary[stream].error is None:
+            try:
+                write_overlay(source, target, burned[stream])
+                print(f"overlay: {target}", file=sys.stderr)
+            except (StreamError, OSError) as error:
+                summary[stream].error = f"--overlay {target}: {error}"
     _report(summary)
     return EXIT_SOURCE if any(s.error for s in summary.values()) else EXIT_OK
 

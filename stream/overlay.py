@@ -1,0 +1,133 @@
+"""Burned-in captions: a copy of a video with its current caption drawn on every frame.
+
+``run_stream.py clip.mp4 --overlay out.mp4`` captions the file, then writes ``out.mp4``: every
+source frame (not only the sampled ones) with the caption in force at its time, in outlined
+white text at the bottom, re-encoded with H.264 at the source's frame rate and timestamps, and
+the source's audio copied as it is. The file appears under its name only once complete.
+
+The font is DejaVu Sans Bold from the system (Debian's fonts-dejavu-core) when present, else
+Pillow's built-in scalable font.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from stream.errors import MediaError, reason
+from stream.files import write_atomically
+from stream.frames import open_video
+
+log = logging.getLogger(__name__)
+
+FONT_PATHS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
+              "/usr/share/fonts/dejavu/DejaVuSans-Bold.ttf",
+              "/Library/Fonts/Arial Bold.ttf", "C:/Windows/Fonts/arialbd.ttf")
+
+
+def load_font(size: int) -> Any:
+    """A readable bold font at ``size`` pixels: the system's DejaVu Sans Bold if found."""
+    from PIL import ImageFont
+
+    for path in FONT_PATHS:
+        if Path(path).exists():
+            return ImageFont.truetype(path, size)
+    return ImageFont.load_default(size)
+
+
+class CaptionPainter:
+    """Draws a caption on RGB frames of one size (the font and layout are computed once)."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        self.size = max(12, height // 16)
+        self.font = load_font(self.size)
+        self.stroke = max(2, self.size // 10)
+
+    def paint(self, rgb: np.ndarray, text: str) -> np.ndarray:
+        """``rgb`` (H, W, 3) uint8 with ``text`` drawn, centred at the bottom, outlined."""
+        if not text:
+            return rgb
+        from PIL import Image, ImageDraw
+
+        image = Image.fromarray(rgb)
+        draw = ImageDraw.Draw(image)
+        box = draw.textbbox((0, 0), text, font=self.font, stroke_width=self.stroke)
+        x = max(0, (self.width - (box[2] - box[0])) // 2)
+        y = self.height - (box[3] - box[1]) - self.size // 2 - self.stroke
+        draw.text((x, y), text, font=self.font, fill=(255, 255, 255),
+                  stroke_width=self.stroke, stroke_fill=(0, 0, 0))
+        return np.asarray(image)
+
+
+def write_overlay(source: str | Path, out: str | Path,
+                  captions: list[tuple[float, str]]) -> Path:
+    """Write ``out``: ``source`` with the caption in force drawn on every frame.
+
+    Args:
+        source: a video file.
+        out: the output video (.mp4, .mkv, ...).
+        captions: (pts seconds, caption) of the sampled frames, in time order; a caption holds
+            from its pts until the next one.
+    """
+    times = [pts for pts, _ in captions]
+    texts = [text for _, text in captions]
+    out = Path(out)
+    return write_atomically(out, lambda tmp: _encode(Path(source), tmp, out.suffix, times,
+                                                     texts))
+
+
+def _encode(source: Path, tmp: Path, suffix: str, times: list[float],
+            texts: list[str]) -> None:
+    container, video = open_video(source)
+    with container:
+        audio = container.streams.audio[0] if container.streams.audio else None
+        fmt = {".mkv": "matroska", ".mov": "mov", ".webm": "webm"}.get(suffix.lower(), "mp4")
+        with av.open(str(tmp), "w", format=fmt) as output:
+            rate = video.average_rate or video.guessed_rate or Fraction(30)
+            encoder = output.add_stream("libx264", rate=rate)
+            encoder.width = video.codec_context.width - video.codec_context.width % 2
+            encoder.height = video.codec_context.height - video.codec_context.height % 2
+            encoder.pix_fmt = "yuv420p"
+            encoder.codec_context.time_base = video.time_base or Fraction(1, 90000)
+            encoder.options = {"crf": "20", "preset": "veryfast"}
+            copied = output.add_stream_from_template(audio) if audio is not None else None
+            painter = CaptionPainter(encoder.width, encoder.height)
+            origin: float | None = None
+            if video.start_time is not None and video.time_base is not None:
+                origin = float(video.start_time * video.time_base)
+            streams = [video] + ([audio] if audio is not None else [])
+            try:
+                for packet in container.demux(streams):
+                    if packet.stream is audio and copied is not None:
+                        if packet.dts is not None:
+                            packet.stream = copied
+                            output.mux(packet)
+                        continue
+                    for frame in packet.decode():
+                        if not isinstance(frame, av.VideoFrame):
+                            continue
+                        time = frame.time if frame.time is not None else 0.0
+                        origin = time if origin is None else origin
+                        text = _caption_at(times, texts, time - origin)
+                        rgb = frame.to_ndarray(format="rgb24", width=encoder.width,
+                                               height=encoder.height)
+                        drawn = av.VideoFrame.from_ndarray(painter.paint(rgb, text),
+                                                           format="rgb24")
+                        drawn.pts, drawn.time_base = frame.pts, frame.time_base
+                        output.mux(encoder.encode(drawn.reformat(format="yuv420p")))
+                output.mux(encoder.encode())
+            except av.FFmpegError as error:
+                raise MediaError(f"{source}: overlay failed ({reason(error)})") from error
+
+
+def _caption_at(times: list[float], texts: list[str], time: float) -> str:
+    """The caption in force at ``time``: that of the last sampled frame at or before it."""
+    i = bisect.bisect_right(times, time + 1e-6) - 1
+    return texts[i] if i >= 0 else ""
