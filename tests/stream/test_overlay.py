@@ -1,0 +1,87 @@
+"""Burned-in captions: drawn where captions exist, timing and frame count kept, audio copied."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from stream.overlay import write_overlay
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "examples" / "shapes" / "videos" / "shapes_s5_00000.mp4"
+
+
+def frames_of(path: Path) -> tuple[list[np.ndarray], list[float]]:
+    with av.open(str(path)) as container:
+        frames = list(container.decode(video=0))
+    return [f.to_ndarray(format="rgb24") for f in frames], [float(f.time or 0) for f in frames]
+
+
+def with_audio(path: Path, seconds: float = 2.0) -> Path:
+    """A 320x240 25 fps video with a sine-wave AAC track."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
+        audio = out.add_stream("aac", rate=48000)
+        for i in range(int(seconds * 25)):
+            rgb = np.full((240, 320, 3), 90, np.uint8)
+            rgb[:, (i * 4) % 320:(i * 4) % 320 + 20] = 200
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            out.mux(video.encode(frame))
+        t = np.arange(int(seconds * 48000)) / 48000
+        samples = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        for start in range(0, len(samples), 1024):
+            chunk = samples[start:start + 1024][None]
+            frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
+            frame.sample_rate, frame.pts = 48000, start
+            out.mux(audio.encode(frame))
+        out.mux(video.encode())
+        out.mux(audio.encode())
+    return path
+
+
+def test_captions_are_drawn_where_they_exist_with_timing_kept(tmp_path):
+    out = tmp_path / "burned.mp4"
+    captions = [(0.0, ""), (1.0, "a red circle shrinks"), (4.0, "")]
+    write_overlay(SAMPLE, out, captions)
+    source, source_times = frames_of(SAMPLE)
+    burned, burned_times = frames_of(out)
+    assert len(burned) == len(source) and burned_times == pytest.approx(source_times, abs=1e-3)
+    for frame, original, time in zip(burned, source, source_times, strict=True):
+        height = frame.shape[0]
+        bottom = np.abs(frame[-height // 4:].astype(int) - original[-height // 4:]).mean()
+        top = np.abs(frame[: height // 2].astype(int) - original[: height // 2]).mean()
+        assert top < 3  # only re-encoding noise above the text
+        if 1.0 + 0.05 < time < 4.0 - 0.05:
+            assert bottom > 8, time  # the caption is there
+        elif time < 1.0 - 0.05 or time > 4.0 + 0.05:
+            assert bottom < 3, time  # no caption, nothing drawn
+
+
+def test_audio_is_copied(tmp_path):
+    source = with_audio(tmp_path / "talk.mp4")
+    out = write_overlay(source, tmp_path / "burned.mp4", [(0.0, "hello")])
+    with av.open(str(source)) as a, av.open(str(out)) as b:
+        packets = [sum(1 for p in c.demux(c.streams.audio[0]) if p.size) for c in (a, b)]
+        assert b.streams.audio[0].codec_context.name == "aac"
+    assert packets[0] == packets[1] > 0
+    assert len(frames_of(out)[0]) == 50
+
+
+def test_run_stream_writes_the_overlay_and_refuses_live_sources(tmp_path):
+    out = tmp_path / "sample.mp4"
+    done = subprocess.run([sys.executable, str(ROOT / "run_stream.py"), "--quiet", "--overlay",
+                           str(out)], capture_output=True, text=True, cwd=ROOT, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert len(frames_of(out)[0]) == len(frames_of(SAMPLE)[0])
+    live = subprocess.run([sys.executable, str(ROOT / "run_stream.py"), "lavfi:testsrc2",
+                           "--overlay", str(tmp_path / "x.mp4")], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120)
+    assert live.returncode == 2 and "not a video file" in live.stderr.splitlines()[-1]
