@@ -142,7 +142,8 @@ def test_help_documents_every_option():
     assert result.returncode == 0
     for option in ("--model", "--device", "--jsonl", "--srt", "--vtt", "--max-batch",
                    "--max-wait-ms", "--queue-size", "--reconnect-attempts", "--reconnect-delay",
-                   "--timeout", "--log-level", "--list-devices", "rtsp://", "lavfi:", "webcam"):
+                   "--timeout", "--log-level", "--list-devices", "--serve", "--serve-token",
+                   "--overlay", "rtsp://", "lavfi:", "webcam"):
         assert option in result.stdout
 
 
