@@ -102,6 +102,9 @@ class JsonlSink(Sink):
         if not self.timing:
             for key in self._TIMING:
                 data.pop(key, None)
+        for key, value in data.items():  # JSON has no NaN or infinity: null instead
+            if isinstance(value, float) and not math.isfinite(value):
+                data[key] = None
         self._file.write(json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n")
         self._file.flush()
 

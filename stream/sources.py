@@ -35,12 +35,14 @@ from stream.errors import MediaError, reason
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 _NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp", "srt", "udp", "tcp")
-# user:password@ (or user@) right after "scheme://", up to the last "@" before the path, as
-# FFmpeg reads it (a password may hold "@"); and secrets passed as query parameters.
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#\s]*@")
+# user:password@ (or user@) right after "scheme://", up to the last "@" before the path (a
+# password may hold "@", "?", "#" or spaces; erring towards hiding too much); and secrets in
+# query parameters.
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/]*@")
 _SECRET_PARAMS = re.compile(
     r"(?P<key>[?&](?:password|passwd|pwd|pass|token|access_token|key|apikey|api_key|secret|"
     r"auth|signature|sig)=)[^&#\s]*", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CAMERA_FORMATS = {"linux": "v4l2", "darwin": "avfoundation", "win32": "dshow"}
 
 
@@ -98,12 +100,15 @@ class Source:
 
 
 def redact(text: str) -> str:
-    """Replace the credentials of every URL in ``text`` with ``***``.
+    """Replace the credentials of every URL in ``text`` with ``***`` (and escape control
+    characters): the form of a source that may be shown or written anywhere.
 
     Example:
         >>> redact("cannot open rtsp://bob:pw@cam/live")
         'cannot open rtsp://***@cam/live'
     """
+    # Control characters (newlines, terminal escapes) are shown escaped: one line, inert.
+    text = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
     return _SECRET_PARAMS.sub(r"\g<key>***", _CREDENTIALS.sub(r"\g<scheme>***@", text))
 
 
@@ -126,8 +131,8 @@ def parse_source(
     if lowered.startswith("lavfi:"):
         graph = text[len("lavfi:"):]
         if not graph:
-            raise MediaError(f"{text}: empty lavfi filter graph")
-        return Source(kind="lavfi", url=graph, name=text, format="lavfi",
+            raise MediaError(f"{redact(text)}: empty lavfi filter graph")
+        return Source(kind="lavfi", url=graph, name=redact(text), format="lavfi",
                       live="realtime" in graph)
     scheme = lowered.split("://", 1)[0] if "://" in lowered else ""
     if scheme in ("rtsp", "rtsps"):
@@ -148,9 +153,9 @@ def parse_source(
     if not path.exists():
         raise MediaError(f"{redact(text)}: no such file")
     if path.is_dir():
-        raise MediaError(f"{text}: is a directory, not a video")
+        raise MediaError(f"{redact(text)}: is a directory, not a video")
     kind = "image" if path.suffix.lower() in IMAGE_SUFFIXES else "file"
-    return Source(kind=kind, url=str(path), name=str(path))
+    return Source(kind=kind, url=str(path), name=redact(str(path)))
 
 
 def _is_v4l2_path(text: str) -> bool:
@@ -161,19 +166,19 @@ def _webcam(text: str, options: SourceOptions, platform: str) -> Source:
     system = "win32" if platform.startswith("win") else platform
     camera_format = _CAMERA_FORMATS.get(system)
     if camera_format is None:
-        raise MediaError(f"{text}: webcams are not supported on {platform}")
+        raise MediaError(f"{redact(text)}: webcams are not supported on {platform}")
     if _is_v4l2_path(text):
         if camera_format != "v4l2":
-            raise MediaError(f"{text}: /dev/video devices exist only on Linux")
+            raise MediaError(f"{redact(text)}: /dev/video devices exist only on Linux")
         device = text
     else:
         which = text.split(":", 1)[1] if ":" in text else "0"
         if not which:
-            raise MediaError(f"{text}: say which webcam, e.g. webcam:0")
+            raise MediaError(f"{redact(text)}: say which webcam, e.g. webcam:0")
         if camera_format == "dshow":
             device = f"video={_dshow_name(which) if which.isdigit() else which}"
         elif not which.isdigit():
-            raise MediaError(f"{text}: a webcam is chosen by number here, e.g. webcam:0")
+            raise MediaError(f"{redact(text)}: a webcam is chosen by number here, e.g. webcam:0")
         elif camera_format == "v4l2":
             device = f"/dev/video{which}"
         else:
@@ -183,7 +188,7 @@ def _webcam(text: str, options: SourceOptions, platform: str) -> Source:
         opts["framerate"] = f"{options.camera_fps:g}"
     if options.camera_size is not None:
         opts["video_size"] = f"{options.camera_size[0]}x{options.camera_size[1]}"
-    return Source(kind="webcam", url=device, name=text, format=camera_format, options=opts,
+    return Source(kind="webcam", url=device, name=redact(text), format=camera_format, options=opts,
                   live=True)
 
 
