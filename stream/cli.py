@@ -201,7 +201,8 @@ def _main(argv: Sequence[str] | None) -> int:
                   file=sys.stderr)
             return EXIT_USAGE
         pipeline.frame_listeners.append(view.frame)
-        print(f"live view: http://{host}:{view.port}/", file=sys.stderr)
+        shown = f"[{host}]" if ":" in host else host
+        print(f"live view: http://{shown}:{view.port}/", file=sys.stderr)
     return _run(pipeline, ids, paths, interval, quiet=args.quiet, view=view, overlays=overlays)
 
 
@@ -220,10 +221,10 @@ def _run(pipeline: Pipeline, ids: list[str], paths: dict[str, dict[str, Path]],
             pipeline.join_on_exit = False
             stack.callback(pipeline.close)
             events = stack.enter_context(contextlib.closing(iter(pipeline)))
+            if view is not None:  # entered before the sinks: closed after the files are done
+                stack.enter_context(view)
             sinks = {stream: _sinks(stack, stream, paths, interval) for stream in ids}
             console = stack.enter_context(ConsoleSink(show_stream=len(ids) > 1))
-            if view is not None:
-                stack.enter_context(view)
             for event in events:
                 for sink in sinks[event.stream]:
                     sink.write(event)
@@ -234,6 +235,7 @@ def _run(pipeline: Pipeline, ids: list[str], paths: dict[str, dict[str, Path]],
                 if not quiet:
                     console.write(event)
                 summary[event.stream].add(event)
+        _write_overlays(overlays, burned, summary)  # still under the SIGTERM handler
     except KeyboardInterrupt:
         _report(summary, stopped="interrupted")
         return EXIT_INTERRUPTED
@@ -251,15 +253,20 @@ def _run(pipeline: Pipeline, ids: list[str], paths: dict[str, dict[str, Path]],
         return EXIT_PIPELINE
     finally:
         signal.signal(signal.SIGTERM, previous)
+    _report(summary)
+    return EXIT_SOURCE if any(s.error for s in summary.values()) else EXIT_OK
+
+
+def _write_overlays(overlays: dict[str, tuple[str, Path]],
+                    burned: dict[str, list[tuple[float, str]]],
+                    summary: dict[str, _Summary]) -> None:
     for stream, (source, target) in overlays.items():
         if summary[stream].error is None:
             try:
                 write_overlay(source, target, burned[stream])
                 print(f"overlay: {target}", file=sys.stderr)
-            except (StreamError, OSError) as error:
+            except (StreamError, OSError, ValueError) as error:
                 summary[stream].error = f"--overlay {target}: {error}"
-    _report(summary)
-    return EXIT_SOURCE if any(s.error for s in summary.values()) else EXIT_OK
 
 
 def _sinks(stack: contextlib.ExitStack, stream: str, paths: dict[str, dict[str, Path]],

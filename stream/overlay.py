@@ -26,6 +26,8 @@ from stream.frames import open_video
 
 log = logging.getLogger(__name__)
 
+CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+MP4_AUDIO = frozenset({"aac", "mp3", "ac3", "eac3", "opus", "alac", "flac"})
 FONT_PATHS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
               "/usr/share/fonts/dejavu/DejaVuSans-Bold.ttf",
               "/Library/Fonts/Arial Bold.ttf", "C:/Windows/Fonts/arialbd.ttf")
@@ -85,11 +87,20 @@ def write_overlay(source: str | Path, out: str | Path,
 
 def _encode(source: Path, tmp: Path, suffix: str, times: list[float],
             texts: list[str]) -> None:
+    try:
+        _encode_unchecked(source, tmp, suffix, times, texts)
+    except (av.FFmpegError, ValueError) as error:  # also from closing the output
+        raise MediaError(f"{source}: overlay failed ({reason(error)})") from error
+
+
+def _encode_unchecked(source: Path, tmp: Path, suffix: str, times: list[float],
+                      texts: list[str]) -> None:
+    if suffix.lower() not in CONTAINERS:
+        raise ValueError(f"write the overlay as {', '.join(sorted(CONTAINERS))}, not {suffix!r}")
     container, video = open_video(source)
     with container:
         audio = container.streams.audio[0] if container.streams.audio else None
-        fmt = {".mkv": "matroska", ".mov": "mov", ".webm": "webm"}.get(suffix.lower(), "mp4")
-        with av.open(str(tmp), "w", format=fmt) as output:
+        with av.open(str(tmp), "w", format=CONTAINERS[suffix.lower()]) as output:
             rate = video.average_rate or video.guessed_rate or Fraction(30)
             encoder = output.add_stream("libx264", rate=rate)
             encoder.width = video.codec_context.width - video.codec_context.width % 2
@@ -97,12 +108,18 @@ def _encode(source: Path, tmp: Path, suffix: str, times: list[float],
             encoder.pix_fmt = "yuv420p"
             encoder.codec_context.time_base = video.time_base or Fraction(1, 90000)
             encoder.options = {"crf": "20", "preset": "veryfast"}
+            if audio is not None and suffix.lower() != ".mkv" \
+                    and audio.codec_context.name not in MP4_AUDIO:
+                log.warning("%s: %s audio cannot go into %s; the overlay has no sound", source,
+                            audio.codec_context.name, suffix)
+                audio = None
             copied = output.add_stream_from_template(audio) if audio is not None else None
             painter = CaptionPainter(encoder.width, encoder.height)
             origin: float | None = None
             if video.start_time is not None and video.time_base is not None:
                 origin = float(video.start_time * video.time_base)
             streams = [video] + ([audio] if audio is not None else [])
+            decoded = 0
             try:
                 for packet in container.demux(streams):
                     if packet.stream is audio and copied is not None:
@@ -113,7 +130,10 @@ def _encode(source: Path, tmp: Path, suffix: str, times: list[float],
                     for frame in packet.decode():
                         if not isinstance(frame, av.VideoFrame):
                             continue
-                        time = frame.time if frame.time is not None else 0.0
+                        if frame.time is None:  # no timestamps: time by position, as sampling does
+                            frame.pts, frame.time_base = decoded, Fraction(1) / rate
+                        time = float(frame.time or 0.0)
+                        decoded += 1
                         origin = time if origin is None else origin
                         text = _caption_at(times, texts, time - origin)
                         rgb = frame.to_ndarray(format="rgb24", width=encoder.width,

@@ -192,7 +192,9 @@ class WebView(Sink):
         app.router.add_get("/", self._page)
         app.router.add_get("/events", self._events)
         app.router.add_get("/frames/{stream}.mjpg", self._frames)
-        runner = web.AppRunner(app, access_log=None)
+        # Open responses (event streams, MJPEG) end within a second of stop: a page left open
+        # never delays the end of a run.
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
         await site.start()
@@ -207,7 +209,11 @@ class WebView(Sink):
 
     def _authorized(self, request: Any) -> bool:
         if not self.token:
-            return True
+            # Loopback without a token: only loopback host names, so that a web page cannot
+            # reach the view by pointing its own domain at 127.0.0.1 (DNS rebinding).
+            host = request.host.rsplit(":", 1)[0] if not request.host.startswith("[") \
+                else request.host[1:].split("]")[0]
+            return is_loopback(host)
         given = request.query.get("token", "")
         header = request.headers.get("Authorization", "")
         if header.startswith("Bearer "):
@@ -249,12 +255,17 @@ class WebView(Sink):
         self._viewers.add(queue)
         try:
             await response.write(f"data: {json.dumps(self._snapshot())}\n\n".encode())
+            quiet = 0.0
             while self._stop is not None and not self._stop.is_set():
                 try:
-                    text = await asyncio.wait_for(queue.get(), timeout=15)
+                    text = await asyncio.wait_for(queue.get(), timeout=0.5)
                 except asyncio.TimeoutError:
-                    await response.write(b": keep-alive\n\n")
+                    quiet += 0.5
+                    if quiet >= 15:  # keep proxies from closing an idle stream
+                        await response.write(b": keep-alive\n\n")
+                        quiet = 0.0
                     continue
+                quiet = 0.0
                 await response.write(f"data: {text}\n\n".encode())
         except (ConnectionResetError, asyncio.CancelledError):
             pass
@@ -331,7 +342,11 @@ function tile(name) {
   el.innerHTML = '<div class="name"></div><div class="screen"><img alt="">' +
     '<div class="caption"></div></div><div class="stats"></div><ol class="history"></ol>';
   el.querySelector(".name").textContent = name;
-  el.querySelector("img").src = "/frames/" + encodeURIComponent(name) + ".mjpg" + q;
+  const img = el.querySelector("img");
+  const frames = "/frames/" + encodeURIComponent(name) + ".mjpg" + q;
+  img.onerror = () => setTimeout(() => { img.src = frames + (q ? "&" : "?") + "r=" +
+                                         Date.now(); }, 1000);  // reconnect after a drop
+  img.src = frames;
   document.getElementById("tiles").appendChild(el);
   return tiles[name] = el;
 }
@@ -352,9 +367,10 @@ function add(el, item) {
 const source = new EventSource("/events" + q);
 source.onmessage = (message) => {
   const m = JSON.parse(message.data);
-  if (m.type === "snapshot") {
+  if (m.type === "snapshot") {  // also after a reconnect: start the lists over
     for (const s of m.streams) {
       const el = tile(s.stream);
+      el.querySelector(".history").replaceChildren();
       el.querySelector(".caption").textContent = s.caption;
       for (const item of s.history.slice().reverse()) add(el, item);
       stats(el, s.stats);

@@ -85,3 +85,26 @@ def test_run_stream_writes_the_overlay_and_refuses_live_sources(tmp_path):
                            "--overlay", str(tmp_path / "x.mp4")], capture_output=True,
                           text=True, cwd=ROOT, timeout=120)
     assert live.returncode == 2 and "not a video file" in live.stderr.splitlines()[-1]
+
+
+def test_a_stream_without_timestamps_keeps_its_timing(tmp_path):
+    raw = tmp_path / "raw.h264"
+    with av.open(str(raw), "w", format="h264") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(50):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 4, np.uint8), "rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    out_path = write_overlay(raw, tmp_path / "raw.mp4", [(0.0, "a"), (1.0, "b")])
+    frames, times = frames_of(out_path)
+    assert len(frames) == 50 and times[-1] == pytest.approx(49 / 25, abs=1e-3)
+
+
+def test_unsupported_output_containers_are_one_clear_error(tmp_path):
+    from stream.errors import MediaError
+
+    with pytest.raises(MediaError, match="write the overlay as"):
+        write_overlay(SAMPLE, tmp_path / "x.webm", [])
+    assert not list(tmp_path.iterdir())

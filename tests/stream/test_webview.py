@@ -154,3 +154,36 @@ def test_bad_addresses_and_loopback_rules():
         parse_address("localhost:http")
     assert is_loopback("localhost") and is_loopback("127.0.0.2") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.2")
+
+
+def test_other_host_names_are_refused_on_loopback_without_a_token():
+    """DNS rebinding: a page whose domain points at 127.0.0.1 must not read the view."""
+    view = WebView("127.0.0.1", 0, ["cam"]).start()
+    try:
+        request = urllib.request.Request(f"http://127.0.0.1:{view.port}/events")
+        request.add_header("Host", f"attacker.example:{view.port}")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 401
+        assert get(f"http://localhost:{view.port}/") == 200
+    finally:
+        view.close()
+
+
+def test_an_open_page_does_not_delay_the_end_of_a_run(tmp_path):
+    import signal
+
+    process, url = start_serving(LIVE, "--srt", str(tmp_path / "live.srt"))
+    host, port = re.match(r"http://([^:/]+):(\d+)", url).groups()  # type: ignore[union-attr]
+    viewer = socket.create_connection((host, int(port)))
+    viewer.sendall(f"GET /events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    assert viewer.recv(100).startswith(b"HTTP/1.1 200")
+    time.sleep(2)
+    process.send_signal(signal.SIGTERM)
+    start = time.monotonic()
+    try:
+        assert process.wait(30) == 143
+    finally:
+        viewer.close()
+    assert time.monotonic() - start < 5
+    assert (tmp_path / "live.srt").read_text().count("-->") >= 1
