@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 DATA ?= data/shapes
 DEMO ?= data/demo
 
-.PHONY: setup run demo shapes bundle bench bench-quick test lint clean
+.PHONY: setup run demo shapes bundle bench bench-quick soak test lint clean
 
 setup: $(VENV)/.installed
 
@@ -66,6 +66,10 @@ bench: setup
 
 bench-quick: setup
 	$(PY) -m bench --quick
+
+# Ten minutes of two paced live cameras: RSS, descriptors, threads, queues and latency stay flat.
+soak: setup
+	$(PY) -m bench.soak --seconds 600 --streams 2
 
 lint: setup
 	$(PY) -m ruff check .
