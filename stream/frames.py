@@ -23,6 +23,8 @@ from stream.errors import MediaError, reason
 # Sample times are k / sample_fps; a frame whose time is within this tolerance of a sample time
 # counts as at that time (PTS are rationals, their float conversion is not exact).
 _TIME_EPS = 1e-6
+# A timestamp this many seconds before the latest one is a restart of the clock, not jitter.
+_JUMP_BACK = 0.5
 # Bilinear is cheap and, unlike FFmpeg's default (bicubic), has no ringing on flat synthetic
 # colours; what matters most is that every caller uses the same one.
 _INTERPOLATION = "BILINEAR"
@@ -156,15 +158,22 @@ def sampled_frames(
     origin: float | None = None
     if stream.start_time is not None and stream.time_base is not None:
         origin = float(stream.start_time * stream.time_base)
+    rate = float(stream.average_rate) if stream.average_rate else 25.0
+    last = -math.inf
     for frame in container.decode(stream):
         time = frame.time
         if time is None:
-            rate = float(stream.average_rate) if stream.average_rate else 1.0
             time = counter.decoded / rate
         counter.decoded += 1
         if origin is None:
             origin = time
         time -= origin
+        if time < last - _JUMP_BACK:
+            # Timestamps restarted (joined recordings, a recorder's restart): time carries on
+            # one frame after the last instead, so nothing after the jump is skipped.
+            origin -= last - time + 1 / rate
+            time = last + 1 / rate
+        last = max(last, time)
         if sampler.accept(time):
             yield time, frame
 
