@@ -62,12 +62,12 @@ def soak(bundle: Path, seconds: float, streams: int, every: float, warmup: float
         if isinstance(event, CaptionEvent):
             latencies.append(event.latency_ms)
         if now >= next_sample:
-            lat = np.array(latencies or [np.nan])
+            lat = np.array(latencies or [0.0])  # no caption yet: 0, and "captions" says so
             samples.append({"t": round(now - start, 1), **sample_process(),
                             "queued_frames": sum(pipeline.mailbox.depths().values()),
                             "queued_events": pipeline.events.qsize(), "captions": len(latencies),
-                            "p50_ms": round(float(np.nanpercentile(lat, 50)), 1),
-                            "p99_ms": round(float(np.nanpercentile(lat, 99)), 1)})
+                            "p50_ms": round(float(np.percentile(lat, 50)), 1),
+                            "p99_ms": round(float(np.percentile(lat, 99)), 1)})
             latencies = []
             next_sample += every
         if now - start >= seconds:

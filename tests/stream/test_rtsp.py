@@ -97,3 +97,40 @@ def test_wrong_credentials_end_the_stream_with_an_error_that_hides_them(
     text = "\n".join(json.dumps(e.to_json()) for e in events)
     assert "wrong-pass" not in text and "viewer:" not in text and "***@127.0.0.1" in text
     assert ok.stream == "127.0.0.1-cam"  # the right credentials work
+
+
+def test_a_stalled_server_times_out_and_is_reconnected_when_it_wakes(python, loaded,
+                                                                   camera_video):
+    """SIGSTOP: the socket stays open but nothing comes; past --timeout the stream reopens
+    (with backoff, failing while the server sleeps) and goes on once it is woken."""
+    import os
+    import signal
+    import time
+
+    settings = PipelineSettings(reconnect=ReconnectPolicy(attempts=30, delay=0.2, max_delay=1.0),
+                                sources=SourceOptions(timeout=1))
+    server = RtspServer(python, camera_video, free_port()).start()
+    kinds: list[str] = []
+    stopped_at = woken = None
+    captions_after = 0
+    try:
+        for event in caption_stream(server.url(), loaded, settings=settings):
+            if isinstance(event, StatusEvent):
+                kinds.append(event.kind)
+                if event.kind == RECONNECTING and woken is None and stopped_at is not None \
+                        and time.monotonic() - stopped_at > 2:
+                    os.kill(server.process.pid, signal.SIGCONT)
+                    woken = time.monotonic()
+                continue
+            if stopped_at is None and event.index >= 8:
+                os.kill(server.process.pid, signal.SIGSTOP)
+                stopped_at = time.monotonic()
+            elif woken is not None:
+                captions_after += 1
+                if captions_after >= 5:
+                    break
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            os.kill(server.process.pid, signal.SIGCONT)
+        server.kill()
+    assert RECONNECTING in kinds and kinds.count(OPENED) >= 2 and captions_after >= 5
