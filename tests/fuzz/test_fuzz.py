@@ -21,7 +21,8 @@ from stream.sinks import JsonlSink, SubtitleSink
 from stream.sources import parse_source, redact
 
 ROOT = Path(__file__).resolve().parents[2]
-FUZZ = settings(max_examples=150, deadline=None,
+# Derandomized: the same examples on every run, so that CI is reproducible.
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 url_parts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30)
@@ -53,7 +54,7 @@ def test_source_strings_parse_or_raise_media_error(spec):
        host=st.from_regex(r"[a-z0-9.]{1,20}", fullmatch=True))
 def test_passwords_never_survive_redaction(user, password, host):
     text = f"cannot open rtsp://{user}:{password}@{host}/live (refused)"
-    assert password not in redact(text).replace(f"{host}/live", "")
+    assert redact(text) == f"cannot open rtsp://***@{host}/live (refused)"
 
 
 captions = st.text(max_size=80)
