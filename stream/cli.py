@@ -23,7 +23,7 @@ from types import FrameType
 
 from stream.bundle import open_bundle
 from stream.decoder import ReconnectPolicy
-from stream.errors import BundleError, DeviceError, StreamError
+from stream.errors import BundleError, DeviceError, StreamError, reason
 from stream.events import ENDED, CaptionEvent, Event
 from stream.overlay import write_overlay
 from stream.pipeline import (
@@ -274,7 +274,10 @@ def _sinks(stack: contextlib.ExitStack, stream: str, paths: dict[str, dict[str, 
     sinks: list[Sink] = []
     for kind, by_stream in paths.items():
         path = by_stream[stream]
-        sink = JsonlSink(path) if kind == "jsonl" else SubtitleSink(path, interval, kind)
+        try:
+            sink = JsonlSink(path) if kind == "jsonl" else SubtitleSink(path, interval, kind)
+        except OSError as error:
+            raise StreamError(f"--{kind} {path}: cannot write ({reason(error)})") from error
         sinks.append(stack.enter_context(sink))
     return sinks
 

@@ -160,6 +160,8 @@ class Decoder(threading.Thread):
                 self.mailbox.set_live(self.stream, bool(self.source.live))
             stream = container.streams.video[0]
             context = stream.codec_context
+            if context is None:  # FFmpeg knows no decoder for this codec
+                raise MediaError(f"{self.source.name}: no decoder for its video codec")
             if not self.source.live and context.width * context.height >= HD_PIXELS:
                 # HD files: frame threading (its frames of delay matter only to live sources)
                 # made the pipeline 27% faster; smaller frames lose by it (module docstring).

@@ -132,6 +132,9 @@ def open_video(path: str | Path) -> tuple[av.container.InputContainer, av.VideoS
     if not container.streams.video:
         container.close()
         raise MediaError(f"{path}: no video stream")
+    if container.streams.video[0].codec_context is None:
+        container.close()
+        raise MediaError(f"{path}: no decoder for its video codec")
     return container, container.streams.video[0]
 
 

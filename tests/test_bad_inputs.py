@@ -52,6 +52,33 @@ def backwards(path: Path) -> Path:
     return path
 
 
+def variable_rate(path: Path) -> Path:
+    """4 s of frames 20 to 80 ms apart (a variable frame rate), in Matroska."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(3)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        pts = 0
+        while pts < 4000:
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), pts % 256, np.uint8),
+                                               "rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 1000)
+            out.mux(stream.encode(frame))
+            pts += int(rng.integers(20, 81))
+        out.mux(stream.encode())
+    return path
+
+
+def unknown_codec(path: Path) -> Path:
+    """A Matroska file whose video codec id FFmpeg does not know (no decoder)."""
+    source = write_video(path.with_suffix(".src.mkv"), 30)
+    path.write_bytes(source.read_bytes().replace(b"V_MPEG4/ISO/AVC", b"V_XXXXX/XXX/XXX"))
+    return path
+
+
 def rgba_png(path: Path) -> Path:
     rgba = np.zeros((30, 40, 4), np.uint8)
     rgba[..., 0], rgba[..., 3] = 200, 128
@@ -82,11 +109,14 @@ CASES = {
     "cut-in-moov.mp4": (lambda p: cut(GOOD, 0.995, p), "error"),
     "garbled.mkv": (lambda p: garbled(write_video(p.with_suffix(".src.mkv"), 90), p), "ok"),
     "backwards.ts": (lambda p: backwards(p), "ok"),
+    "variable-rate.mkv": (lambda p: variable_rate(p), "ok"),
     "tiny-16x16.mp4": (lambda p: write_video(p, 30, size=(16, 16)), "ok"),
     "huge-8192.mp4": (lambda p: write_video(p, 2, size=(8192, 8192)), "ok"),
     "alpha.png": (lambda p: rgba_png(p), "ok"),
     "gray.png": (lambda p: write_image(p), "ok"),
     "text.mp4": (lambda p: p.write_text("not a video"), "error"),
+    "empty.mp4": (lambda p: p.write_bytes(b""), "error"),
+    "unknown-codec.mkv": (lambda p: unknown_codec(p), "error"),
 }
 
 
@@ -115,9 +145,13 @@ def test_each_bad_input_is_captioned_or_one_clear_line(bad_run, name):
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     if CASES[name][1] == "ok":
         assert ended["error"] is None and any(e["type"] == "caption" for e in events)
+        pts = [e["pts"] for e in events if e["type"] == "caption"]
+        assert pts == sorted(pts)
         if name == "backwards.ts":  # both halves captioned, time keeps going forward
-            pts = [e["pts"] for e in events if e["type"] == "caption"]
-            assert len(pts) == 40 and pts == sorted(pts)
+            assert len(pts) == 40
+        if name == "variable-rate.mkv":  # sampled by time: one frame per 0.1 s slot
+            gaps = np.diff(pts)
+            assert 38 <= len(pts) <= 40 and gaps.max() < 0.2
     else:
         assert ended["error"] and str(folder / name) in ended["error"]
         assert f"error: {ended['error']}" in errors and "\n" not in ended["error"]

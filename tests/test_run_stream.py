@@ -105,6 +105,13 @@ def test_several_sources_one_failing_exit_1_with_one_line_each(tmp_path):
     (["--camera-size", "0x480"], 2, "--camera-size"),
     (["--reconnect-delay", "5", "--reconnect-max-delay", "1"], 2, "reconnect delays"),
     (["--device", "tpu"], 2, "--device"),
+    (["--queue-size", "-3"], 2, "--queue-size"),
+    (["--max-wait-ms", "-1"], 2, "--max-wait-ms"),
+    (["--timeout", "nan"], 2, "--timeout"),
+    (["--camera-size", "640by480"], 2, "--camera-size"),
+    (["--serve", "127.0.0.1:http"], 2, "--serve"),
+    (["--serve", "0.0.0.0:8080"], 2, "needs a token"),
+    (["--jsonl", "/proc/no/such/dir/x.jsonl"], 4, "/proc/no/such/dir/x.jsonl"),
 ])
 def test_bad_options_and_bundles_exit_with_one_clear_line(args, code, message):
     result = run_stream(*args, timeout=60)

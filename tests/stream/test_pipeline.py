@@ -136,6 +136,19 @@ def test_an_error_in_the_worker_stops_everything_and_is_raised(loaded, monkeypat
     assert not any(d.is_alive() for d in pipeline.decoders) and not pipeline.worker.is_alive()
 
 
+def test_an_error_in_the_consumer_stops_the_pipeline_promptly(loaded):
+    """A sink that raises inside the loop: the error reaches the caller, the threads stop."""
+    pipeline = Pipeline(open_sources(["lavfi:testsrc2=size=160x120:rate=30,realtime"]),
+                        loaded)
+    start = time.monotonic()
+    with pytest.raises(OSError, match="disk full"):
+        for event in pipeline:
+            if isinstance(event, CaptionEvent):
+                raise OSError("disk full")
+    assert time.monotonic() - start < 15
+    assert not any(t.is_alive() for t in [*pipeline.decoders, pipeline.worker])
+
+
 def test_leaving_the_loop_stops_an_endless_live_source_promptly(loaded):
     pipeline = Pipeline(open_sources(["lavfi:testsrc2=size=160x120:rate=30,realtime"]),
                         loaded)

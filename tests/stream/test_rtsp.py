@@ -134,3 +134,34 @@ def test_a_stalled_server_times_out_and_is_reconnected_when_it_wakes(python, loa
             os.kill(server.process.pid, signal.SIGCONT)
         server.kill()
     assert RECONNECTING in kinds and kinds.count(OPENED) >= 2 and captions_after >= 5
+
+
+def test_three_kills_and_restarts_in_one_run(python, loaded, camera_video, tmp_path):
+    """The server dies three times; each time the stream comes back, nothing is lost."""
+    server = RtspServer(python, camera_video, free_port()).start()
+    log = tmp_path / "events.jsonl"
+    since_open, kills = 0, 0
+    try:
+        with JsonlSink(log) as sink:
+            for event in caption_stream(server.url(), loaded, settings=SETTINGS):
+                sink.write(event)
+                if isinstance(event, StatusEvent):
+                    if event.kind == RECONNECTING and server.process.poll() is not None:
+                        server.start()
+                    if event.kind == OPENED:
+                        since_open = 0
+                    continue
+                since_open += 1
+                if since_open == 6:
+                    if kills == 3:
+                        break
+                    server.kill()
+                    kills += 1
+    finally:
+        server.kill()
+    written = [json.loads(line) for line in log.read_text().splitlines()]
+    captions = [e for e in written if e["type"] == "caption"]
+    assert sum(e["reset"] for e in captions) == 4  # the start and three reconnects
+    assert [e["index"] for e in captions] == sorted({e["index"] for e in captions})
+    pts = [e["pts"] for e in captions]
+    assert all(a < b for a, b in zip(pts, pts[1:], strict=False))
