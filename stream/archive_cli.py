@@ -130,13 +130,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     durations = {v.path: probe_duration(v.path) for v in todo}
     tasks = [t for v in todo for t in plan_tasks(v, durations[v.path], args.chunk_seconds,
                                                  args.warmup_seconds)]
-    results: Iterator[TaskResult] = iter(())
-    if not tasks:
-        pass  # nothing to do: no pool, no Ray
-    elif args.engine == "ray":
+    results: Iterator[TaskResult] = iter(())  # nothing to do: no pool, no Ray
+    if tasks and args.engine == "ray":
         results = run_ray(tasks, args.model, args.device, workers, threads, args.beam,
                           args.ray_address, args.ray_gpus_per_worker, cpus=workers * threads)
-    else:
+    elif tasks:
         results = run_local(tasks, args.model, args.device, workers, threads, args.beam)
     summary = _Summary(total=len(videos), skipped=len(videos) - len(todo))
     by_path = {v.path: v for v in todo}

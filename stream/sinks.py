@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -26,13 +27,14 @@ from stream.events import DROPPED, ENDED, RECONNECTING, CaptionEvent, Event, Sta
 SUBTITLE_FORMATS = ("srt", "vtt")
 
 
-class Sink:
+class Sink(ABC):
     """Base of the sinks: ``write`` each event, ``close`` once (also on leaving a ``with``)."""
 
+    @abstractmethod
     def write(self, event: Event) -> None:
-        raise NotImplementedError
+        """Take one event (a caption or a status)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a sink that holds nothing has nothing to close
         """Flush and release what the sink holds; calling it again does nothing."""
 
     def __enter__(self) -> Sink:
