@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.inputs import paced_source
+from bench.machine import proc_status
 from stream.bundle import open_bundle
 from stream.events import CaptionEvent
 from stream.pipeline import Pipeline, PipelineSettings, open_sources
@@ -62,14 +63,10 @@ def measure(bundle: Path, video: Path, streams: int, seconds: float, device: str
 def peak_rss_mb() -> float:
     """This process's peak resident memory. Linux's ru_maxrss survives exec (a child started
     from a big parent reports the parent's peak), so VmHWM from /proc is read where it exists."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    peak = proc_status("VmHWM")
+    if peak is None:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / 1024, 1)
 
 
 def main(argv: list[str] | None = None) -> int:

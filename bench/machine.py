@@ -54,3 +54,16 @@ def _memory_gib() -> float | None:
     except (ValueError, OSError, AttributeError):
         return None
     return round(pages * size / 2**30, 1)
+
+
+def proc_status(field: str) -> int | None:
+    """A number from this process's /proc/self/status (kB for memory fields), None where
+    there is no /proc (not Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None

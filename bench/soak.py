@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from bench.inputs import bench_video, paced_source
+from bench.machine import proc_status
 from stream.bundle import open_bundle
 from stream.events import CaptionEvent
 from stream.files import write_text_atomically
@@ -33,19 +34,11 @@ from stream.sessions import SessionSettings
 GROWTH_LIMIT = 0.05
 
 
-def _status(field: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
 def sample_process() -> dict[str, Any]:
     """RSS (MB), open descriptors and threads of this process (Linux /proc)."""
-    return {"rss_mb": round(_status("VmRSS") / 1024, 1),
+    return {"rss_mb": round((proc_status("VmRSS") or 0) / 1024, 1),
             "fds": len(os.listdir("/proc/self/fd")),
-            "threads": _status("Threads") or threading.active_count()}
+            "threads": proc_status("Threads") or threading.active_count()}
 
 
 def soak(bundle: Path, seconds: float, streams: int, every: float, warmup: float,

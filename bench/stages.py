@@ -23,8 +23,7 @@ import numpy as np
 
 from stream.bundle import LoadedBundle
 from stream.captioning import CaptionCore
-from stream.decoder import HD_PIXELS
-from stream.frames import TimeSampler, frame_to_rgb, sampled_frames
+from stream.frames import TimeSampler, frame_to_rgb, sampled_frames, use_file_threading
 
 
 @dataclass(frozen=True)
@@ -73,9 +72,7 @@ def _decode(video: Path, size: tuple[int, int], convert: bool, fps: float | None
     count = 0
     with av.open(str(video)) as container:
         stream = container.streams.video[0]
-        context = stream.codec_context
-        if context.width * context.height >= HD_PIXELS:  # as the runtime's decoder does
-            stream.thread_type = "AUTO"
+        use_file_threading(stream)  # as the runtime's decoder does for files
         for time_, frame in sampled_frames(container, stream, TimeSampler(None)):
             count += 1
             if convert and sampler.accept(time_):

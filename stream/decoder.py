@@ -31,13 +31,19 @@ import av
 
 from stream.errors import MediaError, reason
 from stream.events import ENDED, OPENED, RECONNECTING, StatusEvent
-from stream.frames import FrameCounter, TimeSampler, frame_to_rgb, sampled_frames
+from stream.frames import (
+    FrameCounter,
+    TimeSampler,
+    frame_to_rgb,
+    sampled_frames,
+    use_file_threading,
+    video_stream,
+)
 from stream.mailbox import FrameItem, Mailbox
 from stream.sources import Source, open_source, redact
 
 log = logging.getLogger(__name__)
 
-HD_PIXELS = 1280 * 720  # files at least this large decode with frame threading
 
 
 @dataclass(frozen=True)
@@ -153,21 +159,15 @@ class Decoder(threading.Thread):
         """
         self._frames_since_open = 0
         with open_source(self.source) as container:
-            if not container.streams.video:
-                raise MediaError(f"{self.source.name}: no video stream")
+            stream = video_stream(container, self.source.name)
             if self.source.live is None:  # a network input: live unless it has a duration
                 self.source = replace(self.source, live=container.duration is None)
                 self.mailbox.set_live(self.stream, bool(self.source.live))
-            stream = container.streams.video[0]
+            if not self.source.live:
+                use_file_threading(stream)
             context = stream.codec_context
-            if context is None:  # FFmpeg knows no decoder for this codec
-                raise MediaError(f"{self.source.name}: no decoder for its video codec")
-            if not self.source.live and context.width * context.height >= HD_PIXELS:
-                # HD files: frame threading (its frames of delay matter only to live sources)
-                # made the pipeline 27% faster; smaller frames lose by it (module docstring).
-                stream.thread_type = "AUTO"
-            self._status(OPENED, f"{self.source.name}: {stream.codec_context.name} "
-                                 f"{stream.codec_context.width}x{stream.codec_context.height}")
+            self._status(OPENED, f"{self.source.name}: {context.name} "
+                                 f"{context.width}x{context.height}")
             offset = 0.0
             if self._last is not None:  # continue the clock across the outage
                 offset = self._last[0] + (time.monotonic() - self._last[1])

@@ -23,6 +23,7 @@ from stream.errors import MediaError, reason
 # Sample times are k / sample_fps; a frame whose time is within this tolerance of a sample time
 # counts as at that time (PTS are rationals, their float conversion is not exact).
 _TIME_EPS = 1e-6
+HD_PIXELS = 1280 * 720  # files at least this large decode with frame threading
 # A timestamp this many seconds before the latest one is a restart of the clock, not jitter.
 _JUMP_BACK = 0.5
 # Bilinear is cheap and, unlike FFmpeg's default (bicubic), has no ringing on flat synthetic
@@ -129,13 +130,30 @@ def open_video(path: str | Path) -> tuple[av.container.InputContainer, av.VideoS
         container = av.open(str(path))
     except (av.FFmpegError, OSError) as error:
         raise MediaError(f"{path}: cannot open ({reason(error)})") from error
+    try:
+        return container, video_stream(container, str(path))
+    except MediaError:
+        container.close()
+        raise
+
+
+def video_stream(container: av.container.InputContainer, name: str) -> av.VideoStream:
+    """The container's first video stream, or :class:`MediaError` when it has none or FFmpeg
+    has no decoder for it."""
     if not container.streams.video:
-        container.close()
-        raise MediaError(f"{path}: no video stream")
-    if container.streams.video[0].codec_context is None:
-        container.close()
-        raise MediaError(f"{path}: no decoder for its video codec")
-    return container, container.streams.video[0]
+        raise MediaError(f"{name}: no video stream")
+    stream = container.streams.video[0]
+    if stream.codec_context is None:
+        raise MediaError(f"{name}: no decoder for its video codec")
+    return stream
+
+
+def use_file_threading(stream: av.VideoStream) -> None:
+    """Frame threading for a file of at least 1280x720 (see stream.decoder's measurements);
+    it adds frames of delay, so live sources never use it."""
+    context = stream.codec_context
+    if context.width * context.height >= HD_PIXELS:
+        stream.thread_type = "AUTO"
 
 
 @dataclass
