@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+import numpy as np
+
 from stream.bundle import open_bundle
 from stream.decoder import ReconnectPolicy
 from stream.errors import BundleError, DeviceError, StreamError, reason
@@ -40,6 +42,8 @@ from stream.sources import Source, SourceOptions, list_devices, redact
 from stream.webview import TOKEN_ENV, WebView, parse_address
 
 log = logging.getLogger("run_stream")
+
+_LATENCY_BINS = 60_000  # 1 ms bins up to a minute
 
 EXIT_OK, EXIT_SOURCE, EXIT_USAGE, EXIT_BUNDLE, EXIT_PIPELINE = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
@@ -296,7 +300,9 @@ def _output_paths(path: Path, ids: list[str], kind: str) -> dict[str, Path]:
 class _Summary:
     frames: int = 0
     changes: int = 0
-    latency_ms: list[float] = field(default_factory=list)
+    # Counts per whole millisecond (the last bin holds everything slower): percentiles in
+    # constant memory, however many weeks a live run lasts.
+    latency_ms: np.ndarray = field(default_factory=lambda: np.zeros(_LATENCY_BINS, np.int64))
     dropped: int = 0
     reconnects: int = 0
     error: str | None = None
@@ -305,7 +311,7 @@ class _Summary:
         if isinstance(event, CaptionEvent):
             self.frames += 1
             self.changes += event.changed
-            self.latency_ms.append(event.latency_ms)
+            self.latency_ms[min(_LATENCY_BINS - 1, max(0, int(event.latency_ms)))] += 1
         else:
             self.dropped = max(self.dropped, event.dropped)
             self.reconnects = max(self.reconnects, event.reconnects)
@@ -318,9 +324,7 @@ def _report(summary: dict[str, _Summary], stopped: str | None = None) -> None:
     lines = [f"{'stream':24} {'frames':>7} {'changes':>8} {'dropped':>8} {'reconnects':>10} "
              f"{'p50 ms':>7} {'p99 ms':>7}"]
     for stream, s in summary.items():
-        ordered = sorted(s.latency_ms)
-        p50 = f"{ordered[len(ordered) // 2]:.0f}" if ordered else "-"
-        p99 = f"{ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]:.0f}" if ordered else "-"
+        p50, p99 = (_percentile(s.latency_ms, q) for q in (0.5, 0.99))
         lines.append(f"{stream[:24]:24} {s.frames:>7} {s.changes:>8} {s.dropped:>8} "
                      f"{s.reconnects:>10} {p50:>7} {p99:>7}")
     if stopped:
@@ -329,6 +333,14 @@ def _report(summary: dict[str, _Summary], stopped: str | None = None) -> None:
     for s in summary.values():
         if s.error:
             print(f"error: {s.error}", file=sys.stderr)
+
+
+def _percentile(counts: np.ndarray, q: float) -> str:
+    """The ``q`` quantile (whole ms) of a latency histogram, or "-" when it is empty."""
+    total = int(counts.sum())
+    if total == 0:
+        return "-"
+    return str(int(np.searchsorted(np.cumsum(counts), q * total, side="left")))
 
 
 def _list_devices() -> int:
