@@ -257,8 +257,13 @@ class Pipeline:
         events: list[Event] = []
         for item in batch:
             if isinstance(item, StatusEvent):
-                if item.kind in (ENDED, RECONNECTING):  # the next frame, if any, starts over
+                # The batch's frames were all stepped above, so a status must not touch the
+                # state: a reopened stream's first frame carries the reset flag, and a
+                # ``reconnecting`` in mid-batch would wipe the frames stepped after it. Only
+                # an ended stream's state goes (it has no frames after its end).
+                if item.kind == ENDED:
                     self._core.forget(item.stream)
+                if item.kind in (ENDED, RECONNECTING):  # the next caption is news again
                     last_text.pop(item.stream, None)
                 events.append(item)
                 continue

@@ -15,6 +15,7 @@ from stream.captioning import CaptionCore
 from stream.errors import StreamError
 from stream.events import DROPPED, ENDED, OPENED, RECONNECTING, CaptionEvent, StatusEvent
 from stream.frames import read_sampled_frames
+from stream.mailbox import FrameItem
 from stream.pipeline import (
     Pipeline,
     PipelineSettings,
@@ -229,3 +230,35 @@ def test_stopping_a_reconnecting_source_is_not_a_reconnect(loaded):
     events.close()
     assert kinds[0] == OPENED and RECONNECTING not in kinds
     assert pipeline.decoders[0].reconnects == 0
+
+
+def test_a_reconnect_inside_a_busy_batch_keeps_the_memory_of_the_frames_after_it(loaded, videos):
+    """One batch holds [A1, reconnecting, opened, A2] (the worker was busy for longer than the
+    reconnect took): A2 starts over by its reset flag, and A3 goes on from A2, exactly as the
+    same frames stepped alone."""
+    size = (loaded.bundle.input_size,) * 2
+    frames, _ = read_sampled_frames(videos[0], loaded.bundle.sample_fps, size)
+    resets = [True, True, False, False]
+    core = CaptionCore(loaded)
+    alone = [core.step(f[None], ["alone"], [r])[0] for f, r in zip(frames[:4], resets,
+                                                                     strict=True)]
+    pipeline = Pipeline({}, loaded, PipelineSettings(max_batch=2, max_wait_ms=0))
+    pipeline.mailbox.register("cam", live=True)
+
+    def frame(index):
+        return FrameItem(stream="cam", index=index, pts=index / 10, decoded_at=time.time(),
+                         decoded_mono=time.monotonic(), rgb=frames[index], reset=resets[index])
+
+    def status(kind):
+        return StatusEvent(stream="cam", kind=kind, at=time.time(), message=kind)
+
+    for item in [frame(0), status(RECONNECTING), status(OPENED), frame(1), frame(2), frame(3),
+                 status(ENDED)]:
+        assert pipeline.mailbox.put("cam", item)
+    pipeline.mailbox.close("cam")
+    got = captions_of(pipeline)["cam"]
+    assert [e.caption for e in got] == [c.text for c in alone]
+    assert [e.logprob for e in got] == [round(c.logprob, 4) for c in alone]
+    # The model's memory matters for these frames: from a clear state A3 reads otherwise.
+    fresh = core.step(frames[2][None], ["fresh"], [True])[0]
+    assert round(fresh.logprob, 4) != got[2].logprob
