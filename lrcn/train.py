@@ -54,7 +54,7 @@ class TrainConfig:
 
     sample_fps: float = 10.0
     epochs: int = 30
-    minutes: float = 30.0  # wall-clock budget for training (feature caching excluded)
+    minutes: float = 30.0  # wall-clock budget for training (feature caching excluded); 0: none
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -250,7 +250,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="frames sampled per second of video, by presentation time")
     o.add_argument("--epochs", type=int, default=t.epochs, help="cosine schedule length")
     o.add_argument("--minutes", type=float, default=t.minutes,
-                   help="stop training after this many minutes (feature caching excluded)")
+                   help="stop training after this many minutes (feature caching excluded; "
+                        "counted across --resume); 0 for no time limit, so that only --epochs "
+                        "bounds training (default: %(default)s)")
     o.add_argument("--batch-size", type=int, default=t.batch_size, help="videos per batch")
     o.add_argument("--lr", type=float, default=t.lr)
     o.add_argument("--weight-decay", type=float, default=t.weight_decay)
@@ -280,6 +282,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for name in ("train", "out"):
         if getattr(args, name) is None:
             parser.error(f"--{name} is required")
+    if args.minutes < 0:
+        parser.error(f"--minutes must be 0 (no limit) or more, not {args.minutes:g}")
     return args
 
 
@@ -358,7 +362,8 @@ def _run(args: argparse.Namespace) -> int:
                   "sample_fps": cfg.sample_fps, "args": _jsonable(vars(args))}
     write_text_atomically(out / "config.json", json.dumps(provenance["args"], indent=2) + "\n")
 
-    budget = cfg.minutes * 60 - elapsed
+    # No time limit makes a run the same on every machine: tests bound training by epochs only.
+    budget = cfg.minutes * 60 - elapsed if cfg.minutes > 0 else math.inf
     began = time.monotonic()
     deadline = began + budget
     for epoch in range(start_epoch, cfg.epochs):
