@@ -3,16 +3,86 @@
 Tests that need a system tool (Java for METEOR, ...) call ``require_tool``. Normally a missing
 tool skips the test; with ``LRCN_STRICT=1`` (set by ``.ci/run``) it fails instead, so that CI can
 never pass by silently skipping.
+
+Time limits: pytest-timeout's ``timeout`` (pyproject.toml) bounds each test function alone
+(``timeout_func_only``), so a session fixture that trains a model does not eat into the budget of
+whichever test happens to use it first. Instead every fixture's setup, and every test's teardown,
+gets its own ``fixture_timeout`` here. Nothing can hang, and no test fails because of the order
+the tests ran in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Iterator
 
 import pytest
 
 STRICT = os.environ.get("LRCN_STRICT", "") not in ("", "0")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini("fixture_timeout", "seconds that each fixture's setup, and each test's "
+                  "teardown, may take (0: no limit); the test function has `timeout`",
+                  default="300")
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float, what: str) -> Iterator[None]:
+    """Fail with a one-line message naming ``what`` if the block runs over ``seconds``."""
+    armed = (seconds > 0 and threading.current_thread() is threading.main_thread()
+             # already inside a test's own timeout (a fixture requested from a test body)
+             and signal.getitimer(signal.ITIMER_REAL)[0] == 0)
+    if not armed:
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        names = {t.ident: t.name for t in threading.enumerate()}
+        for ident, stack in sys._current_frames().items():
+            if ident != threading.get_ident():
+                print(f"--- thread {names.get(ident, ident)} ---\n"
+                      + "".join(traceback.format_stack(stack)), file=sys.stderr)
+        pytest.fail(f"{what} took more than {seconds:g} s (fixture_timeout)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class _FixtureTimeLimits:
+    """The hooks behind ``fixture_timeout``, registered as a plugin rather than defined in this
+    conftest: pytest asks a session fixture's hooks of the session, which sees no conftest below
+    the root folder."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef: pytest.FixtureDef, request: pytest.FixtureRequest):
+        # Called after the fixtures this one depends on are set up: each is timed on its own.
+        with _time_limit(self.seconds, f"fixture {fixturedef.argname!r}"):
+            return (yield)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_teardown(self, item: pytest.Item):
+        with _time_limit(self.seconds, f"teardown after {item.nodeid}"):
+            return (yield)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_FixtureTimeLimits(float(config.getini("fixture_timeout"))),
+                                  "lrcn-fixture-time-limits")
 
 
 def require_tool(executable: str, why: str) -> str:
