@@ -7,12 +7,22 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stream.bundle import open_bundle
+import numpy as np
+import pytest
+
+from lrcn.data import frame_references, load_dataset
+from lrcn.metrics import frame_exact_match
+from lrcn.world import NOVEL_TRIPLES, WorldConfig, generate_split
+from stream.bundle import open_bundle, read_bundle
+from stream.frames import read_sampled_frames
 from stream.sessions import SessionSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "models" / "shapes"
 SAMPLE = ROOT / "examples" / "shapes"
+
+# The Makefile's splits use seeds 1-4: this one is data the shipped model never saw.
+UNSEEN_SEED, UNSEEN_VIDEOS = 21, 10
 
 
 def test_shipped_bundle_is_valid_small_and_evaluated():
@@ -21,6 +31,38 @@ def test_shipped_bundle_is_valid_small_and_evaluated():
     assert sum(p.stat().st_size for p in (ROOT / "models").rglob("*") if p.is_file()) < 25e6
     onnx_core = loaded.bundle.evaluation["onnx_core"]["splits"]["test"]["greedy"]
     assert onnx_core["frame_exact_match"] >= 0.90 and onnx_core["event_exact_match"] >= 0.95
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_run_stream_captions_an_unseen_shapesworld_split_correctly(tmp_path):
+    """A fresh test split (like the Makefile's, other seed) through run_stream.py, scored per
+    frame against its annotations: a runtime regression fails this, not only a bad bundle."""
+    split = tmp_path / "unseen"
+    generate_split(split, videos=UNSEEN_VIDEOS, seed=UNSEEN_SEED,
+                   config=WorldConfig(holdout=NOVEL_TRIPLES), progress=False)
+    items = load_dataset(split).items
+    out = tmp_path / "captions"
+    done = subprocess.run([sys.executable, str(ROOT / "run_stream.py"),
+                           *(str(item.path) for item in items), "--jsonl", f"{out}/",
+                           "--device", "cpu", "--quiet"],
+                          capture_output=True, text=True, timeout=480, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    sample_fps = read_bundle(BUNDLE).sample_fps
+    correct = counted = 0
+    for item in items:
+        events = [json.loads(line) for line in
+                  (out / f"{item.video_id}.jsonl").read_text(encoding="utf-8").splitlines()]
+        assert events[-1]["kind"] == "ended" and events[-1]["error"] is None
+        captions = [e for e in events if e["type"] == "caption"]
+        # Every frame that training and evaluation sample (stream.frames), and only those.
+        _, times = read_sampled_frames(item.path, sample_fps, (8, 8))
+        np.testing.assert_allclose([e["pts"] for e in captions], times, atol=1e-6)
+        c, n = frame_exact_match([e["caption"] for e in captions],
+                                 frame_references(item, [e["pts"] for e in captions]))
+        correct, counted = correct + c, counted + n
+    assert counted >= 500
+    assert correct / counted >= 0.90, f"frame exact match {correct}/{counted}"
 
 
 def test_example_captions_the_sample_video_with_its_annotated_sentences():
