@@ -14,9 +14,10 @@ from export import validate
 from export.build import export_bundle
 from export.parity import caption_agreement, graph_differences
 from lrcn.checkpoint import load_checkpoint
-from lrcn.data import load_dataset
+from lrcn.data import frame_references, load_dataset
+from lrcn.metrics import frame_exact_match
 from stream.bundle import open_bundle, read_bundle, sha256_file
-from stream.captioning import CaptionCore
+from stream.captioning import CaptionCore, caption_sequences
 from stream.frames import read_sampled_frames
 from stream.sessions import SessionSettings
 
@@ -49,9 +50,29 @@ def test_onnx_core_captions_equal_pytorch_greedy_token_for_token(tiny_model, tin
     result = caption_agreement(tiny_model, core, world_videos)
     assert result["frames"] == sum(len(v) for v in world_videos) > 40
     assert result["frames_identical"] == result["frames"], result["first_mismatch"]
-    # The model learned something: not the same caption for every frame.
-    captions = {c.text for caps in [core.step(world_videos[0][:1], ["x"])] for c in caps}
-    assert captions and "" not in captions
+
+
+def test_videos_get_several_captions_that_match_their_annotation(tiny_bundle, tiny_world):
+    """The model learned something: not the same caption for every frame of a video. (The
+    tiny model is not perfect: some of its events get a wrong word.)"""
+    core = CaptionCore(open_bundle(tiny_bundle, CPU))
+    size = (core.bundle.input_size, core.bundle.input_size)
+    items = [item for item in load_dataset(tiny_world).items if len(item.segments) >= 2]
+    assert len(items) >= 2
+    right: dict[str, set[str]] = {}  # per video: distinct captions right where they are shown
+    correct = counted = 0
+    for item in items:
+        frames, times = read_sampled_frames(item.path, core.bundle.sample_fps, size)
+        [captions] = caption_sequences(core, [frames])
+        texts = [c.text for c in captions]
+        references = frame_references(item, times)
+        right[item.video_id] = {text for text, refs in zip(texts, references, strict=True)
+                                if refs is not None and text in refs}
+        c, n = frame_exact_match(texts, references)
+        correct, counted = correct + c, counted + n
+    assert max(len(r) for r in right.values()) >= 2, right  # one video, each event's sentence
+    assert len(set().union(*right.values())) >= 3, right
+    assert counted >= 40 and correct >= 0.6 * counted, (correct, counted)
 
 
 def test_beam_search_in_numpy_equals_pytorch_beam_search(tiny_model, tiny_bundle, world_videos):
