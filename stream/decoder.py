@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import av
@@ -43,7 +44,6 @@ from stream.mailbox import FrameItem, Mailbox
 from stream.sources import Source, open_source, redact
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -128,10 +128,10 @@ class Decoder(threading.Thread):
                 return None
             if not self._reconnects() or self.reconnect.attempts == 0:
                 return failure
-            if failure is None and self.source.kind == "network":
+            if failure is None and self.source.kind in ("network", "pipe"):
                 # A clean end over HTTP is the end: an MPEG-TS file served over HTTP has no
-                # duration either, and reopening it would replay it forever. Errors and
-                # stalls still reconnect.
+                # duration either, and reopening it would replay it forever. So is a pipe's
+                # writer closing it. Errors and stalls still reconnect.
                 return None
             if self._frames_since_open:  # the source worked for a while: start counting anew
                 failures = 0
@@ -148,9 +148,10 @@ class Decoder(threading.Thread):
         return None
 
     def _reconnects(self) -> bool:
-        """Cameras and RTSP reopen; so does a network source unless it proved to be a file."""
+        """Cameras, RTSP and pipes reopen; so does a network source unless it proved to be a
+        file."""
         kind, live = self.source.kind, self.source.live
-        return kind in ("webcam", "rtsp") or (kind == "network" and live is not False)
+        return kind in ("webcam", "rtsp", "pipe") or (kind == "network" and live is not False)
 
     def _decode_once(self) -> str | None:
         """Open the source and queue its sampled frames; return None at its end, else why not.
@@ -158,7 +159,7 @@ class Decoder(threading.Thread):
         Raises MediaError when the source cannot be opened or has no video.
         """
         self._frames_since_open = 0
-        with open_source(self.source) as container:
+        with open_source(self.source, self.stop) as container:
             stream = video_stream(container, self.source.name)
             if self.source.live is None:  # a network input: live unless it has a duration
                 self.source = replace(self.source, live=container.duration is None)
@@ -173,8 +174,11 @@ class Decoder(threading.Thread):
                 offset = self._last[0] + (time.monotonic() - self._last[1])
             counter = FrameCounter()
             try:
+                packets = None
+                if self.source.kind == "webcam":  # opened non-blocking: retried up to a timeout
+                    packets = retried_packets(container, stream, self._read_timeout(), self.stop)
                 for pts, frame in sampled_frames(container, stream, TimeSampler(self.sample_fps),
-                                                 counter):
+                                                 counter, packets):
                     if self.stop.is_set():
                         return None
                     rgb = frame_to_rgb(frame, self.size)
@@ -194,6 +198,9 @@ class Decoder(threading.Thread):
                 return f"{self.source.name}: no decodable video frames"
             return None
 
+    def _read_timeout(self) -> float:
+        return self.source.timeout[1] if self.source.timeout else 5.0
+
     def _status(self, kind: str, message: str, error: str | None = None) -> None:
         event = StatusEvent(stream=self.stream, kind=kind, at=time.time(), message=message,
                             dropped=self.mailbox.dropped(self.stream),
@@ -201,3 +208,31 @@ class Decoder(threading.Thread):
         level = logging.WARNING if error or kind == RECONNECTING else logging.INFO
         log.log(level, "%s %s: %s", self.stream, kind, message)
         self.mailbox.put(self.stream, event)
+
+
+_RETRY = 0.005  # seconds between reads of a non-blocking input that had nothing
+
+
+def retried_packets(
+    container: av.container.InputContainer, stream: av.VideoStream, timeout: float,
+    stop: threading.Event,
+) -> Iterator[av.Packet]:
+    """The packets of an input opened non-blocking (``fflags=nonblock``): a read that finds
+    nothing yet (EAGAIN) is retried every few milliseconds, and ``timeout`` seconds without a
+    packet raise :class:`TimeoutError`. Ends at the input's end, or quietly once ``stop`` is set.
+    """
+    waiting_since: float | None = None
+    while not stop.is_set():
+        try:
+            for packet in container.demux(stream):
+                waiting_since = None
+                yield packet
+                if stop.is_set():
+                    return
+            return
+        except BlockingIOError:
+            now = time.monotonic()
+            waiting_since = waiting_since or now
+            if now - waiting_since >= timeout:
+                raise TimeoutError(f"no frame for {timeout:g} s") from None
+            stop.wait(_RETRY)

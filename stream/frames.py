@@ -11,7 +11,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,10 +73,6 @@ class TimeSampler:
             return False
         self._next = (math.floor(time * self.fps + _TIME_EPS) + 1) / self.fps
         return True
-
-    def reset(self) -> None:
-        """Forget the last sample (after a discontinuity the next frame is always kept)."""
-        self._next = -math.inf
 
 
 def frame_to_rgb(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
@@ -163,40 +159,69 @@ class FrameCounter:
     decoded: int = 0
 
 
+class StreamClock:
+    """Seconds from a video stream's start for each of its frames, in decode order: the one
+    clock of sampling, the archive and the overlay.
+
+    The origin is the stream's start time, or its first frame's time when the container gives
+    none. Frames without a timestamp (still images, some raw streams) are timed by their
+    position and the stream's rate. Timestamps that restart (joined recordings, a recorder's
+    restart) carry time on one frame after the last instead of going back.
+
+    Example:
+        >>> clock = StreamClock(stream)
+        >>> [clock.time(frame) for frame in container.decode(stream)][:3]
+        [0.0, 0.04, 0.08]
+    """
+
+    def __init__(self, stream: av.VideoStream) -> None:
+        self.origin: float | None = None
+        if stream.start_time is not None and stream.time_base is not None:
+            self.origin = float(stream.start_time * stream.time_base)
+        self.rate = float(stream.average_rate) if stream.average_rate else 25.0
+        self.frames = 0  # frames timed so far
+        self.restarts = 0  # times the timestamps went back
+        self._last = -math.inf
+
+    def time(self, frame: av.VideoFrame) -> float:
+        """The frame's seconds from the stream's start (call once per frame, in order)."""
+        time = frame.time
+        if time is None:
+            time = self.frames / self.rate
+        self.frames += 1
+        if self.origin is None:
+            self.origin = time
+        time -= self.origin
+        if time < self._last - _JUMP_BACK:
+            self.origin -= self._last - time + 1 / self.rate
+            time = self._last + 1 / self.rate
+            self.restarts += 1
+        self._last = max(self._last, time)
+        return time
+
+
 def sampled_frames(
     container: av.container.InputContainer,
     stream: av.VideoStream,
     sampler: TimeSampler,
     counter: FrameCounter | None = None,
+    packets: Iterable[av.Packet] | None = None,
+    clock: StreamClock | None = None,
 ) -> Iterator[tuple[float, av.VideoFrame]]:
-    """Decode ``stream`` and yield (seconds from its first frame, frame) for sampled frames.
+    """Decode ``stream`` and yield (seconds from its start, frame) for sampled frames.
 
-    Times count from the stream's start time (or its first frame); frames without a timestamp
-    (still images, some raw streams) are timed by their position and the stream's rate.
-    FFmpeg errors propagate for the caller to name the input.
+    Times come from :class:`StreamClock` (``clock``, or a new one for the stream). ``packets``
+    replaces the container's demuxing (a live source's stall-watching reader). FFmpeg errors
+    propagate for the caller to name the input.
     """
     counter = counter if counter is not None else FrameCounter()
-    origin: float | None = None
-    if stream.start_time is not None and stream.time_base is not None:
-        origin = float(stream.start_time * stream.time_base)
-    rate = float(stream.average_rate) if stream.average_rate else 25.0
-    last = -math.inf
-    for frame in container.decode(stream):
-        time = frame.time
-        if time is None:
-            time = counter.decoded / rate
-        counter.decoded += 1
-        if origin is None:
-            origin = time
-        time -= origin
-        if time < last - _JUMP_BACK:
-            # Timestamps restarted (joined recordings, a recorder's restart): time carries on
-            # one frame after the last instead, so nothing after the jump is skipped.
-            origin -= last - time + 1 / rate
-            time = last + 1 / rate
-        last = max(last, time)
-        if sampler.accept(time):
-            yield time, frame
+    clock = clock or StreamClock(stream)
+    for packet in container.demux(stream) if packets is None else packets:
+        for frame in packet.decode():
+            time = clock.time(frame)
+            counter.decoded += 1
+            if sampler.accept(time):
+                yield time, frame
 
 
 def read_sampled_frames(

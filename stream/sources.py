@@ -12,9 +12,15 @@ credentials removed. Forms::
     http(s)://host/live.m3u8               HTTP(S) and HLS (live when the input has no duration;
                                            reopened after errors, not after a clean end)
     lavfi:testsrc2=size=640x480:rate=30    an FFmpeg filter graph; live when it holds "realtime"
+    /tmp/cam.fifo                          a named pipe (or other character device) that a
+                                           producer writes a stream into: live
 
 Live sources are never waited on: the decoder drops their oldest queued frames to keep latency
-bounded. Files are never dropped from. Opening always has a timeout on the network.
+bounded. Files are never dropped from. Every live source has a read timeout, so that one that
+stops sending is reconnected instead of blocking its decoder for good: network inputs through
+PyAV's ``timeout`` (FFmpeg's interrupt callback, which their socket reads poll), cameras through
+non-blocking reads that the decoder retries up to the timeout (a blocking camera read sits in
+the kernel, where no interrupt callback reaches), named pipes through :class:`PipeReader`.
 
 Example:
     >>> source = parse_source("rtsp://admin:secret@10.0.0.5/cam")
@@ -24,10 +30,18 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import re
+import select
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import av
 
@@ -44,6 +58,7 @@ _SECRET_PARAMS = re.compile(
     r"auth|signature|sig)=)[^&#\s]*", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CAMERA_FORMATS = {"linux": "v4l2", "darwin": "avfoundation", "win32": "dshow"}
+_POLL = 0.1  # seconds between stop checks while a pipe read waits
 
 
 @dataclass(frozen=True)
@@ -79,15 +94,15 @@ class Source:
     """A parsed source, ready for :func:`open_source`.
 
     Attributes:
-        kind: "file", "image", "webcam", "rtsp", "network" (HTTP(S), HLS and other URLs) or
-            "lavfi".
+        kind: "file", "image", "webcam", "rtsp", "network" (HTTP(S), HLS and other URLs),
+            "lavfi" or "pipe" (a named pipe or character device).
         url: what PyAV opens (may hold credentials: never print it; print ``name``).
         name: the source for people: the URL with credentials replaced by ``***``.
         format: the FFmpeg input format to force (v4l2, lavfi, ...) or None to probe.
         options: FFmpeg options for opening.
         live: frames arrive in real time and are dropped when the pipeline falls behind;
             None: decided once opened (a network input without a duration is live).
-        timeout: PyAV's (open, read) timeout in seconds, for inputs that can stall.
+        timeout: (open, read) timeout in seconds, for inputs that can stall.
     """
 
     kind: str
@@ -154,6 +169,12 @@ def parse_source(
         raise MediaError(f"{redact(text)}: no such file")
     if path.is_dir():
         raise MediaError(f"{redact(text)}: is a directory, not a video")
+    if path.is_fifo() or path.is_char_device():
+        # A small probe, as for RTSP: live frames flow at once instead of after seconds of
+        # stream analysis (which would also eat them).
+        return Source(kind="pipe", url=str(path), name=redact(str(path)), live=True,
+                      options={"probesize": "32", "analyzeduration": "0"},
+                      timeout=(options.timeout, options.timeout))
     kind = "image" if path.suffix.lower() in IMAGE_SUFFIXES else "file"
     return Source(kind=kind, url=str(path), name=redact(str(path)))
 
@@ -183,13 +204,15 @@ def _webcam(text: str, options: SourceOptions, platform: str) -> Source:
             device = f"/dev/video{which}"
         else:
             device = f"{which}:none"  # avfoundation: video device N, no audio
-    opts: dict[str, str] = {}
+    # Non-blocking reads (v4l2, avfoundation and dshow all honour it): a camera that stalls
+    # gives EAGAIN, which the decoder retries until the read timeout.
+    opts: dict[str, str] = {"fflags": "nonblock"}
     if options.camera_fps is not None:
         opts["framerate"] = f"{options.camera_fps:g}"
     if options.camera_size is not None:
         opts["video_size"] = f"{options.camera_size[0]}x{options.camera_size[1]}"
     return Source(kind="webcam", url=device, name=redact(text), format=camera_format, options=opts,
-                  live=True)
+                  live=True, timeout=(options.timeout, options.timeout))
 
 
 def _dshow_name(number: str) -> str:
@@ -213,14 +236,80 @@ def list_devices(camera_format: str | None = None) -> list[str]:
     return [str(d) for d in found]
 
 
-def open_source(source: Source) -> av.container.InputContainer:
-    """Open ``source`` with PyAV, raising :class:`MediaError` with a one-line reason.
+@contextlib.contextmanager
+def open_source(
+    source: Source, stop: threading.Event | None = None
+) -> Iterator[av.container.InputContainer]:
+    """Open ``source`` with PyAV (a context manager), raising :class:`MediaError` with a
+    one-line reason that names the source by its redacted name, never its URL.
 
-    The error names the source by its redacted name, never its URL.
+    ``stop`` makes a named pipe's waiting reads end at once (as an end of stream).
     """
+    reader = None
     try:
-        return av.open(source.url, format=source.format, options=dict(source.options),
-                       timeout=source.timeout)
+        if source.kind == "pipe":
+            reader = PipeReader(source.url, (source.timeout or (5.0, 5.0))[1], stop)
+            container = av.open(reader, "r", format=source.format,
+                                options=dict(source.options))
+        else:
+            container = av.open(source.url, "r", format=source.format,
+                                options=dict(source.options), timeout=source.timeout)
     except (av.FFmpegError, OSError) as error:
+        if reader is not None:
+            reader.close()
         raise MediaError(f"{source.name}: cannot open ({redact(reason(error))})") from error
+    try:
+        with container:
+            yield container
+    finally:
+        if reader is not None:
+            reader.close()
 
+
+class PipeReader(io.RawIOBase):
+    """A named pipe read without blocking for good: a read that gets no byte for ``timeout``
+    seconds raises :class:`TimeoutError` (then a live source is reconnected).
+
+    FFmpeg reads a pipe with a blocking ``read()`` in the kernel, which its interrupt callback
+    (PyAV's ``timeout``) never reaches: a producer that pauses would hold the decoder forever.
+    Here the pipe is opened non-blocking (opening does not wait for a writer) and each read
+    waits in ``select`` in short slices, watching ``stop``. Until the first byte arrives, "no
+    writer" means "not yet" (the producer may start after the reader); after it, the writer
+    closing the pipe is its end.
+    """
+
+    def __init__(self, path: str, timeout: float, stop: threading.Event | None = None) -> None:
+        super().__init__()
+        self.path = path
+        self.timeout = timeout
+        self.stop = stop or threading.Event()
+        self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        self._received = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        deadline = time.monotonic() + self.timeout
+        while not self.stop.is_set():
+            try:
+                data: bytes | None = os.read(self._fd, len(buffer))
+            except BlockingIOError:  # a writer, with nothing written yet
+                data = None
+            if data or (data == b"" and self._received):
+                self._received = True
+                buffer[: len(data)] = data
+                return len(data)  # 0: the writer closed the pipe
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no data for {self.timeout:g} s")
+            if data is None:
+                select.select([self._fd], [], [], min(remaining, _POLL))
+            else:  # no writer yet: select would return at once
+                self.stop.wait(min(remaining, _POLL))
+        return 0  # stopping: an end of stream
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()

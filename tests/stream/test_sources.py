@@ -38,7 +38,7 @@ def test_rtsp_options_are_tcp_a_socket_timeout_in_microseconds_and_a_small_probe
 def test_webcam_options_ask_for_rate_and_size():
     source = parse_source("webcam", SourceOptions(camera_fps=15, camera_size=(640, 480)),
                           platform="linux")
-    assert source.options == {"framerate": "15", "video_size": "640x480"}
+    assert source.options == {"fflags": "nonblock", "framerate": "15", "video_size": "640x480"}
 
 
 def test_files_and_images(tmp_path):
@@ -79,5 +79,6 @@ def test_names_and_open_errors_carry_no_credentials():
     source = parse_source("rtsp://admin:s3cret@127.0.0.1:9/cam", SourceOptions(timeout=1))
     assert "s3cret" not in source.name and "s3cret" not in repr(source)
     with pytest.raises(MediaError) as caught:
-        open_source(source)  # nothing listens on port 9: refused at once
+        with open_source(source):  # nothing listens on port 9: refused at once
+            pass
     assert "s3cret" not in str(caught.value) and "127.0.0.1:9/cam" in str(caught.value)
