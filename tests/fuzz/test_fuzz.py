@@ -7,16 +7,20 @@ import json
 import math
 import shutil
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import srt
 import webvtt
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from stream.bundle import BUNDLE_FILE, read_bundle
+from stream.bundle import BUNDLE_FILE, open_bundle, read_bundle
+from stream.captioning import CaptionCore
 from stream.errors import BundleError, MediaError
 from stream.events import CaptionEvent, StatusEvent
+from stream.sessions import SessionSettings
 from stream.sinks import JsonlSink, SubtitleSink
 from stream.sources import parse_source, redact
 
@@ -108,26 +112,96 @@ def shipped_manifest():
     return json.loads((ROOT / "models/shapes" / BUNDLE_FILE).read_text())
 
 
-@FUZZ
-@given(path=st.lists(st.text(max_size=12), min_size=1, max_size=3), value=json_values)
-def test_bundle_json_with_any_field_changed_loads_or_raises_bundle_error(
-        tmp_path_factory, shipped_manifest, path, value):
-    data = json.loads(json.dumps(shipped_manifest))
-    node = data
-    for key in path[:-1]:  # walk into existing dictionaries where the path allows
-        if isinstance(node, dict) and isinstance(node.get(key), dict):
-            node = node[key]
-    if isinstance(node, dict):
-        keys = list(node)
-        node[keys[hash(path[-1]) % len(keys)] if keys else path[-1]] = value
+@pytest.fixture(scope="module")
+def bundle_copy(tmp_path_factory):
+    """The shipped graphs, copied once: each example only rewrites bundle.json next to them."""
     directory = tmp_path_factory.mktemp("bundle")
     for name in ("encoder.onnx", "memory.onnx", "captioner.onnx"):
         shutil.copy(ROOT / "models/shapes" / name, directory / name)
-    (directory / BUNDLE_FILE).write_text(json.dumps(data))
+    return directory
+
+
+def _pick_field(manifest: dict, steps: list[int]) -> tuple[Any, Any, list]:
+    """A field or list element of ``manifest`` to replace: (container, key, path from the top).
+
+    Each step picks a child by its index (modulo the number there), so the choice is the same on
+    every run and reaches nested fields (graphs.encoder.inputs[0].shape, vocabulary.eos, ...).
+    The last step may pick one past the end: a new field, or an element appended to a list.
+    """
+    node: Any = manifest
+    path: list = []
+    for step in steps[:-1]:
+        keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+        key = keys[step % len(keys)]
+        child = node[key]
+        if not (isinstance(child, (dict, list)) and child):
+            break
+        node, path = child, [*path, key]
+    keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+    pick = steps[-1] % (len(keys) + 1)
+    key = keys[pick] if pick < len(keys) else "unknown field" if isinstance(node, dict) else pick
+    return node, key, [*path, key]
+
+
+def _values_like(original: object) -> st.SearchStrategy:
+    """Often a value of ``original``'s type, which gets past the type checks to the checks of
+    what it means (a size, an index, a tensor name); otherwise any JSON value."""
+    like: st.SearchStrategy
+    if isinstance(original, bool):
+        like = st.booleans()
+    elif isinstance(original, int):
+        like = (st.sampled_from([original - 1, original + 1, 2 * original, 0, -1, 1])
+                | st.integers(-5, 10**4))
+    elif isinstance(original, float):
+        like = st.floats()
+    elif isinstance(original, str):
+        like = st.sampled_from(["batch", "uint8", "float16", "int64", "bool", "", "memory.onnx",
+                                "h", "logp"]) | st.text(max_size=12)
+    elif isinstance(original, list) and original:
+        # Elements dropped, repeated or reordered: a shape [224, "batch", 3], a missing input.
+        like = st.lists(st.sampled_from(original), max_size=len(original) + 1)
+    elif isinstance(original, dict) and original:
+        like = st.lists(st.sampled_from(sorted(original)), unique=True).map(
+            lambda keys: {k: original[k] for k in keys})  # some fields left out
+    else:
+        return json_values
+    return like | json_values
+
+
+@FUZZ
+@given(steps=st.lists(st.integers(min_value=0, max_value=10**6), min_size=1, max_size=5),
+       data=st.data())
+def test_bundle_json_with_any_field_changed_is_refused_or_captions(
+        bundle_copy, shipped_manifest, steps, data):
+    manifest = json.loads(json.dumps(shipped_manifest))
+    node, key, path = _pick_field(manifest, steps)
+    if isinstance(node, dict):
+        original = node.get(key)
+    else:
+        original = node[key] if key < len(node) else None
+    value = data.draw(_values_like(original), label=".".join(map(str, path)))
+    if isinstance(node, list) and key == len(node):
+        node.append(value)
+    else:
+        node[key] = value
+    (bundle_copy / BUNDLE_FILE).write_text(json.dumps(manifest))
     try:
-        read_bundle(directory)
+        loaded = open_bundle(bundle_copy, SessionSettings(device="cpu", threads=1))
     except BundleError as error:
-        assert "\n" not in str(error)
+        assert "\n" not in str(error) and str(bundle_copy) in str(error)
+        event("refused")  # --hypothesis-show-statistics: how often each outcome was reached
+        return
+    event("loaded")
+    # Whatever open_bundle accepts must run: one frame of its size gives a well-formed caption.
+    bundle = loaded.bundle
+    size = bundle.input_size
+    frame = np.random.default_rng(0).integers(0, 256, (1, size, size, 3), dtype=np.uint8)
+    (caption,) = CaptionCore(loaded).step(frame, ["s"], [True])
+    assert len(caption.tokens) <= bundle.max_caption_len
+    assert all(0 <= t < bundle.vocab_size and t != bundle.specials["eos"]
+               for t in caption.tokens)
+    assert caption.text == bundle.detokenize(list(caption.tokens))
+    assert math.isfinite(caption.logprob) and caption.logprob <= 0
 
 
 @FUZZ
