@@ -4,20 +4,32 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 import srt
 import webvtt
 
 from lrcn.data import load_dataset
+from lrcn.world import NOVEL_TRIPLES, WorldConfig, plan_video
+from lrcn.world import write_video as write_world_video
+from stream.bundle import open_bundle, sha256_file
+from stream.captioning import CaptionCore
+from stream.frames import read_sampled_frames
+from stream.sessions import SessionSettings
+from tests.media import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "shapes"
+BUNDLE = ROOT / "models" / "shapes"
 LIVE = "lavfi:testsrc2=size=160x120:rate=30,realtime"
 
 pytestmark = pytest.mark.timeout(300)
@@ -181,3 +193,178 @@ def test_the_summary_keeps_latencies_in_constant_memory():
     assert summary.latency_ms.shape == (60_000,) and summary.frames == 20_000
     for q in (0.5, 0.99):
         assert abs(int(_percentile(summary.latency_ms, q)) - np.quantile(values, q)) <= 1.0
+
+
+# ---------------------------------------------------------------------------- beam search
+
+
+def write_beam_clip(path: Path) -> Path:
+    """A 3 s ShapesWorld video (novel combinations, unseen seed) on whose first frame the
+    shipped model's beam search (beam 3) and greedy decoding disagree."""
+    config = WorldConfig(holdout=NOVEL_TRIPLES, only_holdout=True)
+    return write_world_video(plan_video(23, 2, config), path)
+
+
+def core_captions(video: Path, beam: int, bundle: Path = BUNDLE) -> tuple[list[str], np.ndarray]:
+    """Each sampled frame's caption from a CaptionCore stepped frame by frame (the reference),
+    with the frames' times, read through stream.frames."""
+    loaded = open_bundle(bundle, SessionSettings(device="cpu"))
+    core = CaptionCore(loaded, beam=beam)
+    size = (loaded.bundle.input_size, loaded.bundle.input_size)
+    frames, times = read_sampled_frames(video, loaded.bundle.sample_fps, size)
+    texts = [core.step(frames[i : i + 1], ["reference"], [i == 0])[0].text
+             for i in range(len(frames))]
+    return texts, times
+
+
+def test_beam_captions_equal_the_cores_beam_search(tmp_path):
+    clip = write_beam_clip(tmp_path / "clip.mp4")
+    beam, times = core_captions(clip, beam=3)
+    greedy, _ = core_captions(clip, beam=1)
+    assert beam != greedy  # the clip tells the two decodings apart
+    # One frame per encoder call, as in the reference: the same floating-point work exactly.
+    result = run_stream(str(clip), "--beam", "3", "--max-batch", "1", "--device", "cpu",
+                        "--quiet", "--jsonl", str(tmp_path / "c.jsonl"))
+    assert result.returncode == 0, result.stderr
+    captions = [e for e in read_jsonl(tmp_path / "c.jsonl") if e["type"] == "caption"]
+    np.testing.assert_allclose([e["pts"] for e in captions], times, atol=1e-6)
+    assert [e["caption"] for e in captions] == beam
+
+
+# ---------------------------------------------------------------------------- reconnects
+
+
+class StalledPipe:
+    """A named pipe that a thread fills with ``data`` once a reader opens it, then holds open
+    without writing: a live camera that stops sending. A context manager."""
+
+    def __init__(self, path: Path, data: bytes) -> None:
+        os.mkfifo(path)
+        self.path, self.data = path, data
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._feed, name="stalled-pipe", daemon=True)
+
+    def __enter__(self) -> StalledPipe:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+    def _feed(self) -> None:
+        while not self.stop.is_set():
+            try:  # non-blocking: ENXIO until a reader has the pipe open
+                fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError:
+                self.stop.wait(0.02)
+        else:
+            return
+        try:
+            os.set_blocking(fd, True)
+            view = memoryview(self.data)
+            while view:
+                view = view[os.write(fd, view):]
+            self.stop.wait()  # stalled: open, silent
+        except BrokenPipeError:  # the reader went away early
+            pass
+        finally:
+            os.close(fd)
+
+
+@pytest.mark.parametrize("attempts, reconnects", [
+    (0, 0),  # never reopened: the first failure ends the stream
+    (1, 1),  # the same source with one attempt allowed is reopened once: it is a live one
+])
+def test_reconnect_attempts_bound_the_reopenings_of_a_live_source(tmp_path, attempts,
+                                                                  reconnects):
+    clip = write_video(tmp_path / "clip.ts", frames=100, fps=10, container="mpegts")
+    out = tmp_path / "live.jsonl"
+    with StalledPipe(tmp_path / "cam.fifo", clip.read_bytes()) as pipe:
+        result = run_stream(str(pipe.path), "--quiet", "--device", "cpu", "--jsonl", str(out),
+                            "--timeout", "1", "--reconnect-attempts", str(attempts),
+                            "--reconnect-delay", "0", timeout=120)
+    assert result.returncode == 1, result.stderr  # the source failed: it stalled
+    events = read_jsonl(out)
+    statuses = [e["kind"] for e in events if e["type"] == "status"]
+    assert statuses.count("reconnecting") == reconnects
+    assert statuses.count("ended") == 1 and events[-1]["kind"] == "ended"
+    assert events[-1]["error"] and events[-1]["reconnects"] == reconnects
+    assert any(e["type"] == "caption" for e in events)
+    if attempts == 0:
+        assert statuses.count("opened") == 1
+    assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("option, name", [
+    ("--jsonl", "out.jsonl"),
+    ("--srt", "out.srt"),
+    ("--vtt", "out.vtt"),
+    pytest.param("--overlay", "out.mp4", marks=pytest.mark.xfail(
+        strict=True, reason="the message names --mp4, an option that does not exist")),
+])
+def test_several_sources_and_a_file_output_exit_2_with_one_line(tmp_path, option, name):
+    existing = tmp_path / name
+    existing.write_text("keep me")
+    video = SAMPLE / "videos" / "shapes_s5_00000.mp4"
+    result = run_stream(str(video), "lavfi:testsrc2=size=64x48:rate=10:duration=1",
+                        option, str(existing), "--quiet", "--device", "cpu", timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"run_stream.py: error: {option} {existing}: several sources need a directory, "
+        f"not a file")
+    assert "Traceback" not in result.stderr
+    assert existing.read_text() == "keep me"
+
+
+@pytest.fixture(scope="module")
+def black_only_bundle(tmp_path_factory) -> Path:
+    """The shipped bundle with an encoder that fails on any frame that is not black (a
+    data-dependent index out of range): it passes every check at load time, whose dummy run
+    is of black frames, and fails on the first frame of a real video."""
+    out = tmp_path_factory.mktemp("bundles") / "black_only"
+    shutil.copytree(BUNDLE, out)
+    model = onnx.load(str(out / "encoder.onnx"))
+    graph, helper = model.graph, onnx.helper
+    producer = next(node for node in graph.node if "features" in node.output)
+    producer.output[list(producer.output).index("features")] = "features_before"
+    graph.initializer.append(onnx.numpy_helper.from_array(np.zeros(1, np.float32), "one_zero"))
+    graph.node.extend([
+        helper.make_node("Cast", ["frames"], ["frames_f"], to=onnx.TensorProto.FLOAT),
+        helper.make_node("ReduceMax", ["frames_f"], ["brightest"], keepdims=0),
+        helper.make_node("Cast", ["brightest"], ["index"], to=onnx.TensorProto.INT64),
+        # one_zero[index]: 0.0 for a black batch, out of range for any other
+        helper.make_node("Gather", ["one_zero", "index"], ["zero"]),
+        helper.make_node("Add", ["features_before", "zero"], ["features"]),
+    ])
+    onnx.save(model, str(out / "encoder.onnx"))
+    manifest = json.loads((out / "bundle.json").read_text())
+    manifest["files"]["encoder.onnx"] = {"sha256": sha256_file(out / "encoder.onnx"),
+                                         "bytes": (out / "encoder.onnx").stat().st_size}
+    (out / "bundle.json").write_text(json.dumps(manifest, indent=1))
+    open_bundle(out, SessionSettings(device="cpu"))  # loads: the failure comes at run time
+    return out
+
+
+@pytest.mark.parametrize("case", ["graph fails at run time", "output under a regular file"])
+def test_a_pipeline_failure_exits_4_with_one_line(tmp_path, black_only_bundle, case):
+    video = SAMPLE / "videos" / "shapes_s5_00000.mp4"
+    if case == "graph fails at run time":
+        args = ["--model", str(black_only_bundle), "--jsonl", str(tmp_path / "c.jsonl")]
+        message = "error: the pipeline stopped: "
+    else:
+        (tmp_path / "file").write_text("")
+        args = ["--jsonl", str(tmp_path / "file" / "c.jsonl")]
+        message = f"error: --jsonl {tmp_path / 'file' / 'c.jsonl'}: cannot write"
+    result = run_stream(str(video), "--quiet", "--device", "cpu", *args, timeout=120)
+    assert result.returncode == 4, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and errors[0].startswith(message), result.stderr
+    assert result.stderr.strip().splitlines()[-1] == errors[0]
+    assert "Traceback" not in result.stderr
+    if case == "graph fails at run time":
+        read_jsonl(tmp_path / "c.jsonl")  # what was written is complete JSON lines
