@@ -22,7 +22,7 @@ import numpy as np
 
 from stream.errors import MediaError, reason
 from stream.files import write_atomically
-from stream.frames import open_video
+from stream.frames import StreamClock, open_video
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +115,13 @@ def _encode_unchecked(source: Path, tmp: Path, suffix: str, times: list[float],
                 audio = None
             copied = output.add_stream_from_template(audio) if audio is not None else None
             painter = CaptionPainter(encoder.width, encoder.height)
-            origin: float | None = None
-            if video.start_time is not None and video.time_base is not None:
-                origin = float(video.start_time * video.time_base)
+            # The captions' clock (timestamps that restart carry on), so that each frame gets
+            # the caption of its time; output timestamps follow the same clock and never go
+            # back.
+            clock = StreamClock(video)
+            time_base = encoder.codec_context.time_base
+            start = float(video.start_time * video.time_base) if video.start_time else 0.0
             streams = [video] + ([audio] if audio is not None else [])
-            decoded = 0
             try:
                 for packet in container.demux(streams):
                     if packet.stream is audio and copied is not None:
@@ -130,17 +132,14 @@ def _encode_unchecked(source: Path, tmp: Path, suffix: str, times: list[float],
                     for frame in packet.decode():
                         if not isinstance(frame, av.VideoFrame):
                             continue
-                        if frame.time is None:  # no timestamps: time by position, as sampling does
-                            frame.pts, frame.time_base = decoded, Fraction(1) / rate
-                        time = float(frame.time or 0.0)
-                        decoded += 1
-                        origin = time if origin is None else origin
-                        text = _caption_at(times, texts, time - origin)
+                        time = clock.time(frame)
+                        text = _caption_at(times, texts, time)
                         rgb = frame.to_ndarray(format="rgb24", width=encoder.width,
                                                height=encoder.height)
                         drawn = av.VideoFrame.from_ndarray(painter.paint(rgb, text),
                                                            format="rgb24")
-                        drawn.pts, drawn.time_base = frame.pts, frame.time_base
+                        drawn.pts = round((start + time) / time_base)
+                        drawn.time_base = time_base
                         output.mux(encoder.encode(drawn.reformat(format="yuv420p")))
                 output.mux(encoder.encode())
             except av.FFmpegError as error:

@@ -47,6 +47,19 @@ def with_audio(path: Path, seconds: float = 2.0) -> Path:
     return path
 
 
+def flat_segment(path: Path, frames: int = 60, fps: int = 30) -> Path:
+    """An MPEG-TS recording of flat grey 160x120 frames whose timestamps start at 0."""
+    with av.open(str(path), "w", format="mpegts") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((120, 160, 3), 100, np.uint8), "rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return path
+
+
 def test_captions_are_drawn_where_they_exist_with_timing_kept(tmp_path):
     out = tmp_path / "burned.mp4"
     captions = [(0.0, ""), (1.0, "a red circle shrinks"), (4.0, "")]
@@ -108,3 +121,20 @@ def test_unsupported_output_containers_are_one_clear_error(tmp_path):
     with pytest.raises(MediaError, match="write the overlay as"):
         write_overlay(SAMPLE, tmp_path / "x.webm", [])
     assert not list(tmp_path.iterdir())
+
+
+def test_timestamps_that_restart_keep_the_captions_clock(tmp_path):
+    """Two recordings joined (timestamps go back to 0 halfway): the second half gets the
+    captions of its time on the stream's clock, as sampling times them, not those of the
+    first half; the overlay's own timestamps keep increasing."""
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(b"".join(flat_segment(tmp_path / f"{k}.ts").read_bytes() for k in "ab"))
+    out = write_overlay(joined, tmp_path / "burned.mp4", [(0.0, ""), (2.5, "after the restart")])
+    source, _ = frames_of(joined)
+    burned, times = frames_of(out)
+    assert len(burned) == len(source) == 120
+    assert all(b > a for a, b in zip(times, times[1:], strict=False))
+    drawn = [np.abs(b[-30:].astype(int) - s[-30:]).mean() > 8
+             for b, s in zip(burned, source, strict=True)]
+    # Clock times: frame i at i / 30 s (the second half carries on after the first).
+    assert drawn == [i / 30 >= 2.5 - 1e-6 for i in range(120)]
