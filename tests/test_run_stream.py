@@ -69,8 +69,8 @@ def test_no_arguments_captions_the_sample_with_the_bundled_model(sample_run):
     events = read_jsonl(out / "c.jsonl")
     captions = [e for e in events if e["type"] == "caption"]
     [item] = load_dataset(SAMPLE).items
-    right = sum(item.target_at(e["pts"]) is not None
-                and e["caption"] in item.target_at(e["pts"]).sentences for e in captions)
+    right = sum((segment := item.target_at(e["pts"])) is not None
+                and e["caption"] in segment.sentences for e in captions)
     assert len(captions) >= 80 and right / len(captions) >= 0.9
     # The console shows each caption change once.
     changes = [e["caption"] for e in captions if e["changed"]]
@@ -87,7 +87,7 @@ def test_subtitles_parse_and_agree_with_the_jsonl(sample_run, kind):
     else:
         cues = [(c.start_in_seconds + c.start_time.milliseconds / 1000,
                  c.end_in_seconds + c.end_time.milliseconds / 1000, c.text)
-                for c in webvtt.read(str(out / "c.vtt"), strict=True)]
+                for c in webvtt.read(str(out / "c.vtt"), strict=True).captions]
     assert len(cues) == len(runs) >= 4
     for (start, end, text), (pts, caption) in zip(cues, runs, strict=True):
         assert text == caption and start == pytest.approx(pts, abs=1e-3) and end > start
