@@ -50,6 +50,7 @@ def inodes(out: Path) -> dict[str, int]:
             if p.is_file() and p.name != "manifest.jsonl"}
 
 
+@pytest.mark.slow
 def test_force_redoes_videos_already_done(videos, tmp_path):
     out = tmp_path / "out"
     first = run_archive(str(videos), "--out", str(out), *CPU)
