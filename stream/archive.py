@@ -40,8 +40,15 @@ import numpy as np
 from stream.captioning import CaptionCore
 from stream.errors import MediaError, StreamError, reason
 from stream.events import CaptionEvent
-from stream.files import write_text_atomically
-from stream.frames import TimeSampler, frame_to_rgb, open_video, sampled_frames
+from stream.files import sync, write_text_atomically
+from stream.frames import (
+    JUMP_BACK,
+    StreamClock,
+    TimeSampler,
+    frame_to_rgb,
+    open_video,
+    sampled_frames,
+)
 from stream.sinks import JsonlSink, SubtitleSink
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".mts",
@@ -142,7 +149,8 @@ def discover(inputs: Iterable[str]) -> tuple[list[Path], Path]:
 
 def _from_list(list_file: Path) -> set[Path]:
     try:
-        lines = list_file.read_text(encoding="utf-8").splitlines()
+        # Names that are not UTF-8 survive as surrogate escapes, as os.listdir gives them.
+        lines = list_file.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
     except OSError as error:
         raise ArchiveError(f"{list_file}: cannot read the list ({reason(error)})") from error
     base = list_file.parent
@@ -193,9 +201,30 @@ def probe_duration(path: str) -> float | None:
     return None
 
 
+def seekable_by_time(path: str) -> bool:
+    """Whether seeking to a time finds the frames that decoding from the start times there:
+    the video's timestamps never go back (joined recordings restart them, and a seek then
+    lands in the wrong part). A scan of the packets, without decoding."""
+    try:
+        container, stream = open_video(path)
+        with container:
+            latest = -math.inf
+            for packet in container.demux(stream):
+                if packet.pts is None or packet.time_base is None:
+                    continue
+                time = float(packet.pts * packet.time_base)
+                if time < latest - JUMP_BACK:
+                    return False
+                latest = max(latest, time)
+    except (MediaError, av.FFmpegError, OSError):
+        return False  # it fails when captioned, whole
+    return True
+
+
 def plan_tasks(video: VideoInput, duration: float | None, chunk_seconds: float,
                warmup: float) -> list[Task]:
-    """One task for a short (or unprobeable) video; time chunks for a long one."""
+    """One task for a short (or unprobeable) video; time chunks for a long one (pass a
+    ``duration`` of None for a video that :func:`seekable_by_time` refuses)."""
     if not chunk_seconds or duration is None or duration <= chunk_seconds:
         return [Task(video.path, 0, 1, 0.0, None, 0.0)]
     count = math.ceil(duration / chunk_seconds)
@@ -290,12 +319,16 @@ def _frames_from(container: av.container.InputContainer, stream: av.VideoStream,
     if first <= 0 or stream.time_base is None:
         yield from sampled_frames(container, stream, TimeSampler(None))
         return
-    origin = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+    origin = StreamClock(stream).origin
+    if origin is None:  # the stream's clock starts at its first frame: read it before seeking
+        origin = next(iter(sampled_frames(container, stream, TimeSampler(None),
+                                          clock=StreamClock(stream, origin=0.0))), (0.0,))[0]
     margin = 0.0
     while True:
         target = max(0.0, first - margin)
         container.seek(int((target + origin) / stream.time_base), stream=stream, backward=True)
-        frames = sampled_frames(container, stream, TimeSampler(None))
+        frames = sampled_frames(container, stream, TimeSampler(None),
+                                clock=StreamClock(stream, origin=origin))
         head = next(frames, None)
         # Nothing decoded (a seek past the end) or a first frame after ``first``: go back.
         if (head is not None and head[0] <= first + 1e-6) or target == 0.0:
@@ -345,8 +378,12 @@ def write_outputs(out: Path, video: VideoInput, records: list[dict[str, Any]],
                                      changed=record["changed"], reset=i == 0)
                 for sink in (jsonl, srt, vtt):
                     sink.write(event)
+        # Durable before the manifest vouches for them: synced, renamed, directory synced.
+        for temp in temps:
+            sync(temp)
         for temp, final in zip(temps, finals, strict=True):
             os.replace(temp, final)
+        sync(base.parent)
     finally:
         for temp in temps:
             temp.unlink(missing_ok=True)
@@ -406,7 +443,7 @@ class Manifest:
         """Rewrite the manifest with one record per input ever processed here, in path order
         (atomically; inputs of earlier runs with other arguments keep their records)."""
         write_text_atomically(self.path, "".join(json.dumps(self.records[p]) + "\n"
-                                                 for p in sorted(self.records)))
+                                                 for p in sorted(self.records)), durable=True)
 
 
 def video_record(video: VideoInput, results: list[TaskResult],

@@ -9,7 +9,8 @@ records every input in OUT/manifest.jsonl (path, size, mtime, content fingerprin
 frames, video duration, seconds taken, error). Rerunning skips videos already done and
 unchanged, so a killed run (even by SIGKILL) just continues. Exit codes: 0 all videos
 captioned; 1 some failed (listed at the end, recorded in the manifest); 2 bad command line or
-inputs; 3 the bundle or device cannot be used.
+inputs; 3 the bundle or device cannot be used; 4 the run stopped because the manifest or the
+output directory cannot be written (the workers are stopped; what was recorded stays valid).
 """
 
 from __future__ import annotations
@@ -36,19 +37,18 @@ from stream.archive import (
     printable,
     probe_duration,
     remove_temporaries,
+    seekable_by_time,
     stitch,
     video_record,
     write_outputs,
 )
-from stream.bundle import BUNDLE_FILE, open_bundle, sha256_file
+from stream.bundle import open_bundle
 from stream.engines import run_local, run_ray
 from stream.errors import BundleError, DeviceError, reason
 from stream.pipeline import DEFAULT_BUNDLE
 from stream.sessions import DEVICES, SessionSettings, default_threads
 
-log = logging.getLogger("run_archive")
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUNDLE = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUNDLE, EXIT_OUTPUT = 0, 1, 2, 3, 4
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -118,18 +118,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BUNDLE
     sample_fps = loaded.bundle.sample_fps
-    del loaded
-    # What shapes the outputs besides the video: a change redoes every video.
-    settings = {"model": sha256_file(args.model / BUNDLE_FILE), "beam": args.beam,
+    # What shapes the outputs besides the video: a change redoes every video (recording an
+    # evaluation in bundle.json does not).
+    settings = {"model": loaded.bundle.fingerprint(), "beam": args.beam,
                 "chunk_seconds": args.chunk_seconds, "warmup_seconds": args.warmup_seconds}
+    del loaded
 
     videos = describe_inputs(paths, root)
     remove_temporaries(args.out)  # left by a run that was killed
     manifest = Manifest(args.out)
     todo = [v for v in videos if args.force or not manifest.done(v, args.out, settings)]
     durations = {v.path: probe_duration(v.path) for v in todo}
-    tasks = [t for v in todo for t in plan_tasks(v, durations[v.path], args.chunk_seconds,
-                                                 args.warmup_seconds)]
+    tasks = [t for v in todo for t in plan_tasks(v, _chunkable(v.path, durations[v.path],
+                                                               args.chunk_seconds),
+                                                 args.chunk_seconds, args.warmup_seconds)]
     results: Iterator[TaskResult] = iter(())  # nothing to do: no pool, no Ray
     if tasks and args.engine == "ray":
         results = run_ray(tasks, args.model, args.device, workers, threads, args.beam,
@@ -138,15 +140,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = run_local(tasks, args.model, args.device, workers, threads, args.beam)
     summary = _Summary(total=len(videos), skipped=len(videos) - len(todo))
     by_path = {v.path: v for v in todo}
-    with _Progress(sum(d or 0.0 for d in durations.values()), len(todo),
-                   not args.no_progress) as progress:
-        for parts in group_results(_counting(results, progress, summary)):
-            video = by_path[parts[0].path]
-            _finish(video, parts, args.out, manifest, sample_fps, summary, settings)
-            progress.video_done(summary)
-    manifest.compact()
+    try:
+        with _Progress(sum(d or 0.0 for d in durations.values()), len(todo),
+                       not args.no_progress) as progress:
+            for parts in group_results(_counting(results, progress, summary)):
+                video = by_path[parts[0].path]
+                _finish(video, parts, args.out, manifest, sample_fps, summary, settings)
+                progress.video_done(summary)
+            manifest.compact()
+    except OSError as error:  # the manifest cannot be written (disk full, ...)
+        print(f"error: {printable(f'{manifest.path}: cannot write ({reason(error)})')}; "
+              f"stopped", file=sys.stderr)
+        return EXIT_OUTPUT
+    finally:
+        _close(results)  # stops the workers (pending tasks cancelled) when the loop broke off
     summary.report(args.out)
     return EXIT_FAILED if summary.failed else EXIT_OK
+
+
+def _chunkable(path: str, duration: float | None, chunk_seconds: float) -> float | None:
+    """The duration to plan chunks by: None (one whole task) for a video that would be split
+    but cannot be seeked by time."""
+    if duration is None or not chunk_seconds or duration <= chunk_seconds:
+        return duration
+    return duration if seekable_by_time(path) else None
+
+
+def _close(results: Iterator[TaskResult]) -> None:
+    close = getattr(results, "close", None)
+    if close is not None:
+        close()
 
 
 def _finish(video: VideoInput, parts: list[TaskResult], out: Path, manifest: Manifest,

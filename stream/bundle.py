@@ -109,6 +109,16 @@ class Bundle:
     def vocab_size(self) -> int:
         return len(self.tokens)
 
+    def fingerprint(self) -> str:
+        """sha256 of what shapes the captions: the graphs' checksums and interfaces, the
+        vocabulary, the input size, the sample rate and the caption length. Provenance and
+        recorded evaluations are left out: recording a result changes no caption."""
+        shaping = {"checksums": self.checksums, "tokens": self.tokens, "specials": self.specials,
+                   "input_size": self.input_size, "sample_fps": self.sample_fps,
+                   "max_caption_len": self.max_caption_len, "precision": self.precision,
+                   "graphs": {role: graph.to_json() for role, graph in self.graphs.items()}}
+        return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()
+
     def detokenize(self, ids: list[int]) -> str:
         """Caption text of token ids (specials dropped, stops at ``<eos>``)."""
         skip = {self.specials["pad"], self.specials["bos"]}

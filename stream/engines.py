@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.process
 import os
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -25,6 +27,8 @@ from stream.archive import Task, TaskResult, caption_task
 from stream.bundle import open_bundle
 from stream.captioning import CaptionCore
 from stream.sessions import SessionSettings
+
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------- local processes
 
@@ -76,14 +80,40 @@ def _pool_run(tasks: list[Task], workers: int, initargs: tuple[Any, ...],
     if not tasks:
         return
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context,
-                             initializer=_init_worker, initargs=initargs) as pool:
+    before = set(multiprocessing.active_children())
+    pool = ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context,
+                               initializer=_init_worker, initargs=initargs)
+    try:
         futures = {pool.submit(_run_task, task): task for task in tasks}
         for future in as_completed(futures):
             try:
-                yield future.result()
+                result = future.result()
             except BrokenProcessPool:
                 lost.append(futures[future])
+                continue
+            yield result
+    except BaseException:
+        # The driver stopped reading (its manifest cannot be written, Ctrl-C, ...): no queued
+        # task may run after that, and the running ones are stopped, not waited for.
+        _stop_pool(pool, set(multiprocessing.active_children()) - before)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _stop_pool(pool: ProcessPoolExecutor, workers: set[multiprocessing.process.BaseProcess],
+               grace: float = 5.0) -> None:
+    """Cancel the pool's pending tasks and end its worker processes within ``grace`` seconds
+    (terminated, then killed)."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for worker in workers:
+        worker.terminate()
+    deadline = time.monotonic() + grace
+    for worker in workers:
+        worker.join(max(0.0, deadline - time.monotonic()))
+        if worker.is_alive():
+            log.warning("worker process %s did not stop; killing it", worker.pid)
+            worker.kill()
+            worker.join(1.0)
 
 
 # ---------------------------------------------------------------------------- Ray

@@ -7,11 +7,23 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
+def sync(path: str | os.PathLike[str]) -> None:
+    """Flush a file's (or a directory's entries') data to the disk: after a power loss it is
+    there as written."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], object],
+                     durable: bool = False) -> Path:
     """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it into place.
 
     A crash at any moment leaves either the previous file or the complete new one, never a
-    half-written file under ``path``. Returns ``path``.
+    half-written file under ``path``. ``durable`` also survives a power loss: the file is
+    synced before the rename and its directory after it. Returns ``path``.
 
     Example:
         >>> write_atomically("out.json", lambda tmp: tmp.write_text("{}"))
@@ -24,13 +36,17 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], objec
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
+        if durable:
+            sync(tmp)
         os.replace(tmp, path)
+        if durable:
+            sync(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
 
 
-def write_text_atomically(path: str | os.PathLike[str], text: str) -> Path:
+def write_text_atomically(path: str | os.PathLike[str], text: str, durable: bool = False) -> Path:
     """Write ``text`` (UTF-8) to ``path`` with :func:`write_atomically`."""
-    return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), durable)

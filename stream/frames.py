@@ -25,7 +25,7 @@ from stream.errors import MediaError, reason
 _TIME_EPS = 1e-6
 HD_PIXELS = 1280 * 720  # files at least this large decode with frame threading
 # A timestamp this many seconds before the latest one is a restart of the clock, not jitter.
-_JUMP_BACK = 0.5
+JUMP_BACK = 0.5
 # Bilinear is cheap and, unlike FFmpeg's default (bicubic), has no ringing on flat synthetic
 # colours; what matters most is that every caller uses the same one.
 _INTERPOLATION = "BILINEAR"
@@ -174,9 +174,9 @@ class StreamClock:
         [0.0, 0.04, 0.08]
     """
 
-    def __init__(self, stream: av.VideoStream) -> None:
-        self.origin: float | None = None
-        if stream.start_time is not None and stream.time_base is not None:
+    def __init__(self, stream: av.VideoStream, origin: float | None = None) -> None:
+        self.origin = origin  # given: the stream's start as found before a seek
+        if origin is None and stream.start_time is not None and stream.time_base is not None:
             self.origin = float(stream.start_time * stream.time_base)
         self.rate = float(stream.average_rate) if stream.average_rate else 25.0
         self.frames = 0  # frames timed so far
@@ -192,7 +192,7 @@ class StreamClock:
         if self.origin is None:
             self.origin = time
         time -= self.origin
-        if time < self._last - _JUMP_BACK:
+        if time < self._last - JUMP_BACK:
             self.origin -= self._last - time + 1 / self.rate
             time = self._last + 1 / self.rate
             self.restarts += 1

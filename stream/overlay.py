@@ -120,7 +120,8 @@ def _encode_unchecked(source: Path, tmp: Path, suffix: str, times: list[float],
             # back.
             clock = StreamClock(video)
             time_base = encoder.codec_context.time_base
-            start = float(video.start_time * video.time_base) if video.start_time else 0.0
+            start = (float(video.start_time * video.time_base)
+                     if video.start_time and video.time_base else 0.0)
             streams = [video] + ([audio] if audio is not None else [])
             try:
                 for packet in container.demux(streams):

@@ -299,3 +299,122 @@ def test_file_names_that_are_not_utf8_are_captioned(archive, tiny_bundle, tmp_pa
     assert (tmp_path / "out" / f"{odd}.jsonl").exists()
     [record] = manifest(tmp_path / "out")
     assert record["status"] == "ok" and record["path"].endswith(odd)
+
+
+def _main(*args: str) -> int:
+    from stream import archive_cli
+
+    return archive_cli.main([*args, "--no-progress"])
+
+
+@pytest.fixture
+def two_videos(archive, tmp_path):
+    inputs = tmp_path / "two"
+    inputs.mkdir()
+    for video in sorted((archive / "day1").glob("shapes*.mp4"))[:2]:
+        shutil.copy(video, inputs / video.name)
+    return inputs
+
+
+def test_a_manifest_that_cannot_be_written_stops_the_run_and_its_workers(
+        archive, tiny_bundle, tmp_path, monkeypatch, capsys):
+    """A full disk under the manifest: one line, exit 4, queued tasks cancelled (not run), and
+    no worker process left behind."""
+    import errno
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from stream import engines
+    from stream.archive import Manifest
+
+    submitted = []
+
+    class Recording(ProcessPoolExecutor):
+        def submit(self, *args, **kwargs):
+            submitted.append(super().submit(*args, **kwargs))
+            return submitted[-1]
+
+    def full_disk(self, record):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(engines, "ProcessPoolExecutor", Recording)
+    monkeypatch.setattr(Manifest, "append", full_disk)
+    out = tmp_path / "out"
+    assert _main(str(archive), "--out", str(out), "--model", str(tiny_bundle), "--workers", "2",
+                 "--threads", "1") == 4
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+    assert errors == [f"error: {out / 'manifest.jsonl'}: cannot write (No space left on "
+                      f"device); stopped"]
+    assert len(submitted) == 22 and all(f.done() for f in submitted)
+    assert sum(f.cancelled() for f in submitted) >= 11  # at most a few had started
+    assert not multiprocessing.active_children()
+
+
+def test_outputs_are_synced_before_the_manifest_vouches_for_them(two_videos, tiny_bundle,
+                                                                 tmp_path, monkeypatch):
+    from stream import archive
+    from stream.archive import Manifest
+
+    happened: list[tuple[str, str]] = []
+    real_sync, real_append = archive.sync, Manifest.append
+    monkeypatch.setattr(archive, "sync", lambda path: (happened.append(("sync", str(path))),
+                                                       real_sync(path)))
+    monkeypatch.setattr(Manifest, "append", lambda self, record: (
+        happened.append(("record", record["output"])), real_append(self, record)))
+    out = tmp_path / "out"
+    assert _main(str(two_videos), "--out", str(out), "--model", str(tiny_bundle)) == 0
+    records = [i for i, (what, _) in enumerate(happened) if what == "record"]
+    assert len(records) == 2
+    start = 0
+    for i in records:
+        name = Path(happened[i][1]).name
+        synced = [path for what, path in happened[start:i] if what == "sync"]
+        assert sorted(Path(p).name for p in synced[:3]) == sorted(
+            f".{name}.{kind}.{os.getpid()}.tmp" for kind in ("jsonl", "srt", "vtt"))
+        assert synced[3:] == [str(out)]  # the directory, after the renames
+        start = i + 1
+
+
+def test_recording_an_evaluation_in_the_bundle_redoes_nothing(two_videos, tiny_bundle,
+                                                              tmp_path, capsys):
+    from stream.bundle import record_evaluation
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    out = tmp_path / "out"
+    assert _main(str(two_videos), "--out", str(out), "--model", str(bundle)) == 0
+    written = {p: p.stat().st_mtime_ns for p in out.glob("*.mp4.*")}
+    assert len(written) == 6
+    record_evaluation(bundle, "test", {"frame_exact_match": 0.5})
+    capsys.readouterr()
+    assert _main(str(two_videos), "--out", str(out), "--model", str(bundle)) == 0
+    table = capsys.readouterr().err.splitlines()
+    assert table[1].split()[:4] == ["2", "0", "2", "0"]  # videos, captioned, skipped, failed
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*.mp4.*")} == written
+    # What does shape the captions still counts: another vocabulary is another model.
+    data = json.loads((bundle / "bundle.json").read_text())
+    data["vocabulary"]["tokens"][-1] += "x"
+    (bundle / "bundle.json").write_text(json.dumps(data))
+    capsys.readouterr()
+    assert _main(str(two_videos), "--out", str(out), "--model", str(bundle)) == 0
+    assert capsys.readouterr().err.splitlines()[1].split()[:4] == ["2", "2", "0", "0"]
+
+
+def test_a_file_whose_timestamps_restart_is_captioned_whole_not_by_chunks(tiny_bundle,
+                                                                          tmp_path):
+    """Two recordings joined: a seek by time would land in the wrong half, so the video is not
+    split, and its captions are those of the whole run, both halves on one clock."""
+    from tests.test_bad_inputs import backwards
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    backwards(inputs / "joined.ts")  # 2 x 2 s at 30 fps
+    for f in inputs.glob("joined.*.ts"):
+        f.unlink()
+    for chunk in ("0", "1"):
+        assert _main(str(inputs), "--out", str(tmp_path / chunk), "--model", str(tiny_bundle),
+                     "--chunk-seconds", chunk, "--warmup-seconds", "0.5") == 0
+    whole, chunked = ((tmp_path / c / "joined.ts.jsonl").read_text() for c in ("0", "1"))
+    assert chunked == whole
+    times = [json.loads(line)["pts"] for line in whole.splitlines()]
+    assert len(times) == 20 and times == sorted(times) and times[-1] > 3.5
