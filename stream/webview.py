@@ -19,6 +19,7 @@ slow or stalled browser skips frames, it never makes anything wait or queue up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import io
 import ipaddress
@@ -93,6 +94,8 @@ class WebView(Sink):
         token: required for a non-loopback ``host``; None reads ``LRCN_SERVE_TOKEN``.
     """
 
+    START_TIMEOUT = 30.0  # seconds start() waits for the server to listen
+
     def __init__(self, host: str, port: int, streams: list[str],
                  token: str | None = None) -> None:
         self.host = host
@@ -113,9 +116,13 @@ class WebView(Sink):
     # -------------------------------------------------------------- the pipeline's side
 
     def start(self) -> WebView:
-        """Start serving; returns once listening (raises OSError if the port is taken)."""
+        """Start serving; returns once listening (raises OSError if the port is taken, and
+        TimeoutError if the server is not listening within :attr:`START_TIMEOUT` seconds)."""
         self._thread.start()
-        self._ready.wait(30)
+        if not self._ready.wait(self.START_TIMEOUT):
+            self.close()
+            raise TimeoutError(f"--serve {self.host}:{self.port}: not listening after "
+                               f"{self.START_TIMEOUT:g} s")
         if self._error is not None:
             raise self._error
         log.info("live view on http://%s:%d/", self.host, self.port)
@@ -156,9 +163,12 @@ class WebView(Sink):
         self._publish(message)
 
     def close(self) -> None:
+        """Stop serving (bounded); safe to call more than once, or after the server ended."""
         if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
+            with contextlib.suppress(RuntimeError):  # the loop already ended: nothing to stop
+                self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread.ident is not None:
+            self._thread.join(10)
 
     def _publish(self, message: dict[str, Any]) -> None:
         if self._loop is None or not self._viewers:
@@ -267,7 +277,7 @@ class WebView(Sink):
                     continue
                 quiet = 0.0
                 await response.write(f"data: {text}\n\n".encode())
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:  # the viewer left (a cancellation propagates)
             pass
         finally:
             self._viewers.discard(queue)
@@ -296,7 +306,7 @@ class WebView(Sink):
                                      f"Content-Length: {len(jpeg)}\r\n\r\n".encode()
                                      + jpeg + b"\r\n")
                 sent = seq
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:  # the viewer left (a cancellation propagates)
             pass
         return response
 

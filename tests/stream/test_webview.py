@@ -187,3 +187,45 @@ def test_an_open_page_does_not_delay_the_end_of_a_run(tmp_path):
         viewer.close()
     assert time.monotonic() - start < 5
     assert (tmp_path / "live.srt").read_text().count("-->") >= 1
+
+
+def test_closing_twice_or_after_the_server_ended_is_harmless():
+    view = WebView("127.0.0.1", 0, ["cam"]).start()
+    view.close()
+    view.close()  # the loop has ended: nothing to stop, no error
+    WebView("127.0.0.1", 0, ["cam"]).close()  # never started
+
+
+def test_a_server_that_never_listens_is_an_error_not_a_silent_start(monkeypatch):
+    import asyncio
+
+    async def never_ready(self):
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        await self._stop.wait()
+
+    monkeypatch.setattr(WebView, "_main", never_ready)
+    monkeypatch.setattr(WebView, "START_TIMEOUT", 0.2)
+    view = WebView("127.0.0.1", 0, ["cam"])
+    with pytest.raises(TimeoutError, match="not listening after 0.2 s"):
+        view.start()
+    assert not view._thread.is_alive()  # stopped, not left running
+
+
+def test_a_cancelled_event_stream_stays_cancelled():
+    """Server shutdown cancels open responses: the handler must not swallow that."""
+    import asyncio
+
+    from aiohttp.test_utils import make_mocked_request
+
+    view = WebView("127.0.0.1", 0, ["cam"])
+
+    async def run():
+        view._stop = asyncio.Event()
+        task = asyncio.ensure_future(view._events(make_mocked_request("GET", "/events")))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not view._viewers
+
+    asyncio.run(run())
