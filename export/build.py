@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import os
 import shutil
 from pathlib import Path
@@ -18,8 +17,6 @@ from lrcn.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from stream.bundle import BUNDLE_FILE, FORMAT_VERSION, open_bundle, sha256_file
 from stream.files import write_text_atomically
 from stream.sessions import SessionSettings
-
-log = logging.getLogger(__name__)
 
 
 def export_bundle(

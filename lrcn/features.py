@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import logging
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,8 +28,6 @@ from lrcn.onnx_export import export_onnx
 from stream.files import write_atomically
 from stream.frames import read_sampled_frames
 from stream.sessions import SessionSettings, create_session
-
-log = logging.getLogger(__name__)
 
 _CACHE_VERSION = 1
 _BATCH = 32

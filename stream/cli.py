@@ -41,8 +41,6 @@ from stream.sinks import ConsoleSink, JsonlSink, Sink, SubtitleSink
 from stream.sources import Source, SourceOptions, list_devices, redact
 from stream.webview import TOKEN_ENV, WebView, parse_address
 
-log = logging.getLogger("run_stream")
-
 _LATENCY_BINS = 60_000  # 1 ms bins up to a minute
 
 EXIT_OK, EXIT_SOURCE, EXIT_USAGE, EXIT_BUNDLE, EXIT_PIPELINE = 0, 1, 2, 3, 4
@@ -179,7 +177,7 @@ def _main(argv: Sequence[str] | None) -> int:
     overlays: dict[str, tuple[str, Path]] = {}
     if args.overlay is not None:
         try:
-            targets = _output_paths(args.overlay, ids, "mp4")
+            targets = _output_paths(args.overlay, ids, "mp4", option="overlay")
         except ValueError as error:
             parser.error(str(error))
         for stream, source in sources.items():
@@ -189,7 +187,7 @@ def _main(argv: Sequence[str] | None) -> int:
             if isinstance(source, Source):
                 overlays[stream] = (source.url, targets[stream])
     pipeline = Pipeline(sources, loaded, settings)
-    interval = 1.0 / loaded.bundle.sample_fps if loaded.bundle.sample_fps else 1 / 30
+    interval = 1.0 / loaded.bundle.sample_fps  # positive: the bundle's validation says so
     view = None
     if args.serve:
         try:
@@ -219,16 +217,17 @@ def _run(pipeline: Pipeline, ids: list[str], paths: dict[str, dict[str, Path]],
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         with contextlib.ExitStack() as stack:
-            # Unwound in reverse: the generator stops the threads without waiting, the sinks
-            # finish their files, and only then are the threads joined (a network read can take
-            # up to --timeout seconds to give up).
+            # Unwound in reverse order of entry: the generator (entered last) stops the threads
+            # without waiting, the sinks finish their files, the live view closes, and only
+            # then are the threads joined (a network read can take up to --timeout seconds to
+            # give up).
             pipeline.join_on_exit = False
             stack.callback(pipeline.close)
-            events = stack.enter_context(contextlib.closing(iter(pipeline)))
-            if view is not None:  # entered before the sinks: closed after the files are done
+            if view is not None:
                 stack.enter_context(view)
             sinks = {stream: _sinks(stack, stream, paths, interval) for stream in ids}
             console = stack.enter_context(ConsoleSink(show_stream=len(ids) > 1))
+            events = stack.enter_context(contextlib.closing(iter(pipeline)))
             for event in events:
                 for sink in sinks[event.stream]:
                     sink.write(event)
@@ -286,13 +285,16 @@ def _sinks(stack: contextlib.ExitStack, stream: str, paths: dict[str, dict[str, 
     return sinks
 
 
-def _output_paths(path: Path, ids: list[str], kind: str) -> dict[str, Path]:
-    """One file for one source; a directory of STREAM.KIND files otherwise."""
+def _output_paths(path: Path, ids: list[str], kind: str,
+                  option: str | None = None) -> dict[str, Path]:
+    """One file for one source; a directory of STREAM.KIND files otherwise (``option``: the
+    command-line option named in errors, by default ``--KIND``)."""
     as_dir = len(ids) > 1 or path.is_dir() or str(path).endswith(("/", "\\"))
     if not as_dir:
         return {ids[0]: path}
     if path.exists() and not path.is_dir():
-        raise ValueError(f"--{kind} {path}: several sources need a directory, not a file")
+        raise ValueError(f"--{option or kind} {path}: several sources need a directory, "
+                         f"not a file")
     return {stream: path / f"{stream}.{kind}" for stream in ids}
 
 

@@ -16,7 +16,6 @@ OPENED = "opened"  # the source is open and decoding (again, after a reconnect)
 RECONNECTING = "reconnecting"  # the source ended or failed; it is reopened after a delay
 DROPPED = "dropped"  # frames were dropped to keep latency bounded (count in ``dropped``)
 ENDED = "ended"  # the stream is over: its end, or reconnecting gave up (then ``error`` is set)
-STATUS_KINDS = (OPENED, RECONNECTING, DROPPED, ENDED)
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ class StatusEvent:
 
     Attributes:
         stream: the stream's id.
-        kind: one of :data:`STATUS_KINDS`.
+        kind: one of OPENED, RECONNECTING, DROPPED, ENDED (above).
         at: wall-clock time.
         message: a one-line explanation for people (no credentials).
         dropped: frames dropped so far by this stream.

@@ -207,8 +207,6 @@ def test_an_unreadable_list_file_exits_2_with_one_line_naming_it(tmp_path, case)
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="stream.archive._from_list reads the list as strict "
-                                       "UTF-8: UnicodeDecodeError, a traceback and exit 1")
 def test_a_list_file_may_name_files_whose_names_are_not_utf8(videos, tmp_path):
     odd = tmp_path / os.fsdecode(b"caf\xe9.mp4")
     odd.write_bytes(sorted(videos.glob("*.mp4"))[0].read_bytes())

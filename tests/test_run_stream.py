@@ -304,8 +304,7 @@ def test_reconnect_attempts_bound_the_reopenings_of_a_live_source(tmp_path, atte
     ("--jsonl", "out.jsonl"),
     ("--srt", "out.srt"),
     ("--vtt", "out.vtt"),
-    pytest.param("--overlay", "out.mp4", marks=pytest.mark.xfail(
-        strict=True, reason="the message names --mp4, an option that does not exist")),
+    ("--overlay", "out.mp4"),
 ])
 def test_several_sources_and_a_file_output_exit_2_with_one_line(tmp_path, option, name):
     existing = tmp_path / name
