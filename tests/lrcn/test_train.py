@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from lrcn import evaluate, train
@@ -13,6 +14,9 @@ from tests.conftest import require_tool
 from tests.models import TINY_MODEL
 
 
+# 25 epochs, an evaluation with Java's tokenizer and one resumed epoch: 50-80 s on two busy
+# cores; room for a machine three times slower.
+@pytest.mark.timeout(600)
 def test_overfits_a_handful_of_videos(tiny_world, tmp_path):
     require_tool("java", "PTB tokenizer for the COCO metrics")
     config = tmp_path / "tiny.json"
