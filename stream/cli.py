@@ -56,6 +56,7 @@ sources:
   http(s)://.../live.m3u8       HTTP(S) or HLS
   lavfi:GRAPH                   an FFmpeg filter graph, e.g. lavfi:testsrc2=size=640x480:rate=30
                                 (add ,realtime to pace it like a live camera)
+  /tmp/cam.fifo                 a named pipe a producer writes a live stream into
 
 outputs: --jsonl/--srt/--vtt take a file for one source, or a directory (an existing one, a
 path ending in /, or any path when there are several sources) that gets STREAM.jsonl etc.
@@ -111,8 +112,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                           help="beam width of caption search; 1 = greedy (default: 1)")
     live = parser.add_argument_group("live sources")
     live.add_argument("--timeout", type=_positive, default=5.0,
-                      help="seconds to wait for a network source to open or send "
-                           "(default: 5)")
+                      help="seconds a live source (network, camera, pipe) may take to open "
+                           "or stay without data before it is reconnected (default: 5)")
     live.add_argument("--reconnect-attempts", type=_non_negative_int, default=10,
                       help="consecutive failed reopenings of a live source before giving up; "
                            "0 = never reconnect (default: 10)")
