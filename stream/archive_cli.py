@@ -9,8 +9,9 @@ records every input in OUT/manifest.jsonl (path, size, mtime, content fingerprin
 frames, video duration, seconds taken, error). Rerunning skips videos already done and
 unchanged, so a killed run (even by SIGKILL) just continues. Exit codes: 0 all videos
 captioned; 1 some failed (listed at the end, recorded in the manifest); 2 bad command line or
-inputs; 3 the bundle or device cannot be used; 4 the run stopped because the manifest or the
-output directory cannot be written (the workers are stopped; what was recorded stays valid).
+inputs; 3 the bundle or device cannot be used; 4 the run stopped because the manifest cannot
+be written (the workers are stopped; what was recorded stays valid); 130 interrupted (Ctrl-C:
+the workers are stopped, finished videos stay recorded).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from stream.errors import BundleError, DeviceError, reason
 from stream.pipeline import DEFAULT_BUNDLE
 from stream.sessions import DEVICES, SessionSettings, default_threads
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUNDLE, EXIT_OUTPUT = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUNDLE, EXIT_OUTPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -152,6 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {printable(f'{manifest.path}: cannot write ({reason(error)})')}; "
               f"stopped", file=sys.stderr)
         return EXIT_OUTPUT
+    except KeyboardInterrupt:
+        print(f"interrupted: {summary.done + summary.failed} video(s) recorded in "
+              f"{manifest.path}; run again to continue", file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         _close(results)  # stops the workers (pending tasks cancelled) when the loop broke off
     summary.report(args.out)

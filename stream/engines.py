@@ -15,6 +15,7 @@ import logging
 import multiprocessing
 import multiprocessing.process
 import os
+import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -39,6 +40,13 @@ def _init_worker(bundle: str, device: str, threads: int, beam: int) -> None:
     loaded = open_bundle(bundle, SessionSettings(device=device, threads=threads))
     _WORKER["core"] = CaptionCore(loaded, beam=beam)
     _WORKER["threads"] = threads
+
+
+def _init_pool_worker(bundle: str, device: str, threads: int, beam: int) -> None:
+    # Ctrl-C reaches the whole process group: the driver handles it and ends the workers, so a
+    # worker must not die of it on its own (with a traceback each).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker(bundle, device, threads, beam)
 
 
 def _run_task(task: Task) -> TaskResult:
@@ -82,7 +90,7 @@ def _pool_run(tasks: list[Task], workers: int, initargs: tuple[Any, ...],
     context = multiprocessing.get_context("spawn")
     before = set(multiprocessing.active_children())
     pool = ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context,
-                               initializer=_init_worker, initargs=initargs)
+                               initializer=_init_pool_worker, initargs=initargs)
     try:
         futures = {pool.submit(_run_task, task): task for task in tasks}
         for future in as_completed(futures):

@@ -407,3 +407,31 @@ def test_a_file_whose_timestamps_restart_is_captioned_whole_not_by_chunks(tiny_b
     assert chunked == whole
     times = [json.loads(line)["pts"] for line in whole.splitlines()]
     assert len(times) == 20 and times == sorted(times) and times[-1] > 3.5
+
+
+def test_ctrl_c_stops_the_run_and_its_workers_with_one_line(archive, tiny_bundle, tmp_path):
+    """SIGINT to the process group, as a terminal's Ctrl-C: exit 130, one line and no traceback
+    (not from the workers either), no process left, and the finished videos stay recorded."""
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "run_archive.py"), str(archive), "--out", str(out),
+         "--model", str(tiny_bundle), "--workers", "2", "--threads", "1", "--no-progress"],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    path = out / "manifest.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (path.exists() and path.read_text()):
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted: ")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the workers go with the driver
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("worker processes outlived the interrupted run")
+    assert 0 < len(manifest(out)) < 22
