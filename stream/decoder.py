@@ -41,7 +41,7 @@ from stream.frames import (
     video_stream,
 )
 from stream.mailbox import FrameItem, Mailbox
-from stream.sources import Source, open_source, redact
+from stream.sources import PipeReader, Source, open_pipe, open_source, redact
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ class Decoder(threading.Thread):
         self.reconnects = 0
         self._last: tuple[float, float] | None = None  # (pts, monotonic time) of the last frame
         self._frames_since_open = 0
+        self._pipe: PipeReader | None = None  # a named pipe stays open across reopenings
 
     def run(self) -> None:
         try:
@@ -114,6 +115,8 @@ class Decoder(threading.Thread):
             self.error = error
             self.stop.set()
         finally:
+            if self._pipe is not None:
+                self._pipe.close()
             self.mailbox.close(self.stream)
 
     def _decode_until_done(self) -> str | None:
@@ -159,7 +162,9 @@ class Decoder(threading.Thread):
         Raises MediaError when the source cannot be opened or has no video.
         """
         self._frames_since_open = 0
-        with open_source(self.source, self.stop) as container:
+        if self.source.kind == "pipe" and self._pipe is None:
+            self._pipe = open_pipe(self.source, self.stop)
+        with open_source(self.source, self.stop, self._pipe) as container:
             stream = video_stream(container, self.source.name)
             if self.source.live is None:  # a network input: live unless it has a duration
                 self.source = replace(self.source, live=container.duration is None)

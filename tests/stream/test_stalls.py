@@ -34,11 +34,14 @@ def test_a_named_pipe_is_a_live_source_with_a_read_timeout(fifo):
 
 
 def test_a_pipe_whose_writer_pauses_is_reconnected_and_goes_on(fifo, tiny_bundle):
-    """The writer stops for 2.5 s with the pipe open (a stalled camera): after --timeout the
-    stream reconnects, its memory starts over, and captions go on when the writer does."""
+    """The writer stops for 2.5 s with the pipe open (a stalled camera), in the middle of a
+    group of pictures: after --timeout the stream reconnects (the pipe itself stays open, so
+    the writer never loses its reader), its memory starts over, and captions go on from the
+    next keyframe when the writer does."""
     loaded = open_bundle(tiny_bundle, SessionSettings(device="cpu"))
     writer = subprocess.Popen([sys.executable, "-m", "tests.tools.pipe_writer", str(fifo),
-                               "--before", "20", "--pause", "2.5", "--after", "20"], cwd=ROOT,
+                               "--before", "24", "--pause", "2.5", "--after", "26",
+                               "--gop", "10"], cwd=ROOT,
                               stdout=subprocess.PIPE, text=True)
     assert writer.stdout is not None and writer.stdout.readline() == "ready\n"
     settings = PipelineSettings(queue_size=64, reconnect=ReconnectPolicy(10, 0.0, 0.0),
@@ -53,6 +56,10 @@ def test_a_pipe_whose_writer_pauses_is_reconnected_and_goes_on(fifo, tiny_bundle
     first_gap = kinds.index(RECONNECTING, kinds.index("caption"))
     assert "decode failed" in events[first_gap].message
     assert "no data for 1 s" in events[first_gap].message
+    # Reopened mid-stream, the probe reaches a keyframe: the real size, no undecodable start.
+    statuses = [e for e in events if isinstance(e, StatusEvent)]
+    assert all(e.message.endswith("h264 64x48") for e in statuses if e.kind == OPENED)
+    assert all("no data for 1 s" in e.message for e in statuses if e.kind == RECONNECTING)
     reopened = first_gap + kinds[first_gap:].index(OPENED)
     after = [e for e in events[reopened:] if isinstance(e, CaptionEvent)]
     assert len(after) >= 5 and after[0].reset and not any(e.reset for e in after[1:])
