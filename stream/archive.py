@@ -55,12 +55,19 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".t
                             ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ogv"})
 MANIFEST = "manifest.jsonl"
 OUTPUT_KINDS = ("jsonl", "srt", "vtt")
+# FFmpeg demuxers of streams that recorders join byte for byte (their timestamps may restart).
+JOINABLE_FORMATS = frozenset({"mpegts", "mpeg", "mpegvideo", "flv", "h264", "hevc", "m4v",
+                              "dv", "avs"})
 _FINGERPRINT_BYTES = 1 << 20  # hashed from the start and from the end of each file
 _STEP_BATCH = 8  # frames encoded per call within a chunk
 
 
 class ArchiveError(StreamError):
     """The archive run cannot start (no inputs, an unreadable list file, ...)."""
+
+
+class ManifestError(StreamError):
+    """The manifest cannot be written (a full disk, ...): the run cannot record its work."""
 
 
 @dataclass(frozen=True)
@@ -204,10 +211,14 @@ def probe_duration(path: str) -> float | None:
 def seekable_by_time(path: str) -> bool:
     """Whether seeking to a time finds the frames that decoding from the start times there:
     the video's timestamps never go back (joined recordings restart them, and a seek then
-    lands in the wrong part). A scan of the packets, without decoding."""
+    lands in the wrong part). Streams that can be joined byte for byte (MPEG-TS, MPEG-PS, FLV,
+    raw elementary streams) are scanned packet by packet, without decoding; containers with
+    an index hold one timeline."""
     try:
         container, stream = open_video(path)
         with container:
+            if not set(container.format.name.split(",")) & JOINABLE_FORMATS:
+                return True  # an index-based container (MP4, Matroska, ...): no restarts
             latest = -math.inf
             for packet in container.demux(stream):
                 if packet.pts is None or packet.time_base is None:
@@ -430,20 +441,30 @@ class Manifest:
                 and all((out / f"{video.output}.{kind}").exists() for kind in OUTPUT_KINDS))
 
     def append(self, record: dict[str, Any]) -> None:
+        """Append ``record`` and sync it to the disk; :class:`ManifestError` if it cannot be."""
         self.records[record["path"]] = record
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as file:
-            # ASCII JSON: undecodable file-name bytes survive as \\udcNN escapes.
-            file.write(("\n" if self._cut else "") + json.dumps(record) + "\n")
-            self._cut = False
-            file.flush()
-            os.fsync(file.fileno())
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as file:
+                # ASCII JSON: undecodable file-name bytes survive as \\udcNN escapes.
+                file.write(("\n" if self._cut else "") + json.dumps(record) + "\n")
+                self._cut = False
+                file.flush()
+                os.fsync(file.fileno())
+        except OSError as error:
+            raise self._error(error) from error
+
+    def _error(self, error: OSError) -> ManifestError:
+        return ManifestError(printable(f"{self.path}: cannot write ({reason(error)})"))
 
     def compact(self) -> None:
         """Rewrite the manifest with one record per input ever processed here, in path order
         (atomically; inputs of earlier runs with other arguments keep their records)."""
-        write_text_atomically(self.path, "".join(json.dumps(self.records[p]) + "\n"
-                                                 for p in sorted(self.records)), durable=True)
+        try:
+            write_text_atomically(self.path, "".join(json.dumps(self.records[p]) + "\n"
+                                                     for p in sorted(self.records)), durable=True)
+        except OSError as error:
+            raise self._error(error) from error
 
 
 def video_record(video: VideoInput, results: list[TaskResult],

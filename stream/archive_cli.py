@@ -29,6 +29,7 @@ from stream.archive import (
     OUTPUT_KINDS,
     ArchiveError,
     Manifest,
+    ManifestError,
     TaskResult,
     VideoInput,
     describe_inputs,
@@ -129,19 +130,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     remove_temporaries(args.out)  # left by a run that was killed
     manifest = Manifest(args.out)
     todo = [v for v in videos if args.force or not manifest.done(v, args.out, settings)]
-    durations = {v.path: probe_duration(v.path) for v in todo}
-    tasks = [t for v in todo for t in plan_tasks(v, _chunkable(v.path, durations[v.path],
-                                                               args.chunk_seconds),
-                                                 args.chunk_seconds, args.warmup_seconds)]
-    results: Iterator[TaskResult] = iter(())  # nothing to do: no pool, no Ray
-    if tasks and args.engine == "ray":
-        results = run_ray(tasks, args.model, args.device, workers, threads, args.beam,
-                          args.ray_address, args.ray_gpus_per_worker, cpus=workers * threads)
-    elif tasks:
-        results = run_local(tasks, args.model, args.device, workers, threads, args.beam)
     summary = _Summary(total=len(videos), skipped=len(videos) - len(todo))
     by_path = {v.path: v for v in todo}
+    results: Iterator[TaskResult] = iter(())  # nothing to do: no pool, no Ray
     try:
+        durations = {v.path: probe_duration(v.path) for v in todo}
+        tasks = [t for v in todo for t in plan_tasks(v, _chunkable(v.path, durations[v.path],
+                                                                   args.chunk_seconds),
+                                                     args.chunk_seconds, args.warmup_seconds)]
+        if tasks and args.engine == "ray":
+            results = run_ray(tasks, args.model, args.device, workers, threads, args.beam,
+                              args.ray_address, args.ray_gpus_per_worker,
+                              cpus=workers * threads)
+        elif tasks:
+            results = run_local(tasks, args.model, args.device, workers, threads, args.beam)
         with _Progress(sum(d or 0.0 for d in durations.values()), len(todo),
                        not args.no_progress) as progress:
             for parts in group_results(_counting(results, progress, summary)):
@@ -149,9 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _finish(video, parts, args.out, manifest, sample_fps, summary, settings)
                 progress.video_done(summary)
             manifest.compact()
-    except OSError as error:  # the manifest cannot be written (disk full, ...)
-        print(f"error: {printable(f'{manifest.path}: cannot write ({reason(error)})')}; "
-              f"stopped", file=sys.stderr)
+    except ManifestError as error:  # the run cannot record its work (disk full, ...)
+        print(f"error: {error}; stopped", file=sys.stderr)
         return EXIT_OUTPUT
     except KeyboardInterrupt:
         print(f"interrupted: {summary.done + summary.failed} video(s) recorded in "

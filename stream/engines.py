@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.connection
 import multiprocessing.process
 import os
 import signal
@@ -115,13 +116,20 @@ def _stop_pool(pool: ProcessPoolExecutor, workers: set[multiprocessing.process.B
     pool.shutdown(wait=False, cancel_futures=True)
     for worker in workers:
         worker.terminate()
+    # The pool's own manager thread may reap a worker first, after which is_alive() cannot
+    # tell; a process's sentinel becomes ready when it exits, whoever waits for it.
+    running = set(workers)
     deadline = time.monotonic() + grace
-    for worker in workers:
-        worker.join(max(0.0, deadline - time.monotonic()))
-        if worker.is_alive():
-            log.warning("worker process %s did not stop; killing it", worker.pid)
-            worker.kill()
-            worker.join(1.0)
+    while running and time.monotonic() < deadline:
+        ready = set(multiprocessing.connection.wait([w.sentinel for w in running],
+                                                    max(0.0, deadline - time.monotonic())))
+        running = {w for w in running if w.sentinel not in ready}
+    for worker in running:
+        log.warning("worker process %s did not stop within %.0f s; killing it", worker.pid,
+                    grace)
+        worker.kill()
+    for worker in workers:  # reap them (at once: each has exited, or was killed)
+        worker.join(1.0)
 
 
 # ---------------------------------------------------------------------------- Ray

@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
 
+# A directory's fsync is refused where it makes no sense (some network and FUSE file systems);
+# the files' own syncs still happened.
+_NO_DIRECTORY_SYNC = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EACCES})
+
 
 def sync(path: str | os.PathLike[str]) -> None:
-    """Flush a file's (or a directory's entries') data to the disk: after a power loss it is
-    there as written."""
-    fd = os.open(path, os.O_RDONLY)
+    """Flush a file's data (or a directory's entries) to the disk: after a power loss it is
+    there as written. Directories are synced where the system can (not on Windows)."""
+    if os.path.isdir(path):
+        if os.name == "nt":
+            return  # no directory handles to sync; NTFS journals its renames
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as error:
+            if error.errno not in _NO_DIRECTORY_SYNC:
+                raise
+        return
+    fd = os.open(path, os.O_RDWR)  # Windows flushes only handles open for writing
     try:
         os.fsync(fd)
     finally:

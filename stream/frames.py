@@ -174,26 +174,32 @@ class StreamClock:
         [0.0, 0.04, 0.08]
     """
 
-    def __init__(self, stream: av.VideoStream, origin: float | None = None) -> None:
+    def __init__(self, stream: av.stream.Stream, origin: float | None = None) -> None:
         self.origin = origin  # given: the stream's start as found before a seek
         if origin is None and stream.start_time is not None and stream.time_base is not None:
             self.origin = float(stream.start_time * stream.time_base)
-        self.rate = float(stream.average_rate) if stream.average_rate else 25.0
+        rate = getattr(stream, "average_rate", None)
+        self.rate = float(rate) if rate else 25.0
         self.frames = 0  # frames timed so far
         self.restarts = 0  # times the timestamps went back
+        self.shift = 0.0  # seconds added to the timestamps since they restarted
         self._last = -math.inf
 
     def time(self, frame: av.VideoFrame) -> float:
         """The frame's seconds from the stream's start (call once per frame, in order)."""
-        time = frame.time
-        if time is None:
-            time = self.frames / self.rate
+        return self.at(frame.time)
+
+    def at(self, timestamp: float | None) -> float:
+        """Seconds from the stream's start of the next frame or packet, from its timestamp in
+        seconds (None: timed by position)."""
+        if timestamp is None:
+            timestamp = self.frames / self.rate
         self.frames += 1
         if self.origin is None:
-            self.origin = time
-        time -= self.origin
+            self.origin = timestamp
+        time = timestamp - self.origin + self.shift
         if time < self._last - JUMP_BACK:
-            self.origin -= self._last - time + 1 / self.rate
+            self.shift += self._last - time + 1 / self.rate
             time = self._last + 1 / self.rate
             self.restarts += 1
         self._last = max(self._last, time)

@@ -116,17 +116,21 @@ def _encode_unchecked(source: Path, tmp: Path, suffix: str, times: list[float],
             copied = output.add_stream_from_template(audio) if audio is not None else None
             painter = CaptionPainter(encoder.width, encoder.height)
             # The captions' clock (timestamps that restart carry on), so that each frame gets
-            # the caption of its time; output timestamps follow the same clock and never go
-            # back.
+            # the caption of its time; output timestamps follow the same clock (the source's
+            # own until a restart, then carried on), and so does the audio: nothing goes back.
             clock = StreamClock(video)
             time_base = encoder.codec_context.time_base
-            start = (float(video.start_time * video.time_base)
-                     if video.start_time and video.time_base else 0.0)
+            sound = StreamClock(audio) if audio is not None else None
             streams = [video] + ([audio] if audio is not None else [])
             try:
                 for packet in container.demux(streams):
-                    if packet.stream is audio and copied is not None:
-                        if packet.dts is not None:
+                    if packet.stream is audio and copied is not None and sound is not None:
+                        if packet.dts is not None and packet.time_base is not None:
+                            sound.at(float(packet.dts * packet.time_base))
+                            shift = round(sound.shift / packet.time_base)
+                            packet.dts += shift
+                            if packet.pts is not None:
+                                packet.pts += shift
                             packet.stream = copied
                             output.mux(packet)
                         continue
@@ -139,7 +143,7 @@ def _encode_unchecked(source: Path, tmp: Path, suffix: str, times: list[float],
                                                height=encoder.height)
                         drawn = av.VideoFrame.from_ndarray(painter.paint(rgb, text),
                                                            format="rgb24")
-                        drawn.pts = round((start + time) / time_base)
+                        drawn.pts = round(((clock.origin or 0.0) + time) / time_base)
                         drawn.time_base = time_base
                         output.mux(encoder.encode(drawn.reformat(format="yuv420p")))
                 output.mux(encoder.encode())

@@ -121,8 +121,7 @@ class WebView(Sink):
         self._thread.start()
         if not self._ready.wait(self.START_TIMEOUT):
             self.close()
-            raise TimeoutError(f"--serve {self.host}:{self.port}: not listening after "
-                               f"{self.START_TIMEOUT:g} s")
+            raise TimeoutError(f"the live view is not listening after {self.START_TIMEOUT:g} s")
         if self._error is not None:
             raise self._error
         log.info("live view on http://%s:%d/", self.host, self.port)

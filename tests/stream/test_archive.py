@@ -314,7 +314,6 @@ def test_a_manifest_that_cannot_be_written_stops_the_run_and_its_workers(
     from concurrent.futures import ProcessPoolExecutor
 
     from stream import engines
-    from stream.archive import Manifest
 
     submitted = []
 
@@ -323,12 +322,16 @@ def test_a_manifest_that_cannot_be_written_stops_the_run_and_its_workers(
             submitted.append(super().submit(*args, **kwargs))
             return submitted[-1]
 
-    def full_disk(self, record):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    out = tmp_path / "out"
+    real_fsync = os.fsync
+
+    def full_disk(fd):  # the disk fills up under the manifest
+        if os.readlink(f"/proc/self/fd/{fd}") == str(out / "manifest.jsonl"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
 
     monkeypatch.setattr(engines, "ProcessPoolExecutor", Recording)
-    monkeypatch.setattr(Manifest, "append", full_disk)
-    out = tmp_path / "out"
+    monkeypatch.setattr(os, "fsync", full_disk)
     assert _main(str(archive), "--out", str(out), "--model", str(tiny_bundle), "--workers", "2",
                  "--threads", "1") == 4
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
@@ -336,6 +339,10 @@ def test_a_manifest_that_cannot_be_written_stops_the_run_and_its_workers(
                       f"device); stopped"]
     assert len(submitted) == 22 and all(f.done() for f in submitted)
     assert sum(f.cancelled() for f in submitted) >= 11  # at most a few had started
+    # Ended (their sentinels said so); the pool's manager thread may still be reaping one.
+    deadline = time.monotonic() + 10
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not multiprocessing.active_children()
 
 

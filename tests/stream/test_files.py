@@ -25,3 +25,28 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path):
         write_atomically(target, crash)
     assert target.read_text() == "complete"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_a_file_system_that_refuses_directory_syncs_still_writes_durably(tmp_path,
+                                                                       monkeypatch):
+    """Some network and FUSE file systems answer a directory's fsync with EINVAL: the file's
+    own sync is what counts, and the write goes on."""
+    import errno
+    import os
+
+    real_fsync, synced = os.fsync, []
+
+    def picky(fd):
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", picky)
+    target = tmp_path / "out.json"
+    write_text_atomically(target, "{}", durable=True)
+    assert target.read_text() == "{}" and len(synced) == 1 and synced[0].endswith(".tmp")
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.EIO, "I/O")))
+    with pytest.raises(OSError, match="I/O"):  # a real failure is still one
+        write_text_atomically(target, "[]", durable=True)
+    assert target.read_text() == "{}"

@@ -47,15 +47,26 @@ def with_audio(path: Path, seconds: float = 2.0) -> Path:
     return path
 
 
-def flat_segment(path: Path, frames: int = 60, fps: int = 30) -> Path:
-    """An MPEG-TS recording of flat grey 160x120 frames whose timestamps start at 0."""
+def flat_segment(path: Path, frames: int = 60, fps: int = 30, sound: bool = False) -> Path:
+    """An MPEG-TS recording of flat grey 160x120 frames whose timestamps start at 0 (with a
+    sine-wave AAC track as long as the video if ``sound``)."""
     with av.open(str(path), "w", format="mpegts") as out:
         stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        audio = out.add_stream("aac", rate=48000) if sound else None
         for i in range(frames):
             frame = av.VideoFrame.from_ndarray(np.full((120, 160, 3), 100, np.uint8), "rgb24")
             frame.pts, frame.time_base = i, Fraction(1, fps)
             out.mux(stream.encode(frame))
+        if audio is not None:
+            t = np.arange(frames * 48000 // fps) / 48000
+            samples = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+            for begin in range(0, len(samples), 1024):
+                chunk = av.AudioFrame.from_ndarray(samples[begin:begin + 1024][None],
+                                                   format="flt", layout="mono")
+                chunk.sample_rate, chunk.pts = 48000, begin
+                out.mux(audio.encode(chunk))
+            out.mux(audio.encode())
         out.mux(stream.encode())
     return path
 
@@ -138,3 +149,19 @@ def test_timestamps_that_restart_keep_the_captions_clock(tmp_path):
              for b, s in zip(burned, source, strict=True)]
     # Clock times: frame i at i / 30 s (the second half carries on after the first).
     assert drawn == [i / 30 >= 2.5 - 1e-6 for i in range(120)]
+
+
+def test_the_sound_of_joined_recordings_carries_on_with_the_picture(tmp_path):
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(b"".join(flat_segment(tmp_path / f"{k}.ts", sound=True).read_bytes()
+                                for k in "ab"))
+    out = write_overlay(joined, tmp_path / "burned.mp4", [(0.0, "a"), (2.5, "b")])
+    with av.open(str(joined)) as a, av.open(str(out)) as b:
+        packets = [[p for p in c.demux(c.streams.audio[0]) if p.size] for c in (a, b)]
+        times = [float(p.dts * p.time_base) for p in packets[1]]
+    _, video = frames_of(out)
+    assert len(packets[1]) == len(packets[0]) > 0 and len(video) == 120
+    assert all(y > x for x, y in zip(times, times[1:], strict=False))
+    # Sound and picture end together, 4 s after they began (not 2 s: the second half follows).
+    assert times[-1] - times[0] == pytest.approx(video[-1] - video[0], abs=0.1)
+    assert video[-1] - video[0] == pytest.approx(119 / 30, abs=1e-3)
