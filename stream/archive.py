@@ -41,14 +41,7 @@ from stream.captioning import CaptionCore
 from stream.errors import MediaError, StreamError, reason
 from stream.events import CaptionEvent
 from stream.files import sync, write_text_atomically
-from stream.frames import (
-    JUMP_BACK,
-    StreamClock,
-    TimeSampler,
-    frame_to_rgb,
-    open_video,
-    sampled_frames,
-)
+from stream.frames import StreamClock, TimeSampler, frame_to_rgb, open_video, sampled_frames
 from stream.sinks import JsonlSink, SubtitleSink
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".mts",
@@ -219,14 +212,12 @@ def seekable_by_time(path: str) -> bool:
         with container:
             if not set(container.format.name.split(",")) & JOINABLE_FORMATS:
                 return True  # an index-based container (MP4, Matroska, ...): no restarts
-            latest = -math.inf
+            clock = StreamClock(stream)  # its restart rule, on packet times
             for packet in container.demux(stream):
-                if packet.pts is None or packet.time_base is None:
-                    continue
-                time = float(packet.pts * packet.time_base)
-                if time < latest - JUMP_BACK:
-                    return False
-                latest = max(latest, time)
+                if packet.pts is not None and packet.time_base is not None:
+                    clock.at(float(packet.pts * packet.time_base))
+                    if clock.restarts:
+                        return False
     except (MediaError, av.FFmpegError, OSError):
         return False  # it fails when captioned, whole
     return True
@@ -332,8 +323,8 @@ def _frames_from(container: av.container.InputContainer, stream: av.VideoStream,
         return
     origin = StreamClock(stream).origin
     if origin is None:  # the stream's clock starts at its first frame: read it before seeking
-        origin = next(iter(sampled_frames(container, stream, TimeSampler(None),
-                                          clock=StreamClock(stream, origin=0.0))), (0.0,))[0]
+        opening = next(container.decode(stream), None)
+        origin = float(opening.time) if opening is not None and opening.time is not None else 0.0
     margin = 0.0
     while True:
         target = max(0.0, first - margin)

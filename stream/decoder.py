@@ -181,7 +181,8 @@ class Decoder(threading.Thread):
             try:
                 packets = None
                 if self.source.kind == "webcam":  # opened non-blocking: retried up to a timeout
-                    packets = retried_packets(container, stream, self._read_timeout(), self.stop)
+                    packets = retried_packets(container, stream, self.source.read_timeout,
+                                              self.stop)
                 for pts, frame in sampled_frames(container, stream, TimeSampler(self.sample_fps),
                                                  counter, packets):
                     if self.stop.is_set():
@@ -202,9 +203,6 @@ class Decoder(threading.Thread):
             if counter.decoded == 0:
                 return f"{self.source.name}: no decodable video frames"
             return None
-
-    def _read_timeout(self) -> float:
-        return self.source.timeout[1] if self.source.timeout else 5.0
 
     def _status(self, kind: str, message: str, error: str | None = None) -> None:
         event = StatusEvent(stream=self.stream, kind=kind, at=time.time(), message=message,

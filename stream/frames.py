@@ -25,7 +25,7 @@ from stream.errors import MediaError, reason
 _TIME_EPS = 1e-6
 HD_PIXELS = 1280 * 720  # files at least this large decode with frame threading
 # A timestamp this many seconds before the latest one is a restart of the clock, not jitter.
-JUMP_BACK = 0.5
+_JUMP_BACK = 0.5
 # Bilinear is cheap and, unlike FFmpeg's default (bicubic), has no ringing on flat synthetic
 # colours; what matters most is that every caller uses the same one.
 _INTERPOLATION = "BILINEAR"
@@ -198,7 +198,7 @@ class StreamClock:
         if self.origin is None:
             self.origin = timestamp
         time = timestamp - self.origin + self.shift
-        if time < self._last - JUMP_BACK:
+        if time < self._last - _JUMP_BACK:
             self.shift += self._last - time + 1 / self.rate
             time = self._last + 1 / self.rate
             self.restarts += 1

@@ -114,6 +114,12 @@ class Source:
     live: bool | None = False
     timeout: tuple[float, float] | None = None
 
+    @property
+    def read_timeout(self) -> float:
+        """Seconds a read may wait for data (the default of :class:`SourceOptions` when the
+        source has no timeout of its own)."""
+        return self.timeout[1] if self.timeout else SourceOptions.timeout
+
 
 def redact(text: str) -> str:
     """Replace the credentials of every URL in ``text`` with ``***`` (and escape control
@@ -244,7 +250,7 @@ def list_devices(camera_format: str | None = None) -> list[str]:
 def open_pipe(source: Source, stop: threading.Event | None = None) -> PipeReader:
     """The reader of a named-pipe source, or :class:`MediaError` naming it."""
     try:
-        return PipeReader(source.url, (source.timeout or (5.0, 5.0))[1], stop)
+        return PipeReader(source.url, source.read_timeout, stop)
     except OSError as error:
         raise MediaError(f"{source.name}: cannot open ({redact(reason(error))})") from error
 
@@ -261,25 +267,20 @@ def open_source(
     SIGPIPE) and no byte in the pipe is lost. Otherwise it gets a reader of its own, closed
     with the container. ``stop`` makes a pipe's waiting reads end at once (an end of stream).
     """
-    own = source.kind == "pipe" and pipe is None
-    if own:
-        pipe = open_pipe(source, stop)
-    try:
-        if pipe is not None:
-            container = av.open(pipe, "r", format=source.format, options=dict(source.options))
-        else:
-            container = av.open(source.url, "r", format=source.format,
-                                options=dict(source.options), timeout=source.timeout)
-    except (av.FFmpegError, OSError) as error:
-        if own and pipe is not None:
-            pipe.close()
-        raise MediaError(f"{source.name}: cannot open ({redact(reason(error))})") from error
-    try:
+    with contextlib.ExitStack() as own:
+        if source.kind == "pipe" and pipe is None:
+            pipe = own.enter_context(open_pipe(source, stop))
+        try:
+            if pipe is not None:
+                container = av.open(pipe, "r", format=source.format,
+                                    options=dict(source.options))
+            else:
+                container = av.open(source.url, "r", format=source.format,
+                                    options=dict(source.options), timeout=source.timeout)
+        except (av.FFmpegError, OSError) as error:
+            raise MediaError(f"{source.name}: cannot open ({redact(reason(error))})") from error
         with container:
             yield container
-    finally:
-        if own and pipe is not None:
-            pipe.close()
 
 
 class PipeReader(io.RawIOBase):
