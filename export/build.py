@@ -64,6 +64,7 @@ def export_bundle(
             "model": {"backbone": cfg.backbone, "input_size": cfg.input_size,
                       "config": cfg.to_dict()},
             "sample_fps": provenance["sample_fps"],
+            "keyframes": cfg.keyframes.to_json(),
             "max_caption_len": cfg.max_caption_len,
             "vocabulary": {"tokens": vocab.to_json(), "pad": PAD_ID, "bos": BOS_ID,
                            "eos": EOS_ID, "unk": UNK_ID},

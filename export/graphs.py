@@ -4,8 +4,9 @@ Each wrapper reuses the model's own modules, so the exported graph computes exac
 model computes; the wrappers only fix the interface the runtime expects (stream/bundle.py):
 state as explicit inputs and outputs, the batch axis dynamic everywhere.
 
-    EncoderGraph    frames (B, S, S, 3) uint8 -> features (B, feature_dim), thumbnail
-                    (the backbone, grid pooling and the memory's input projection)
+    EncoderGraph    frames (B, S, S, 3) uint8 -> features (B, feature_dim)
+                    (the backbone, grid pooling and the memory's input projection; key frames
+                    only: thumbnails come from stream.keyframes.thumbnails for every frame)
     MemoryGraph     features, thumbnail, reset (B,) bool, h, c, prev, avg
                     -> context, word_h, word_c (the word LSTM's start), h', c', prev', avg'
     CaptionerGraph  token (N,) int64, context, word_h, word_c -> logp (N, V), word_h', word_c'
@@ -29,10 +30,9 @@ class EncoderGraph(nn.Module):
         self.encoder = model.encoder
         self.project = model.memory.project
 
-    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """frames (B, S, S, 3) uint8 -> features (B, feature_dim), thumbnail (B, 3, m, m)."""
-        appearance, thumbnail = self.encoder(frames)
-        return self.project(appearance), thumbnail
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames (B, S, S, 3) uint8 -> features (B, feature_dim)."""
+        return self.project(self.encoder(frames))
 
 
 class MemoryGraph(nn.Module):
@@ -133,6 +133,8 @@ def export_graphs(model: LRCN, out: Path, opset: int) -> dict[str, GraphSpec]:
         input_names, output_names = GRAPH_IO[role]
         with torch.no_grad():
             outputs = module(*(inputs[n] for n in input_names))
+        if isinstance(outputs, torch.Tensor):
+            outputs = (outputs,)
         axes = {name: {_batch_axis(name): BATCH} for name in (*input_names, *output_names)}
         file = f"{role}.onnx"
         export_onnx(module, tuple(inputs[n] for n in input_names), out / file, input_names,

@@ -42,6 +42,8 @@ def graph_differences(
             inputs = example_inputs(model, batch, seed=seed + 1)[role]
             with torch.no_grad():
                 expected = module(*(inputs[n] for n in input_names))
+            if isinstance(expected, torch.Tensor):
+                expected = (expected,)
             got = loaded.sessions[role].run(list(output_names),
                                             {n: inputs[n].numpy() for n in input_names})
             for e, g in zip(expected, got, strict=True):

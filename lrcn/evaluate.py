@@ -131,7 +131,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                                not args.no_progress)
         split: dict[str, Any] = {"data": str(path)}
         for beam in _beams(args):
-            captions = predict(model, videos, vocab, beam=beam)
+            captions = predict(model, videos, vocab, sample_fps, beam=beam)
             split[_label(beam)] = score_split(data.items, [v.times for v in videos], captions,
                                               meteor=not args.no_meteor)
             log.info("%s %s: %s", name, _label(beam), _headline(split[_label(beam)]))
@@ -163,6 +163,7 @@ def _evaluate_bundle(args: argparse.Namespace) -> dict[str, Any]:
         items = load_dataset(path).items
         times: list[np.ndarray] = []
         captions: dict[int, list[list[str]]] = {beam: [] for beam in cores}
+        encoded = 0
         bar = _progress(not args.no_progress, name, len(items))
         for start in range(0, len(items), _STREAMS):
             # Each group of videos is decoded once and captioned by every decoding.
@@ -170,13 +171,17 @@ def _evaluate_bundle(args: argparse.Namespace) -> dict[str, Any]:
                        for it in items[start : start + _STREAMS]]
             times += [t for _, t in decoded]
             for beam, core in cores.items():
-                for caps in caption_sequences(core, [f for f, _ in decoded], streams=_STREAMS):
+                for caps in caption_sequences(core, [f for f, _ in decoded],
+                                              [t for _, t in decoded], streams=_STREAMS):
                     captions[beam].append([c.text for c in caps])
+                    encoded += sum(c.encoded for c in caps) if beam == 1 else 0
             if bar is not None:
                 bar.update(len(decoded))
         if bar is not None:
             bar.close()
-        split: dict[str, Any] = {"data": str(path)}
+        frames = sum(len(t) for t in times)
+        split: dict[str, Any] = {"data": str(path), "frames_encoded": encoded,
+                                 "encoder_calls_per_frame": round(encoded / max(frames, 1), 4)}
         for beam in cores:
             split[_label(beam)] = score_split(items, times, captions[beam],
                                               meteor=not args.no_meteor)

@@ -1,8 +1,10 @@
 """Encoded frames of a data set, computed once and cached on disk.
 
-With a frozen backbone the encoder's outputs (pooled appearance + motion thumbnail) depend only on
-the video, the sample rate and the encoder, so epochs read them from ``<cache>/<key>.npz`` instead
-of re-running the CNN. The key hashes the video's path, size and mtime, ``sample_fps``, the encoder
+With a frozen backbone the encoder's output (pooled appearance) and the motion stream's thumbnails
+depend only on the video, the sample rate and the encoder, so epochs read them from
+``<cache>/<key>.npz`` instead of re-running the CNN. The cache holds every frame's appearance:
+training holds it between key frames itself, as the runtime does. The key hashes the video's
+path, size and mtime, ``sample_fps``, the encoder
 configuration and the backbone's weights.
 
 By default the encoder runs through ONNX Runtime (several times faster than eager PyTorch on a
@@ -27,9 +29,10 @@ from lrcn.model import FrameEncoder
 from lrcn.onnx_export import export_onnx
 from stream.files import write_atomically
 from stream.frames import read_sampled_frames
+from stream.keyframes import thumbnails
 from stream.sessions import SessionSettings, create_session
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: thumbnails from stream.keyframes.thumbnails
 _BATCH = 32
 
 
@@ -70,8 +73,8 @@ def encode_decoded(encoder: FrameEncoder, video: DecodedVideo) -> EncodedVideo:
     """Run the (current, eager) encoder over a decoded video's frames."""
     run = _torch_runner(encoder)
     parts = [run(video.frames[i : i + _BATCH]) for i in range(0, len(video.frames), _BATCH)]
-    return EncodedVideo(video.item, np.concatenate([p[0] for p in parts]),
-                        np.concatenate([p[1] for p in parts]), video.times)
+    return EncodedVideo(video.item, np.concatenate(parts),
+                        thumbnails(video.frames, encoder.config.motion_pool), video.times)
 
 
 def _encoder_fingerprint(encoder: FrameEncoder, sample_fps: float) -> str:
@@ -101,21 +104,21 @@ class _OnnxEncoder:
             size = encoder.config.input_size
             dummy = torch.zeros(2, size, size, 3, dtype=torch.uint8)
             path.parent.mkdir(parents=True, exist_ok=True)
-            export_onnx(encoder, (dummy,), path, ["frames"], ["appearance", "thumbnail"],
-                        {"frames": {0: "n"}, "appearance": {0: "n"}, "thumbnail": {0: "n"}})
+            export_onnx(encoder, (dummy,), path, ["frames"], ["appearance"],
+                        {"frames": {0: "n"}, "appearance": {0: "n"}})
         self.session = create_session(path, SessionSettings(device="cpu"),
                                       ["CPUExecutionProvider"])
 
-    def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        appearance, thumbs = self.session.run(None, {"frames": frames})
-        return appearance, thumbs
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        appearance: np.ndarray = self.session.run(None, {"frames": frames})[0]
+        return appearance
 
 
-def _torch_runner(encoder: FrameEncoder) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    def run(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _torch_runner(encoder: FrameEncoder) -> Callable[[np.ndarray], np.ndarray]:
+    def run(frames: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            appearance, thumbs = encoder.eval()(torch.from_numpy(frames))
-        return appearance.numpy(), thumbs.numpy()
+            appearance: np.ndarray = encoder.eval()(torch.from_numpy(frames)).numpy()
+        return appearance
 
     return run
 
@@ -139,7 +142,7 @@ def encode_videos(
     """
     fingerprint = _encoder_fingerprint(encoder, sample_fps)
     cache = Path(cache_dir) if cache_dir is not None else None
-    runner: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
+    runner: Callable[[np.ndarray], np.ndarray] | None = None
     size = encoder.config.input_size
     out = []
     for item in _progress(items, progress, "encoding frames"):
@@ -157,8 +160,8 @@ def encode_videos(
                 runner = _torch_runner(encoder)
         frames, times = read_sampled_frames(item.path, sample_fps, (size, size))
         parts = [runner(frames[i : i + _BATCH]) for i in range(0, len(frames), _BATCH)]
-        appearance = np.concatenate([p[0] for p in parts]).astype(np.float32)
-        thumbs = np.concatenate([p[1] for p in parts]).astype(np.float32)
+        appearance = np.concatenate(parts).astype(np.float32)
+        thumbs = thumbnails(frames, encoder.config.motion_pool)
         if file is not None:
             arrays = {"appearance": appearance, "thumbs": thumbs, "times": times}
             write_atomically(file, functools.partial(_savez, arrays=arrays))

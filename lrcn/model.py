@@ -3,7 +3,8 @@
 Data flow for one stream, one sampled frame at a time (``step``), or a whole sequence at once
 (``forward``), with identical results:
 
-    frame (H, W, 3) uint8 --FrameEncoder--> appearance (F,), thumbnail (3, m, m)
+    frame (H, W, 3) uint8 --FrameEncoder (key frames only)--> appearance (F,), held until the next
+    frame (H, W, 3) uint8 --stream.keyframes.thumbnails (every frame)--> thumbnail (3, m, m)
     appearance, thumbnail, cont, state --Memory--> memory output (H_mem,), new state
     memory output --Captioner (greedy / beam)--> caption tokens
 
@@ -13,15 +14,20 @@ frame's thumbnail and a running average of thumbnails in the state, like ``h`` a
 sees the differences to them: deep pooled features hardly change when a shape moves a few pixels,
 while a pixel difference shows the direction of motion and growth directly.
 
+Key frames (:mod:`stream.keyframes`): the CNN runs only where the frames changed, and the memory
+is trained on appearance held between key frames exactly as the runtime holds it.
+
 The FrameEncoder is stateless (the batched ONNX encoder); Memory and Captioner are the small
 step graphs that carry per-stream state.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,6 +39,14 @@ from lrcn.backbones import (
     build_backbone,
 )
 from lrcn.vocab import BOS_ID, EOS_ID, PAD_ID
+from stream.keyframes import (
+    KeyFrameRule,
+    held_index,
+    key_frames,
+    sample_slot,
+    signature,
+    thumbnails,
+)
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,9 @@ class LRCNConfig:
     word_hidden: int = 256
     max_caption_len: int = 16  # tokens including <eos>
     dropout: float = 0.1
+    key_every: int = 1  # key frames at most this many sample slots apart (1: CNN on every frame)
+    key_threshold: float = 0.0  # cell-mean change that makes a key frame (stream.keyframes)
+    key_cells: int = 7
 
     def __post_init__(self) -> None:
         if self.pool not in ("avg", "grid"):
@@ -65,6 +82,12 @@ class LRCNConfig:
         if self.input_size % self.motion_pool:
             raise ValueError(f"input_size {self.input_size} is not a multiple of motion_pool "
                              f"{self.motion_pool}")
+        self.keyframes  # noqa: B018 - validates the key-frame settings
+
+    @property
+    def keyframes(self) -> KeyFrameRule:
+        """The key-frame rule (checks its settings)."""
+        return KeyFrameRule(self.key_every, self.key_threshold, self.key_cells)
 
     @property
     def cells(self) -> int:
@@ -114,7 +137,7 @@ class MemoryState(NamedTuple):
 
 
 class FrameEncoder(nn.Module):
-    """Stateless per-frame encoder: uint8 RGB frames -> pooled appearance + thumbnail."""
+    """Stateless per-frame encoder: uint8 RGB frames -> pooled appearance features."""
 
     def __init__(self, config: LRCNConfig) -> None:
         super().__init__()
@@ -135,22 +158,15 @@ class FrameEncoder(nn.Module):
         for p in self.backbone.parameters():
             p.requires_grad_(finetune)
 
-    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode a batch of frames.
-
-        Args:
-            frames: (N, S, S, 3) uint8 RGB, S = config.input_size.
-        Returns:
-            appearance (N, appearance_dim) float; thumbnail (N, 3, m, m) in [0, 1].
-        """
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """Encode a batch of frames: (N, S, S, 3) uint8 RGB, S = config.input_size ->
+        appearance (N, appearance_dim) float."""
         x = frames.permute(0, 3, 1, 2).float()  # (N, 3, S, S), 0..255
         mean, std = self.get_buffer("mean"), self.get_buffer("std")
         features = self.backbone((x - mean) / std)  # (N, C, h, w)
         # Static cells (as adaptive_avg_pool2d would choose) export to ONNX as plain slices.
         cells = [features[:, :, r0:r1, c0:c1].mean(dim=(2, 3)) for r0, r1, c0, c1 in self.cells]
-        appearance = torch.stack(cells, dim=2).flatten(1)  # (N, C * cells)
-        thumbnail = F.avg_pool2d(x / 255.0, self.config.motion_pool)  # (N, 3, m, m)
-        return appearance, thumbnail
+        return torch.stack(cells, dim=2).flatten(1)  # (N, C * cells)
 
 
 def _grid_cells(height: int, width: int, side: int) -> list[tuple[int, int, int, int]]:
@@ -375,21 +391,30 @@ class LRCN(nn.Module):
 
     @torch.no_grad()
     def caption_frames(
-        self, frames: torch.Tensor, beam: int = 1, batch: int = 32
+        self, frames: torch.Tensor, times: Sequence[float] | None = None, beam: int = 1,
+        batch: int = 32, sample_fps: float = 10.0,
     ) -> list[list[int]]:
-        """Caption every frame of one sequence (fresh state): frames (T, S, S, 3) uint8."""
-        appearance, thumbs = [], []
-        for i in range(0, frames.shape[0], batch):
-            a, t = self.encoder(frames[i : i + batch])
-            appearance.append(a)
-            thumbs.append(t)
-        return self.caption_features(torch.cat(appearance), torch.cat(thumbs), beam=beam)
+        """Caption every frame of one sequence (fresh state), the CNN on key frames only.
+
+        frames (T, S, S, 3) uint8; times (T,) seconds (None: one sample slot per frame).
+        """
+        array = frames.numpy()
+        thumbs = thumbnails(array, self.config.motion_pool)  # (T, 3, m, m)
+        slots = (range(len(array)) if times is None
+                 else [sample_slot(t, sample_fps) for t in times])
+        keys = key_frames(self.config.keyframes, signature(self.config.keyframes, thumbs), slots)
+        index = torch.from_numpy(np.flatnonzero(keys))
+        appearance = torch.cat([self.encoder(frames[index[i : i + batch]])
+                                for i in range(0, len(index), batch)])  # (K, F)
+        held = torch.from_numpy(np.searchsorted(index.numpy(), held_index(keys)))  # (T,)
+        return self.caption_features(appearance[held], torch.from_numpy(thumbs), beam=beam)
 
     @torch.no_grad()
     def caption_features(
         self, appearance: torch.Tensor, thumbs: torch.Tensor, beam: int = 1
     ) -> list[list[int]]:
-        """Caption encoded frames of one sequence: appearance (T, F), thumbs (T, 3, m, m)."""
+        """Caption encoded frames of one sequence: appearance (T, F) as held between key frames,
+        thumbs (T, 3, m, m)."""
         T = appearance.shape[0]
         cont = torch.ones(1, T)
         cont[0, 0] = 0.0

@@ -44,6 +44,14 @@ from lrcn.metrics import frame_exact_match
 from lrcn.model import LRCN, LRCNConfig, caption_targets
 from lrcn.vocab import PAD_ID, Vocabulary
 from stream.files import write_text_atomically
+from stream.keyframes import (
+    KeyFrameRule,
+    held_index,
+    key_frames,
+    sample_slot,
+    signature,
+    thumbnails,
+)
 
 log = logging.getLogger("lrcn.train")
 
@@ -68,36 +76,49 @@ class TrainConfig:
 class _Sequence:
     """One video ready for training: encoder inputs or outputs, and per-frame caption targets.
 
-    With a frozen encoder ``inputs`` is (appearance (T, F), thumbs (T, 3, m, m)) from the cache;
-    when fine-tuning it is (frames (T, S, S, 3) uint8,) and the encoder runs in the training graph.
+    ``inputs`` is (appearance (T, F), thumbs (T, 3, m, m)) from the cache with a frozen encoder;
+    when fine-tuning it is (frames (T, S, S, 3) uint8, thumbs) and the encoder runs in the
+    training graph. ``signatures`` and ``slots`` place the frames in the key-frame schedule.
     """
 
     inputs: tuple[torch.Tensor, ...]
+    signatures: np.ndarray  # (T, 3, cells, cells)
+    slots: np.ndarray  # (T,) sample slots
     target: list[int]  # per frame: index into `references`, -1 for no target
     references: list[list[list[int]]]  # per segment: token ids of each reference sentence
 
 
 def _sequences(
-    videos: Sequence[EncodedVideo | DecodedVideo], vocab: Vocabulary, max_len: int
+    videos: Sequence[EncodedVideo | DecodedVideo], vocab: Vocabulary, config: LRCNConfig,
+    sample_fps: float,
 ) -> list[_Sequence]:
     out = []
+    rule = config.keyframes
     for video in videos:
-        inputs = ((torch.from_numpy(video.frames),) if isinstance(video, DecodedVideo) else
-                  (torch.from_numpy(video.appearance), torch.from_numpy(video.thumbs)))
+        if isinstance(video, DecodedVideo):
+            thumbs = thumbnails(video.frames, config.motion_pool)
+            inputs = (torch.from_numpy(video.frames), torch.from_numpy(thumbs))
+        else:
+            thumbs = video.thumbs
+            inputs = (torch.from_numpy(video.appearance), torch.from_numpy(thumbs))
+        slots = np.array([sample_slot(t, sample_fps) for t in video.times], np.int64)
         segments = list(video.item.segments)
         target = [segments.index(seg) if seg is not None else -1
                   for seg in frame_targets(video.item, video.times)]
-        refs = [[vocab.encode(s, max_len) for s in seg.sentences] for seg in segments]
-        out.append(_Sequence(inputs, target, refs))
+        refs = [[vocab.encode(s, config.max_caption_len) for s in seg.sentences]
+                for seg in segments]
+        out.append(_Sequence(inputs, signature(rule, thumbs), slots, target, refs))
     return out
 
 
 def _batch(
-    seqs: list[_Sequence], starts: list[int]
+    seqs: list[_Sequence], starts: list[int], rule: KeyFrameRule
 ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """Pad a batch to its longest member: inputs (B, T, ...) each, cont (B, T), targets (B, T).
 
-    Sequence b starts at its frame ``starts[b]`` (a stream can begin mid-video).
+    Sequence b starts at its frame ``starts[b]`` (a stream can begin mid-video), and its key-frame
+    schedule starts there too: the first input (appearance, or the frames it is computed from)
+    is held between key frames exactly as the runtime holds it.
     """
     lengths = [len(s.target) - st for s, st in zip(seqs, starts, strict=True)]
     B, T = len(seqs), max(lengths)
@@ -106,7 +127,10 @@ def _batch(
     cont[:, 0] = 0.0
     targets = torch.full((B, T), -1, dtype=torch.long)
     for b, (s, st, n) in enumerate(zip(seqs, starts, lengths, strict=True)):
-        for padded, x in zip(inputs, s.inputs, strict=True):
+        keys = key_frames(rule, s.signatures[st:], s.slots[st:])
+        held = torch.from_numpy(st + held_index(keys))  # (n,) frame of the features used
+        inputs[0][b, :n] = s.inputs[0][held]
+        for padded, x in zip(inputs[1:], s.inputs[1:], strict=True):
             padded[b, :n] = x[st:]
         targets[b, :n] = torch.tensor(s.target[st:])
     return inputs, cont, targets
@@ -114,12 +138,12 @@ def _batch(
 
 def _encoded(model: LRCN, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(appearance (B, t, F), thumbs (B, t, 3, m, m)) of a chunk of cached or raw inputs."""
-    if len(inputs) == 2:
-        return inputs[0], inputs[1]
-    frames = inputs[0]  # (B, t, S, S, 3): fine-tuning runs the encoder inside the graph
-    appearance, thumbs = model.encoder(frames.flatten(0, 1))  # (B * t, F), (B * t, 3, m, m)
-    B, t = frames.shape[:2]
-    return appearance.view(B, t, -1), thumbs.view(B, t, *thumbs.shape[1:])
+    first, thumbs = inputs
+    if first.dtype != torch.uint8:
+        return first, thumbs
+    # (B, t, S, S, 3) held frames: fine-tuning runs the encoder inside the graph
+    appearance = model.encoder(first.flatten(0, 1))  # (B * t, F)
+    return appearance.view(*first.shape[:2], -1), thumbs
 
 
 def train_epoch(
@@ -145,7 +169,8 @@ def train_epoch(
         if time.monotonic() > deadline:
             break
         batch = [seqs[i] for i in indices]
-        inputs, cont, targets = _batch(batch, [starts[i] for i in indices])
+        inputs, cont, targets = _batch(batch, [starts[i] for i in indices],
+                                       model.config.keyframes)
         state = model.memory.init_state(len(batch))
         for t0 in range(0, cont.shape[1], cfg.tbptt):
             sl = slice(t0, t0 + cfg.tbptt)
@@ -176,22 +201,27 @@ def train_epoch(
     return total / max(count, 1)
 
 
-def predict(model: LRCN, videos: Sequence[EncodedVideo], vocab: Vocabulary,
+def predict(model: LRCN, videos: Sequence[EncodedVideo], vocab: Vocabulary, sample_fps: float,
             beam: int = 1) -> list[list[str]]:
-    """Caption every sampled frame of each video (fresh state per video)."""
+    """Caption every sampled frame of each video (fresh state per video, features held between
+    key frames as the runtime holds them)."""
     model.eval()
+    rule = model.config.keyframes
     out = []
     for video in videos:
-        ids = model.caption_features(torch.from_numpy(video.appearance),
+        slots = [sample_slot(t, sample_fps) for t in video.times]
+        held = held_index(key_frames(rule, signature(rule, video.thumbs), slots))
+        ids = model.caption_features(torch.from_numpy(video.appearance[held]),
                                      torch.from_numpy(video.thumbs), beam=beam)
         out.append([vocab.decode(i) for i in ids])
     return out
 
 
-def frame_accuracy(model: LRCN, videos: Sequence[EncodedVideo], vocab: Vocabulary) -> float:
+def frame_accuracy(model: LRCN, videos: Sequence[EncodedVideo], vocab: Vocabulary,
+                   sample_fps: float) -> float:
     """Greedy per-frame exact match over ``videos``."""
     correct = counted = 0
-    for video, captions in zip(videos, predict(model, videos, vocab), strict=True):
+    for video, captions in zip(videos, predict(model, videos, vocab, sample_fps), strict=True):
         c, n = frame_exact_match(captions, frame_references(video.item, video.times))
         correct, counted = correct + c, counted + n
     return correct / max(counted, 1)
@@ -243,6 +273,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     m.add_argument("--max-caption-len", type=int, default=d.max_caption_len,
                    help="tokens per caption including <eos>")
     m.add_argument("--dropout", type=float, default=d.dropout)
+    m.add_argument("--key-every", type=int, default=d.key_every,
+                   help="key frames (the CNN runs on them, the others hold their features) at "
+                        "most this many sampled frames apart; 1: every frame "
+                        "(default: %(default)s)")
+    m.add_argument("--key-threshold", type=float, default=d.key_threshold,
+                   help="a frame whose cell-mean colours differ from the last key frame's by "
+                        "more than this (0..1) is a key frame (default: %(default)s)")
+    m.add_argument("--key-cells", type=int, default=d.key_cells,
+                   help="cells per side of the grid that change is measured on")
     m.add_argument("--min-word-count", type=int, default=1,
                    help="rarer training words become <unk>")
     o = p.add_argument_group("optimisation")
@@ -295,7 +334,8 @@ def _model_config(args: argparse.Namespace, vocab_size: int) -> LRCNConfig:
         motion_channels=args.motion_channels, motion_dim=args.motion_dim,
         motion_decay=args.motion_decay, memory_layers=args.memory_layers,
         memory_hidden=args.memory_hidden, word_embed=args.word_embed,
-        word_hidden=args.word_hidden, max_caption_len=args.max_caption_len, dropout=args.dropout)
+        word_hidden=args.word_hidden, max_caption_len=args.max_caption_len, dropout=args.dropout,
+        key_every=args.key_every, key_threshold=args.key_threshold, key_cells=args.key_cells)
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
@@ -344,7 +384,7 @@ def _run(args: argparse.Namespace) -> int:
                                      args.cache_dir, args.engine, progress)
         val_encoded = encode_videos(val_items, model.encoder, cfg.sample_fps, args.cache_dir,
                                     args.engine, progress)
-    seqs = _sequences(train_videos, vocab, mcfg.max_caption_len)
+    seqs = _sequences(train_videos, vocab, mcfg, cfg.sample_fps)
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -375,7 +415,8 @@ def _run(args: argparse.Namespace) -> int:
         if mcfg.finetune:
             model.eval()
             val_encoded = [encode_decoded(model.encoder, v) for v in val_frames]
-        accuracy = frame_accuracy(model, val_encoded, vocab) if val_items else float("nan")
+        accuracy = (frame_accuracy(model, val_encoded, vocab, cfg.sample_fps) if val_items
+                    else float("nan"))
         spent = elapsed + time.monotonic() - began
         row = {"epoch": epoch, "minutes": round(spent / 60, 3), "train_loss": round(loss, 5),
                "val_frame_acc": round(accuracy, 5), "lr": optimizer.param_groups[0]["lr"]}

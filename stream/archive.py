@@ -17,7 +17,9 @@ wall-clock times, so a resumed run writes the same files as an uninterrupted one
 
 Chunks: a video longer than ``chunk_seconds`` is split at multiples of it; each chunk starts
 decoding ``warmup_seconds`` earlier and steps the model through that warm-up window without
-emitting captions, so that its memory is rebuilt by its first own frame.
+emitting captions, so that its memory is rebuilt by its first own frame. The warm-up is never
+shorter than the key-frame rule's window, so that a chunk's key frames are exactly the whole
+video's (:mod:`stream.keyframes`).
 """
 
 from __future__ import annotations
@@ -266,8 +268,10 @@ def _caption_frames(core: CaptionCore, task: Task,
     size = (bundle.input_size, bundle.input_size)
     fps = bundle.sample_fps
     # The warm-up starts on the sampling grid, so that the chunk's sampler keeps the same
-    # frames as the whole video's does.
-    first = max(0.0, math.floor((task.start - task.warmup) * fps + 1e-6) / fps)
+    # frames as the whole video's does, and spans the key-frame rule's window, so that the
+    # chunk's key frames are the whole video's from its start on.
+    warmup = max(task.warmup, core.keyframes.window(fps)) if task.start > 0 else 0.0
+    first = max(0.0, math.floor((task.start - warmup) * fps + 1e-6) / fps)
     events: list[dict[str, Any]] = []
     pending: list[tuple[float, np.ndarray]] = []
     last_pts = task.start
@@ -275,11 +279,13 @@ def _caption_frames(core: CaptionCore, task: Task,
     def flush() -> None:
         # The task's stream id is new to the core: its first frame starts from a clear state.
         frames = np.stack([rgb for _, rgb in pending])
-        captions = core.step(frames, [_stream_id(task)] * len(pending))
+        captions = core.step(frames, [_stream_id(task)] * len(pending),
+                             times=[pts for pts, _ in pending])
         for (pts, _), caption in zip(pending, captions, strict=True):
             if pts >= task.start - 1e-6:
                 events.append({"pts": round(pts, 6), "caption": caption.text,
-                               "logprob": round(caption.logprob, 4)})
+                               "logprob": round(caption.logprob, 4),
+                               "encoded": caption.encoded})
         pending.clear()
 
     container, stream = open_video(task.path)
@@ -377,7 +383,8 @@ def write_outputs(out: Path, video: VideoInput, records: list[dict[str, Any]],
                 event = CaptionEvent(stream=stream, index=record["index"], pts=record["pts"],
                                      decoded_at=0.0, emitted_at=0.0, caption=record["caption"],
                                      logprob=record["logprob"], latency_ms=0.0,
-                                     changed=record["changed"], reset=i == 0)
+                                     changed=record["changed"], reset=i == 0,
+                                     encoded=record.get("encoded", True))
                 for sink in (jsonl, srt, vtt):
                     sink.write(event)
         # Durable before the manifest vouches for them: synced, renamed, directory synced.
@@ -465,6 +472,7 @@ def video_record(video: VideoInput, results: list[TaskResult],
     return {"path": video.path, "output": video.output, "size": video.size,
             "mtime": video.mtime, "fingerprint": video.fingerprint,
             "status": "failed" if errors else "ok", "frames": len(records),
+            "frames_encoded": sum(r.get("encoded", True) for r in records),
             "duration": round(sum(r.duration for r in results), 3),
             "seconds": round(sum(r.seconds for r in results), 3), "chunks": len(results),
             "error": errors[0] if errors else None}

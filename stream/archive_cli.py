@@ -69,6 +69,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where the model runs (default: auto)")
     parser.add_argument("--beam", type=int, default=1, help="beam width; 1 = greedy (default)")
+    parser.add_argument("--encode-every-frame", action="store_true",
+                        help="run the CNN on every sampled frame, not only on key frames "
+                             "(slower, for comparison)")
     parser.add_argument("--workers", type=int, default=None,
                         help="worker processes, or Ray actors (default: cores / threads)")
     parser.add_argument("--threads", type=int, default=None,
@@ -123,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # What shapes the outputs besides the video: a change redoes every video (recording an
     # evaluation in bundle.json does not).
     settings = {"model": loaded.bundle.fingerprint(), "beam": args.beam,
+                "encode_every_frame": args.encode_every_frame,
                 "chunk_seconds": args.chunk_seconds, "warmup_seconds": args.warmup_seconds}
     del loaded
 
@@ -141,9 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if tasks and args.engine == "ray":
             results = run_ray(tasks, args.model, args.device, workers, threads, args.beam,
                               args.ray_address, args.ray_gpus_per_worker,
-                              cpus=workers * threads)
+                              cpus=workers * threads,
+                              encode_every_frame=args.encode_every_frame)
         elif tasks:
-            results = run_local(tasks, args.model, args.device, workers, threads, args.beam)
+            results = run_local(tasks, args.model, args.device, workers, threads, args.beam,
+                                args.encode_every_frame)
         with _Progress(sum(d or 0.0 for d in durations.values()), len(todo),
                        not args.no_progress) as progress:
             for parts in group_results(_counting(results, progress, summary)):
@@ -188,6 +194,7 @@ def _finish(video: VideoInput, parts: list[TaskResult], out: Path, manifest: Man
             write_outputs(out, video, records, sample_fps)
             summary.done += 1
             summary.frames += len(records)
+            summary.encoded += record["frames_encoded"]
         except (OSError, ValueError) as error:  # cannot be written (no space, odd name, ...)
             record |= {"status": "failed", "error": printable(f"{video.path}: cannot write "
                                                               f"outputs ({reason(error)})")}
@@ -212,6 +219,7 @@ class _Summary:
     skipped: int
     done: int = 0
     frames: int = 0
+    encoded: int = 0  # frames the CNN ran on (key frames)
     video_seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
     failures: list[tuple[str, str]] = field(default_factory=list)
@@ -229,10 +237,10 @@ class _Summary:
         fps, realtime = self.rates()
         lines = [
             f"{'videos':>10} {'captioned':>10} {'skipped':>8} {'failed':>7} {'frames':>8} "
-            f"{'video min':>10} {'wall s':>7} {'frames/s':>9} {'realtime':>9}",
+            f"{'encoded':>8} {'video min':>10} {'wall s':>7} {'frames/s':>9} {'realtime':>9}",
             f"{self.total:>10} {self.done:>10} {self.skipped:>8} {self.failed:>7} "
-            f"{self.frames:>8} {self.video_seconds / 60:>10.1f} {wall:>7.1f} {fps:>9.1f} "
-            f"{realtime:>8.1f}x",
+            f"{self.frames:>8} {self.encoded:>8} {self.video_seconds / 60:>10.1f} {wall:>7.1f} "
+            f"{fps:>9.1f} {realtime:>8.1f}x",
             f"outputs and manifest: {out}"]
         lines += [f"failed: {error}" for _, error in self.failures]
         print("\n".join(lines), file=sys.stderr)

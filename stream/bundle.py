@@ -2,11 +2,13 @@
 
 A bundle is a directory::
 
-    encoder.onnx    frames (B, S, S, 3) uint8 RGB -> features (B, F), thumbnail (B, 3, m, m)
-    memory.onnx     one step of the recurrent memory for B streams, plus the word LSTM's start
+    encoder.onnx    frames (B, S, S, 3) uint8 RGB -> features (B, F), run on key frames only
+    memory.onnx     one step of the recurrent memory for B streams, plus the word LSTM's start;
+                    it reads every frame's thumbnail (B, 3, m, m) (stream.keyframes.thumbnails)
     captioner.onnx  one word for N captions: token, context, word state -> log-probs, word state
-    bundle.json     format, model settings, vocabulary, tensor names and shapes, sha256 of every
-                    file, training provenance and evaluation numbers
+    bundle.json     format, model settings (the key-frame rule among them), vocabulary, tensor
+                    names and shapes, sha256 of every file, training provenance and evaluation
+                    numbers
 
 Every axis named ``batch`` is dynamic, so any number of streams is stepped in one call.
 :func:`open_bundle` checks all of it (files, checksums, graph inputs and outputs against
@@ -28,15 +30,16 @@ import onnxruntime as ort
 
 from stream.errors import BundleError
 from stream.files import write_text_atomically
+from stream.keyframes import KeyFrameRule
 from stream.sessions import SessionSettings, choose_providers, create_session
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: key frames; the thumbnail left the encoder graph
 BUNDLE_FILE = "bundle.json"
 BATCH = "batch"  # the name of every dynamic batch axis
 
 # Graph name -> (input names, output names). The runtime relies on these roles.
 GRAPH_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "encoder": (("frames",), ("features", "thumbnail")),
+    "encoder": (("frames",), ("features",)),
     "memory": (("features", "thumbnail", "reset", "h", "c", "prev", "avg"),
                ("context", "word_h", "word_c", "h_out", "c_out", "prev_out", "avg_out")),
     "captioner": (("token", "context", "word_h", "word_c"), ("logp", "word_h_out", "word_c_out")),
@@ -102,6 +105,7 @@ class Bundle:
     precision: dict[str, str]
     graphs: dict[str, GraphSpec]
     checksums: dict[str, str]
+    keyframes: KeyFrameRule = KeyFrameRule()
     provenance: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
 
@@ -109,12 +113,18 @@ class Bundle:
     def vocab_size(self) -> int:
         return len(self.tokens)
 
+    @property
+    def motion_pool(self) -> int:
+        """Input pixels per thumbnail pixel, along each side."""
+        return self.input_size // int(self.graphs["memory"].input("thumbnail").shape[-1])
+
     def fingerprint(self) -> str:
         """sha256 of what shapes the captions: the graphs' checksums and interfaces, the
         vocabulary, the input size, the sample rate and the caption length. Provenance and
         recorded evaluations are left out: recording a result changes no caption."""
         shaping = {"checksums": self.checksums, "tokens": self.tokens, "specials": self.specials,
                    "input_size": self.input_size, "sample_fps": self.sample_fps,
+                   "keyframes": self.keyframes.to_json(),
                    "max_caption_len": self.max_caption_len, "precision": self.precision,
                    "graphs": {role: graph.to_json() for role, graph in self.graphs.items()}}
         return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()
@@ -219,8 +229,9 @@ def read_bundle(path: str | Path) -> Bundle:
     if version > FORMAT_VERSION:
         raise r.fail(f"bundle format {version} is newer than this runtime reads "
                      f"({FORMAT_VERSION}); upgrade lrcn-stream")
-    if version < 1:
-        raise r.fail(f"field 'format' must be 1..{FORMAT_VERSION}, got {version}")
+    if version < FORMAT_VERSION:
+        raise r.fail(f"bundle format {version} is older than this runtime reads "
+                     f"({FORMAT_VERSION}: key frames); export it again with python -m export")
 
     model = r.get(data, "model", dict)
     vocab = r.get(data, "vocabulary", dict)
@@ -246,6 +257,13 @@ def read_bundle(path: str | Path) -> Bundle:
     if input_size < 1 or max_len < 1:
         raise r.fail("fields 'model.input_size' and 'max_caption_len' must be positive")
     precision = r.get(data, "precision", dict)
+    keys = r.get(data, "keyframes", dict)
+    try:
+        keyframes = KeyFrameRule(r.get(keys, "every", int, "keyframes"),
+                                 float(r.get(keys, "threshold", (int, float), "keyframes")),
+                                 r.get(keys, "cells", int, "keyframes"))
+    except ValueError as error:
+        raise r.fail(str(error)) from None
     return Bundle(
         path=root,
         backbone=r.get(model, "backbone", str, "model"),
@@ -258,6 +276,7 @@ def read_bundle(path: str | Path) -> Bundle:
         precision={k: r.get(precision, k, str, "precision") for k in ("weights", "compute")},
         graphs=graphs,
         checksums=checksums,
+        keyframes=keyframes,
         provenance=data.get("provenance") or {},
         evaluation=data.get("evaluation") or {},
     )
@@ -329,8 +348,14 @@ def _check_consistency(bundle: Bundle) -> None:
     if frames.dtype != "uint8" or frames.shape != (BATCH, size, size, 3):
         raise r.fail(f"graphs.encoder input 'frames' must be uint8 {[BATCH, size, size, 3]}, "
                      f"got {frames.dtype} {list(frames.shape)}")
+    thumb = mem.input("thumbnail")
+    m = thumb.shape[-1]
+    if (thumb.dtype != "float32" or len(thumb.shape) != 4 or thumb.shape[:2] != (BATCH, 3)
+            or thumb.shape[2] != m or not isinstance(m, int) or size % m):
+        raise r.fail(f"graphs.memory input 'thumbnail' must be float32 [{BATCH!r}, 3, m, m] "
+                     f"with m dividing the input size {size}, got {thumb.dtype} "
+                     f"{list(thumb.shape)}")
     links = [(enc.output("features"), mem.input("features")),
-             (enc.output("thumbnail"), mem.input("thumbnail")),
              (mem.output("context"), cap.input("context")),
              (mem.output("word_h"), cap.input("word_h")),
              (mem.output("word_c"), cap.input("word_c"))]

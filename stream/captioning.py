@@ -1,17 +1,26 @@
 """The captioning core: batched steps of many streams through a bundle's graphs, numpy only.
 
 One call of :meth:`CaptionCore.step` takes a batch of frames, each tagged with the stream it
-belongs to and a reset flag, runs the encoder graph once for the whole batch, steps every
+belongs to, a reset flag and its time, computes every frame's thumbnail, picks the key frames
+(:mod:`stream.keyframes`, the bundle's rule), runs the encoder graph once over the key frames of
+all streams, holds each stream's last key-frame features for its other frames, steps every
 stream's memory with the state that stream carried from its previous frame, and decodes one
 caption per frame, greedy or beam, for all of them together::
 
     core = CaptionCore(open_bundle("models/shapes"))
-    captions = core.step(frames, stream_ids=["cam1", "cam2"], resets=[False, False])
+    captions = core.step(frames, stream_ids=["cam1", "cam2"], resets=[False, False],
+                         times=[12.3, 4.5])
     captions[0].text  # 'a red circle moves left'
+    captions[0].encoded  # whether the CNN ran on this frame
 
-A stream's state is created (zero, with a reset) on its first frame and is reset only when the
-caller says so: at the start of a sequence, or after a reconnect or other discontinuity. A batch
-may hold several frames of one stream; they are stepped in the order given.
+``encode_every_frame=True`` runs the CNN on every frame instead (for comparison, or for models
+whose appearance changes fast); such a model meets held features it was not trained for only
+the other way round, so its captions change little.
+
+A stream's state (recurrent state, place in the key-frame schedule, held features) is created on
+its first frame and is reset only when the caller says so: at the start of a sequence, or after a
+reconnect or other discontinuity. A batch may hold several frames of one stream; they are
+stepped in the order given.
 
 The core is not thread-safe: one worker thread owns it (it holds the streams' state).
 
@@ -33,6 +42,15 @@ import numpy as np
 import onnxruntime as ort
 
 from stream.bundle import BATCH, LoadedBundle, zeros
+from stream.keyframes import (
+    EVERY_FRAME,
+    KeyFrameSchedule,
+    held_index,
+    key_frames,
+    sample_slot,
+    signature,
+    thumbnails,
+)
 
 _STATE = ("h", "c", "prev", "avg")  # memory.onnx's recurrent state, fed back as "<name>_out"
 _GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
@@ -49,6 +67,7 @@ class Caption:
     tokens: tuple[int, ...]
     text: str
     logprob: float = 0.0  # log-probability of the tokens and the closing <eos> under the model
+    encoded: bool = True  # the CNN ran on this frame (a key frame); else features were held
 
 
 class _Graph:
@@ -90,13 +109,16 @@ class CaptionCore:
         loaded: a bundle from :func:`stream.bundle.open_bundle` (validated, sessions created).
         beam: 1 for greedy decoding, more for beam search with that many hypotheses.
         io_binding: keep recurrent state on the device between calls; None = when on a GPU.
+        encode_every_frame: run the CNN on every frame, not only on the bundle's key frames.
     """
 
-    def __init__(self, loaded: LoadedBundle, beam: int = 1, io_binding: bool | None = None):
+    def __init__(self, loaded: LoadedBundle, beam: int = 1, io_binding: bool | None = None,
+                 encode_every_frame: bool = False):
         if beam < 1:
             raise ValueError(f"beam must be at least 1, got {beam}")
         self.bundle = loaded.bundle
         self.beam = beam
+        self.keyframes = EVERY_FRAME if encode_every_frame else self.bundle.keyframes
         on_gpu = loaded.providers[0] in _GPU_PROVIDERS
         if io_binding is None:
             io_binding = on_gpu
@@ -112,6 +134,9 @@ class CaptionCore:
         self._fresh = {name: np.take(zeros(spec, 1), 0, axis=self._batch_axis[name])
                        for name, spec in self._state_specs.items()}
         self._states: dict[Hashable, dict[str, np.ndarray]] = {}
+        self._schedules: dict[Hashable, KeyFrameSchedule] = {}
+        self._held: dict[Hashable, np.ndarray] = {}  # the last key frame's features
+        self._slots: dict[Hashable, int] = {}  # frames since the reset, for frames without a time
         # With I/O binding: the state of the last stepped streams, still on the device.
         self._resident: tuple[tuple[Hashable, ...], dict[str, Value]] | None = None
 
@@ -129,45 +154,91 @@ class CaptionCore:
     def forget(self, stream_id: Hashable) -> None:
         """Drop a stream's state (it ended); its next frame, if any, starts fresh."""
         self._flush()
-        self._states.pop(stream_id, None)
+        for table in (self._states, self._schedules, self._held, self._slots):
+            table.pop(stream_id, None)  # type: ignore[attr-defined]
 
-    def encode(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Run the encoder graph: frames (B, S, S, 3) uint8 -> features (B, F), thumbs."""
+    def encode(self, frames: np.ndarray) -> np.ndarray:
+        """Run the encoder graph: frames (B, S, S, 3) uint8 -> features (B, F)."""
+        self._check_frames(frames)
+        features: np.ndarray = self._encoder.run({"frames": np.ascontiguousarray(frames)})[
+            "features"]
+        return features
+
+    def thumbnails(self, frames: np.ndarray) -> np.ndarray:
+        """Every frame's motion thumbnail: (B, S, S, 3) uint8 -> (B, 3, m, m) float32."""
+        self._check_frames(frames)
+        return thumbnails(frames, self.bundle.motion_pool)
+
+    def _check_frames(self, frames: np.ndarray) -> None:
         size = self.bundle.input_size
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (size, size, 3):
             raise ValueError(f"frames must be uint8 (B, {size}, {size}, 3), got {frames.dtype} "
                              f"{frames.shape}")
-        out = self._encoder.run({"frames": np.ascontiguousarray(frames)})
-        return out["features"], out["thumbnail"]
 
     def step(
         self,
         frames: np.ndarray,
         stream_ids: Sequence[Hashable],
         resets: Sequence[bool] | None = None,
+        times: Sequence[float] | None = None,
     ) -> list[Caption]:
         """Caption one frame per entry: frames (B, S, S, 3) uint8, RGB at the bundle's size.
 
         ``resets[i]`` clears stream ``stream_ids[i]``'s state before its frame (a stream's first
-        frame always starts from a clear state). Returns B captions in input order.
+        frame always starts from a clear state). ``times[i]`` is the frame's time in seconds,
+        which places it on the key-frame rule's sampling grid (without times, each frame of a
+        stream is the next sample slot). Returns B captions in input order.
         """
-        features, thumbs = self.encode(frames)
-        return self.step_encoded(features, thumbs, stream_ids, resets)
+        n = len(stream_ids)
+        thumbs = self.thumbnails(frames)
+        flags = self._flags(resets, n)
+        if times is not None and len(times) != n:
+            raise ValueError(f"{n} frames but {len(times)} times")
+        sigs = signature(self.keyframes, thumbs)
+        keys = np.zeros(n, np.bool_)
+        for i, sid in enumerate(stream_ids):
+            fresh = bool(flags[i]) or sid not in self._schedules
+            if fresh:
+                self._schedules[sid] = KeyFrameSchedule(self.keyframes)
+                self._slots[sid] = -1
+            self._slots[sid] += 1
+            slot = (self._slots[sid] if times is None
+                    else sample_slot(times[i], self.bundle.sample_fps))
+            keys[i] = self._schedules[sid].decide(sigs[i], slot, fresh)
+        features = np.empty((n, *self.bundle.graphs["encoder"].output("features").concrete(1)[1:]),
+                            np.float32)
+        rows = np.flatnonzero(keys)
+        if len(rows):
+            features[rows] = self.encode(frames[rows])
+        for i, sid in enumerate(stream_ids):
+            if keys[i]:
+                self._held[sid] = features[i]
+            else:
+                features[i] = self._held[sid]
+        return self.step_encoded(features, thumbs, stream_ids, flags, encoded=keys)
+
+    @staticmethod
+    def _flags(resets: Sequence[bool] | np.ndarray | None, n: int) -> np.ndarray:
+        flags = np.zeros(n, np.bool_) if resets is None else np.asarray(resets, np.bool_)
+        if flags.shape != (n,):
+            raise ValueError(f"{n} frames but {flags.size} reset flags")
+        return flags
 
     def step_encoded(
         self,
         features: np.ndarray,
         thumbs: np.ndarray,
         stream_ids: Sequence[Hashable],
-        resets: Sequence[bool] | None = None,
+        resets: Sequence[bool] | np.ndarray | None = None,
+        encoded: Sequence[bool] | np.ndarray | None = None,
     ) -> list[Caption]:
-        """:meth:`step` for frames already through :meth:`encode`."""
+        """:meth:`step` for frames whose features (as held between key frames) and thumbnails
+        are known; ``encoded`` says which of them the CNN ran on (default: all)."""
         n = len(stream_ids)
         if len(features) != n or len(thumbs) != n:
             raise ValueError(f"{len(features)} frames but {n} stream ids")
-        flags = np.zeros(n, np.bool_) if resets is None else np.asarray(resets, np.bool_)
-        if flags.shape != (n,):
-            raise ValueError(f"{n} frames but {flags.size} reset flags")
+        flags = self._flags(resets, n)
+        ran = np.ones(n, np.bool_) if encoded is None else np.asarray(encoded, np.bool_)
         memory = self.bundle.graphs["memory"]
         word = {k: np.empty(memory.output(k).concrete(n), np.float32)
                 for k in ("context", "word_h", "word_c")}
@@ -178,8 +249,8 @@ class CaptionCore:
                 array[rows] = out[k]
         search = self._beam_search if self.beam > 1 else self._greedy
         token_lists, logprobs = search(word["context"], word["word_h"], word["word_c"])
-        return [Caption(sid, tuple(ids), self.bundle.detokenize(ids), float(lp))
-                for sid, ids, lp in zip(stream_ids, token_lists, logprobs, strict=True)]
+        return [Caption(sid, tuple(ids), self.bundle.detokenize(ids), float(lp), bool(key))
+                for sid, ids, lp, key in zip(stream_ids, token_lists, logprobs, ran, strict=True)]
 
     def _step_memory(
         self, ids: list[Hashable], features: np.ndarray, thumbs: np.ndarray, resets: np.ndarray
@@ -308,33 +379,50 @@ def _strip(ids: list[int], eos: int) -> list[int]:
 
 
 def caption_sequences(
-    core: CaptionCore, sequences: Sequence[np.ndarray], streams: int = 16, encode_batch: int = 32
+    core: CaptionCore,
+    sequences: Sequence[np.ndarray],
+    times: Sequence[np.ndarray] | None = None,
+    streams: int = 16,
+    encode_batch: int = 32,
 ) -> list[list[Caption]]:
     """Caption whole frame sequences (e.g. videos), ``streams`` of them stepped side by side.
 
-    Each sequence (T, S, S, 3) uint8 is one stream starting from a clear state; its frames are
-    encoded in batches of ``encode_batch``, then every step advances all active streams at once.
-    Returns one caption per frame, per sequence. The streams' state is dropped afterwards.
+    Each sequence (T, S, S, 3) uint8 is one stream starting from a clear state, with its frames'
+    times (T,) seconds (None: one sample slot per frame). Its key frames, chosen by the core's
+    rule exactly as :meth:`CaptionCore.step` chooses them, are encoded in batches of
+    ``encode_batch``; then every step advances all active streams at once. Returns one caption
+    per frame, per sequence. The streams' state is dropped afterwards.
     """
     results: list[list[Caption]] = [[] for _ in sequences]
     for start in range(0, len(sequences), streams):
         group = range(start, min(start + streams, len(sequences)))
-        encoded = {}
-        for i in group:
-            frames = sequences[i]
-            parts = [core.encode(frames[j : j + encode_batch])
-                     for j in range(0, len(frames), encode_batch)]
-            encoded[i] = (np.concatenate([p[0] for p in parts]) if parts else None,
-                          np.concatenate([p[1] for p in parts]) if parts else None)
+        encoded = {i: _encode_sequence(core, sequences[i], None if times is None else times[i],
+                                       encode_batch) for i in group}
         longest = max((len(sequences[i]) for i in group), default=0)
         for t in range(longest):
             rows = [i for i in group if t < len(sequences[i])]
-            features = np.stack([encoded[i][0][t] for i in rows])  # type: ignore[index]
-            thumbs = np.stack([encoded[i][1][t] for i in rows])  # type: ignore[index]
-            captions = core.step_encoded(features, thumbs, [("seq", i) for i in rows],
-                                         [t == 0] * len(rows))
+            captions = core.step_encoded(np.stack([encoded[i][0][t] for i in rows]),
+                                         np.stack([encoded[i][1][t] for i in rows]),
+                                         [("seq", i) for i in rows], [t == 0] * len(rows),
+                                         [bool(encoded[i][2][t]) for i in rows])
             for i, caption in zip(rows, captions, strict=True):
                 results[i].append(caption)
         for i in group:
             core.forget(("seq", i))
     return results
+
+
+def _encode_sequence(
+    core: CaptionCore, frames: np.ndarray, times: np.ndarray | None, batch: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Held features (T, F), thumbnails (T, 3, m, m) and key flags (T,) of a fresh sequence."""
+    thumbs = core.thumbnails(frames)
+    slots = (range(len(frames)) if times is None
+             else [sample_slot(t, core.bundle.sample_fps) for t in times])
+    keys = key_frames(core.keyframes, signature(core.keyframes, thumbs), slots)
+    index = np.flatnonzero(keys)
+    parts = [core.encode(frames[index[j : j + batch]]) for j in range(0, len(index), batch)]
+    if not parts:
+        return np.zeros((0, 0), np.float32), thumbs, keys
+    features = np.concatenate(parts)[np.searchsorted(index, held_index(keys))]
+    return features, thumbs, keys

@@ -110,6 +110,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                                "beyond it, files wait (default: 8)")
     batching.add_argument("--beam", type=_positive_int, default=1,
                           help="beam width of caption search; 1 = greedy (default: 1)")
+    batching.add_argument("--encode-every-frame", action="store_true",
+                          help="run the CNN on every sampled frame, not only on key frames "
+                               "(where the picture changed, and at least every few frames "
+                               "as the model's bundle.json says); slower, for comparison")
     live = parser.add_argument_group("live sources")
     live.add_argument("--timeout", type=_positive, default=5.0,
                       help="seconds a live source (network, camera, pipe) may take to open "
@@ -154,7 +158,7 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         settings = PipelineSettings(
             max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
-            beam=args.beam,
+            beam=args.beam, encode_every_frame=args.encode_every_frame,
             reconnect=ReconnectPolicy(args.reconnect_attempts, args.reconnect_delay,
                                       args.reconnect_max_delay),
             sources=SourceOptions(timeout=args.timeout, rtsp_transport=args.rtsp_transport,
@@ -302,6 +306,7 @@ def _output_paths(path: Path, ids: list[str], kind: str,
 @dataclass
 class _Summary:
     frames: int = 0
+    encoded: int = 0  # frames the CNN ran on (key frames)
     changes: int = 0
     # Counts per whole millisecond (the last bin holds everything slower): percentiles in
     # constant memory, however many weeks a live run lasts.
@@ -313,6 +318,7 @@ class _Summary:
     def add(self, event: Event) -> None:
         if isinstance(event, CaptionEvent):
             self.frames += 1
+            self.encoded += event.encoded
             self.changes += event.changed
             self.latency_ms[min(_LATENCY_BINS - 1, max(0, int(event.latency_ms)))] += 1
         else:
@@ -324,12 +330,12 @@ class _Summary:
 
 def _report(summary: dict[str, _Summary], stopped: str | None = None) -> None:
     """A table of what each stream did, and one line per failed source, on stderr."""
-    lines = [f"{'stream':24} {'frames':>7} {'changes':>8} {'dropped':>8} {'reconnects':>10} "
-             f"{'p50 ms':>7} {'p99 ms':>7}"]
+    lines = [f"{'stream':24} {'frames':>7} {'encoded':>8} {'changes':>8} {'dropped':>8} "
+             f"{'reconnects':>10} {'p50 ms':>7} {'p99 ms':>7}"]
     for stream, s in summary.items():
         p50, p99 = (_percentile(s.latency_ms, q) for q in (0.5, 0.99))
-        lines.append(f"{stream[:24]:24} {s.frames:>7} {s.changes:>8} {s.dropped:>8} "
-                     f"{s.reconnects:>10} {p50:>7} {p99:>7}")
+        lines.append(f"{stream[:24]:24} {s.frames:>7} {s.encoded:>8} {s.changes:>8} "
+                     f"{s.dropped:>8} {s.reconnects:>10} {p50:>7} {p99:>7}")
     if stopped:
         lines.append(f"({stopped}; outputs are complete up to the last caption)")
     print("\n".join(lines), file=sys.stderr)

@@ -33,6 +33,8 @@ class CaptionEvent:
         latency_ms: decode to emission, in milliseconds.
         changed: the caption differs from the stream's previous one (or is its first).
         reset: the stream's memory was cleared before this frame (start, reconnect).
+        encoded: the CNN ran on this frame (a key frame); otherwise the appearance features of
+            the stream's last key frame were held for it.
     """
 
     stream: str
@@ -45,6 +47,7 @@ class CaptionEvent:
     latency_ms: float
     changed: bool
     reset: bool
+    encoded: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "caption", **asdict(self)}

@@ -71,6 +71,8 @@ class PipelineSettings:
         events_queue: events buffered for a slow consumer before the worker waits.
         every_frame: caption every decoded frame instead of sampling at the bundle's
             ``sample_fps`` (for benchmarks: the model was trained at its sample rate).
+        encode_every_frame: run the CNN on every captioned frame, not only on key frames
+            (for comparison, and for models whose appearance changes fast).
     """
 
     max_batch: int = 8
@@ -81,6 +83,7 @@ class PipelineSettings:
     sources: SourceOptions = field(default_factory=SourceOptions)
     events_queue: int = 256
     every_frame: bool = False
+    encode_every_frame: bool = False
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
@@ -181,7 +184,8 @@ class Pipeline:
         yield from self._failed
         try:
             # The core is built here, before any thread, so that a broken bundle fails early.
-            self._core = CaptionCore(self.loaded, beam=self.settings.beam)
+            self._core = CaptionCore(self.loaded, beam=self.settings.beam,
+                                     encode_every_frame=self.settings.encode_every_frame)
             for decoder in self.decoders:
                 decoder.start()
             self.worker.start()
@@ -253,7 +257,8 @@ class Pipeline:
         if frames:
             captions = iter(self._core.step(np.stack([f.rgb for f in frames]),
                                             [f.stream for f in frames],
-                                            [f.reset for f in frames]))
+                                            [f.reset for f in frames],
+                                            [f.pts for f in frames]))
         events: list[Event] = []
         for item in batch:
             if isinstance(item, StatusEvent):
@@ -278,7 +283,7 @@ class Pipeline:
                 decoded_at=item.decoded_at, emitted_at=time.time(), caption=caption.text,
                 logprob=round(caption.logprob, 4),
                 latency_ms=round((now - item.decoded_mono) * 1000, 2), changed=changed,
-                reset=item.reset))
+                reset=item.reset, encoded=caption.encoded))
         return events
 
     def _drop_status(

@@ -86,7 +86,7 @@ def test_beam_search_in_numpy_equals_pytorch_beam_search(tiny_model, tiny_bundle
 
 def test_bundle_json_records_what_the_runtime_and_a_reader_need(tiny_bundle, tiny_checkpoint):
     manifest = json.loads((tiny_bundle / "bundle.json").read_text())
-    assert manifest["format"] == 1 and manifest["opset"] == 17
+    assert manifest["format"] == 2 and manifest["opset"] == 17
     assert manifest["model"]["backbone"] == "efficientnet_lite0"
     assert manifest["model"]["input_size"] == 64 and manifest["sample_fps"] == 5
     tokens = manifest["vocabulary"]["tokens"]
@@ -134,8 +134,8 @@ def test_fp16_compute_export_keeps_the_interface(tiny_checkpoint, tiny_bundle, t
     assert len(half) > 10
     # ONNX Runtime's CPU provider runs it too; features agree to half precision.
     frames = np.random.default_rng(1).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
-    ours = CaptionCore(open_bundle(out, CPU)).encode(frames)[0]
-    reference = CaptionCore(open_bundle(tiny_bundle, CPU)).encode(frames)[0]
+    ours = CaptionCore(open_bundle(out, CPU)).encode(frames)
+    reference = CaptionCore(open_bundle(tiny_bundle, CPU)).encode(frames)
     assert np.abs(ours - reference).max() <= 0.02 * np.abs(reference).max()
 
 
@@ -170,6 +170,7 @@ def test_state_is_float32_and_batch_free(tiny_bundle):
     loaded = open_bundle(tiny_bundle, CPU)
     for t in loaded.sessions["memory"].get_inputs():
         assert ("batch" in t.shape), t
-    features, thumbs = CaptionCore(loaded).encode(np.zeros((3, 64, 64, 3), np.uint8))
+    core, frames = CaptionCore(loaded), np.zeros((3, 64, 64, 3), np.uint8)
+    features, thumbs = core.encode(frames), core.thumbnails(frames)
     assert features.dtype == np.float32 and features.shape == (3, 32)
     assert thumbs.shape == (3, 3, 16, 16)

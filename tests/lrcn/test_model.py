@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from stream.keyframes import thumbnails
 from lrcn.model import LRCN, LRCNConfig, caption_targets, decode
 from lrcn.vocab import BOS_ID, EOS_ID, PAD_ID
 
@@ -26,7 +27,8 @@ def encoded(model):
     torch.manual_seed(1)
     frames = torch.randint(0, 256, (T, 32, 32, 3), dtype=torch.uint8)
     with torch.no_grad():
-        return model.encoder(frames)  # appearance (T, F), thumbs (T, 3, 16, 16)
+        appearance = model.encoder(frames)  # (T, F)
+    return appearance, torch.from_numpy(thumbnails(frames.numpy(), 2))  # thumbs (T, 3, 16, 16)
 
 
 def _whole(model, appearance, thumbs, cont):

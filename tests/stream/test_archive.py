@@ -243,6 +243,10 @@ def test_chunks_hold_exactly_the_whole_videos_frames(tiny_core, tmp_path, name, 
     chunked = stitch(results)
     assert [e["pts"] for e in chunked] == [e["pts"] for e in whole]
     assert [e["index"] for e in chunked] == list(range(len(whole)))
+    # The key frames too: each chunk's warm-up spans the key-frame rule's window.
+    assert not tiny_core.keyframes.every_frame
+    assert [e["encoded"] for e in chunked] == [e["encoded"] for e in whole]
+    assert 0 < sum(e["encoded"] for e in whole) < len(whole)
 
 
 def test_any_error_in_a_task_is_recorded_not_raised(tiny_core, tmp_path, monkeypatch):

@@ -113,7 +113,7 @@ def test_caption_logprob_is_the_sum_over_its_words(loaded, videos, beam):
     core = CaptionCore(loaded, beam=beam)
     frame = videos[1][:1]
     [caption] = core.step(frame, ["s"], [True])
-    features, thumbs = core.encode(frame)
+    features, thumbs = core.encode(frame), core.thumbnails(frame)
     memory = loaded.sessions["memory"]
     state = {i.name: np.zeros([1 if d == "batch" else d for d in i.shape], np.float32)
              for i in memory.get_inputs() if i.name in ("h", "c", "prev", "avg")}

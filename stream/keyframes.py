@@ -1,0 +1,148 @@
+"""Key frames: which sampled frames pay for the CNN, by one rule for training and runtime.
+
+Every sampled frame gets its thumbnail (:func:`thumbnails`, a few numpy sums), which the motion
+stream of the memory reads on every frame. The CNN's appearance features (what is there) are
+computed only on key frames and held in between. A frame is a key frame when
+
+* it is the first frame of its stream, or comes with a reset;
+* it falls in a new window of ``every`` sample slots (slot = ``floor(time * sample_fps)``), so key
+  frames are never more than ``every`` slots apart;
+* its thumbnail differs from the last key frame's by more than ``threshold``: the largest change
+  of any cell's mean colour on a ``cells`` x ``cells`` grid. Averaging over a cell removes sensor
+  noise and compression artefacts, while a new object in one cell still shows in that cell.
+
+The rule looks back only to the start of the current window, so a chunk of a long video that
+starts decoding ``every`` slots early (:attr:`KeyFrameRule.window`) rebuilds the whole video's
+schedule exactly from its second window on.
+
+Example:
+    >>> rule = KeyFrameRule(every=10, threshold=0.1)
+    >>> schedule = KeyFrameSchedule(rule)
+    >>> thumbs = np.zeros((3, 3, 8, 8), np.float32); thumbs[2] += 0.5
+    >>> [schedule.decide(sig, slot) for slot, sig in enumerate(signature(rule, thumbs))]
+    [True, False, True]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+_TIME_EPS = 1e-6  # the sampler's tolerance (stream.frames): a time on the grid is in its slot
+
+
+@dataclass(frozen=True)
+class KeyFrameRule:
+    """The model's key-frame settings (stored in bundle.json as ``keyframes``)."""
+
+    every: int = 1  # at most this many sample slots between key frames; 1: every frame
+    threshold: float = 0.0  # largest cell-mean change (0..1) that still holds the features
+    cells: int = 7  # the change is measured on a cells x cells grid of the thumbnail
+
+    def __post_init__(self) -> None:
+        if self.every < 1 or self.cells < 1:
+            raise ValueError(f"keyframes.every and keyframes.cells must be at least 1, got "
+                             f"{self.every} and {self.cells}")
+        if not (math.isfinite(self.threshold) and self.threshold >= 0):
+            raise ValueError(f"keyframes.threshold must be a number >= 0, got {self.threshold}")
+
+    @property
+    def every_frame(self) -> bool:
+        """Whether every frame is a key frame (the CNN runs on all of them)."""
+        return self.every == 1
+
+    def window(self, sample_fps: float) -> float:
+        """Seconds of frames before a point that rebuild the schedule there exactly."""
+        return self.every / sample_fps
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> KeyFrameRule:
+        return cls(int(data["every"]), float(data["threshold"]), int(data["cells"]))
+
+
+EVERY_FRAME = KeyFrameRule()
+
+
+def thumbnails(frames: np.ndarray, pool: int) -> np.ndarray:
+    """The motion stream's input: (B, S, S, 3) uint8 -> (B, 3, S/pool, S/pool) float32 in [0, 1].
+
+    Each pixel is the mean of a ``pool`` x ``pool`` block, from exact integer sums, so that it
+    is bit for bit the same wherever it is computed.
+    """
+    height, width = frames.shape[1:3]
+    if height % pool or width % pool:
+        raise ValueError(f"frames of {width}x{height} do not divide into {pool}x{pool} blocks")
+    # Strided adds are ten times faster than numpy's reduction over two non-adjacent axes.
+    dtype = np.uint16 if pool * pool * 255 <= np.iinfo(np.uint16).max else np.uint32
+    rows: np.ndarray = frames[:, 0::pool].astype(dtype)  # (B, m, S, 3)
+    for k in range(1, pool):
+        rows += frames[:, k::pool]
+    sums: np.ndarray = rows[:, :, 0::pool].copy()  # (B, m, m, 3)
+    for k in range(1, pool):
+        sums += rows[:, :, k::pool]
+    means = sums.astype(np.float32) / np.float32(pool * pool) / np.float32(255.0)
+    return np.ascontiguousarray(means.transpose(0, 3, 1, 2))  # (B, 3, m, m)
+
+
+def signature(rule: KeyFrameRule, thumbs: np.ndarray) -> np.ndarray:
+    """Cell means of thumbnails: (..., 3, m, m) -> (..., 3, cells, cells) float32.
+
+    Cells split the thumbnail as adaptive average pooling does (sizes differ by at most one).
+    """
+    m = thumbs.shape[-1]
+    cells = min(rule.cells, m)
+    starts = np.array([i * m // cells for i in range(cells)])
+    sizes = np.diff(np.append(starts, m)).astype(np.float32)
+    rows = np.add.reduceat(thumbs, starts, axis=-2)
+    sums = np.add.reduceat(rows, starts, axis=-1)
+    return (sums / (sizes[:, None] * sizes[None, :])).astype(np.float32)
+
+
+def sample_slot(time: float, sample_fps: float) -> int:
+    """The sampling grid's slot of a frame at ``time`` seconds."""
+    return math.floor(time * sample_fps + _TIME_EPS)
+
+
+class KeyFrameSchedule:
+    """One stream's place in the schedule: the last key frame's window and signature."""
+
+    def __init__(self, rule: KeyFrameRule) -> None:
+        self.rule = rule
+        self._window: int | None = None
+        self._signature: np.ndarray | None = None
+
+    def decide(self, sig: np.ndarray, slot: int, reset: bool = False) -> bool:
+        """Whether the frame with signature ``sig`` in sample slot ``slot`` is a key frame."""
+        window = slot // self.rule.every
+        key = (reset or self.rule.every_frame or self._signature is None
+               or window != self._window
+               or float(np.abs(sig - self._signature).max()) > self.rule.threshold)
+        if key:
+            self._window, self._signature = window, sig
+        return key
+
+
+def key_frames(rule: KeyFrameRule, sigs: np.ndarray, slots: Iterable[int]) -> np.ndarray:
+    """The key-frame flags of one sequence that starts fresh, from its frames' signatures
+    (T, 3, cells, cells) and sample slots (T,): (T,) bool."""
+    schedule = KeyFrameSchedule(rule)
+    return np.array([schedule.decide(s, int(slot)) for s, slot in zip(sigs, slots, strict=True)],
+                    np.bool_)
+
+
+def held_index(keys: np.ndarray) -> np.ndarray:
+    """For each frame, the index of the key frame whose features it uses: (T,) bool -> (T,) int.
+
+    The first frame must be a key frame.
+    """
+    if len(keys) and not keys[0]:
+        raise ValueError("the first frame of a sequence must be a key frame")
+    index = np.where(keys, np.arange(len(keys)), 0)
+    return np.maximum.accumulate(index)
