@@ -6,7 +6,8 @@ CPU one frame at a time (carrying the LSTM state by hand), decode the caption::
     for frame in container.decode(video=0):
         image = frame.to_image().resize((224, 224))
         x = torch.from_numpy(np.asarray(image))[None]
-        appearance, thumb = model.encoder(x)
+        appearance = model.encoder(x)
+        thumb = avg_pool2d(x.permute(0, 3, 1, 2).float(), pool) / 255
         memory, state = model.memory(appearance[:, None], thumb[:, None], cont, state)
         caption = vocab.decode(decode(model.captioner, memory[:, 0], max_len)[0])
 
@@ -34,6 +35,7 @@ def naive_rate(bundle: Bundle, video: Path, sample_fps: float | None, max_frames
                checkpoint: Path | None = None, caption_steps: int = 7) -> dict[str, Any]:
     """Source frames/s of the naive loop over the first ``max_frames`` frames of ``video``."""
     import torch
+    import torch.nn.functional as F
 
     from lrcn.checkpoint import load_checkpoint
     from lrcn.model import LRCN, LRCNConfig, decode
@@ -49,7 +51,7 @@ def naive_rate(bundle: Bundle, video: Path, sample_fps: float | None, max_frames
         weights = (f"ImageNet backbone, untrained heads, {caption_steps} words per caption "
                    f"(no checkpoint at hand)")
         max_len = caption_steps
-    size = bundle.input_size
+    size, pool = bundle.input_size, model.config.motion_pool
     sampler = TimeSampler(sample_fps)
     state = model.memory.init_state(1)
     frames = captioned = 0
@@ -63,7 +65,8 @@ def naive_rate(bundle: Bundle, video: Path, sample_fps: float | None, max_frames
                 continue
             image = frame.to_image().resize((size, size))
             x = torch.from_numpy(np.asarray(image).copy())[None]  # (1, S, S, 3) uint8
-            appearance, thumb = model.encoder(x)
+            appearance = model.encoder(x)
+            thumb = F.avg_pool2d(x.permute(0, 3, 1, 2).float(), pool) / 255  # (1, 3, m, m)
             cont = torch.full((1, 1), 0.0 if captioned == 0 else 1.0)
             memory, state = model.memory(appearance[:, None], thumb[:, None], cont, state)
             ids = decode(model.captioner, memory[:, 0], max_len)[0]

@@ -34,13 +34,14 @@ def measure(bundle: Path, video: Path, streams: int, seconds: float, device: str
     loaded = open_bundle(bundle, SessionSettings(device=device))
     pipeline = Pipeline(open_sources([paced_source(video)] * streams), loaded, settings)
     latencies: list[float] = []
-    captioned = 0
+    captioned = encoded = 0
     cpu0, start = time.process_time(), time.monotonic()
     events = iter(pipeline)
     for event in events:
         now = time.monotonic() - start
         if isinstance(event, CaptionEvent):
             captioned += 1
+            encoded += event.encoded
             if now >= WARM_UP:
                 latencies.append(event.latency_ms)
         if now >= seconds:
@@ -51,6 +52,7 @@ def measure(bundle: Path, video: Path, streams: int, seconds: float, device: str
     lat = np.array(latencies) if latencies else np.array([np.nan])
     return {
         "streams": streams, "seconds": round(elapsed, 2), "captioned": captioned,
+        "encoder_calls_per_frame": round(encoded / max(1, captioned), 4),
         "dropped": dropped, "dropped_fraction": dropped / max(1, captioned + dropped),
         "latency_ms": {f"p{q}": round(float(np.percentile(lat, q)), 1) for q in (50, 95, 99)}
         | {"max": round(float(lat.max()), 1)},
@@ -78,8 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--max-wait-ms", type=float, default=20.0)
+    parser.add_argument("--encode-every-frame", action="store_true",
+                        help="the CNN on every sampled frame, not only on key frames")
     args = parser.parse_args(argv)
-    settings = PipelineSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
+    settings = PipelineSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                                encode_every_frame=args.encode_every_frame)
     result = measure(args.bundle, args.video, args.streams, args.seconds, args.device, settings)
     json.dump(result, sys.stdout)
     return 0

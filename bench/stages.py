@@ -94,17 +94,27 @@ def encoder_limits(loaded: LoadedBundle, batches: list[int], repeats: int,
     return out
 
 
-def core_limit(loaded: LoadedBundle, batch: int, streams: int, repeats: int,
-               calls: int) -> Rate:
-    """Frames/s of the whole core (encode, step memory, decode captions), ``batch`` frames of
-    ``streams`` streams per step (1 stream: a file's frames, stepped in order)."""
-    size = loaded.bundle.input_size
-    rng = np.random.default_rng(0)
-    core = CaptionCore(loaded)
-    frames = rng.integers(0, 255, (batch, size, size, 3), dtype=np.uint8)
-    ids = [i % streams for i in range(batch)]
-    core.step(frames, ids)
-    return best_rate(lambda: _repeat(lambda f: core.step(f, ids), frames, calls) * batch, repeats)
+def core_limit(loaded: LoadedBundle, frames: np.ndarray, times: np.ndarray, batch: int,
+               streams: int, repeats: int, encode_every_frame: bool = False) -> Rate:
+    """Frames/s of the whole core over a video's sampled ``frames`` (with their ``times``),
+    ``batch`` frames of ``streams`` streams per step (1 stream: a file's frames, stepped in
+    order; several: each stream steps its next frames). Every repeat starts the streams fresh."""
+    core = CaptionCore(loaded, encode_every_frame=encode_every_frame)
+    per = max(1, batch // streams)
+    steps = len(frames) // per
+    runs = iter(range(1 << 30))
+
+    def run() -> int:
+        ids = [(next(runs), k) for k in range(streams) for _ in range(per)]
+        for step in range(steps):
+            rows = np.tile(np.arange(step * per, (step + 1) * per), streams)
+            core.step(frames[rows], ids, times=times[rows].tolist())
+        for sid in set(ids):
+            core.forget(sid)
+        return steps * per * streams
+
+    run()  # warm-up: first runs allocate
+    return best_rate(run, repeats)
 
 
 def _encode_calls(core: CaptionCore, frames: np.ndarray, calls: int) -> int:

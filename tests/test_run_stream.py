@@ -77,6 +77,34 @@ def test_no_arguments_captions_the_sample_with_the_bundled_model(sample_run):
     assert [line.split("s  ", 1)[1] for line in result.stdout.splitlines()] == changes
 
 
+def summary_row(stderr: str, stream: str) -> dict[str, str]:
+    """The summary table's row of ``stream``, by column name."""
+    lines = stderr.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("stream "))
+    names = lines[header].replace("p50 ms", "p50").replace("p99 ms", "p99").split()
+    row = next(line for line in lines[header + 1 :] if line.startswith(stream))
+    return dict(zip(names, row.split(), strict=True))
+
+
+def test_the_jsonl_and_the_summary_say_which_frames_the_cnn_ran_on(sample_run, tmp_path):
+    result, out = sample_run
+    captions = [e for e in read_jsonl(out / "c.jsonl") if e["type"] == "caption"]
+    encoded = sum(e["encoded"] for e in captions)
+    assert captions[0]["encoded"] and 0 < encoded < len(captions)
+    row = summary_row(result.stderr, "shapes_s5_00000")
+    assert (int(row["frames"]), int(row["encoded"])) == (len(captions), encoded)
+    # --encode-every-frame: the CNN on every frame, and much the same captions.
+    every = run_stream("--encode-every-frame", "--quiet", "--jsonl", str(tmp_path / "e.jsonl"))
+    assert every.returncode == 0, every.stderr
+    again = [e for e in read_jsonl(tmp_path / "e.jsonl") if e["type"] == "caption"]
+    assert [e["pts"] for e in again] == [e["pts"] for e in captions]
+    assert all(e["encoded"] for e in again)
+    row = summary_row(every.stderr, "shapes_s5_00000")
+    assert int(row["frames"]) == int(row["encoded"]) == len(again)
+    same = sum(a["caption"] == b["caption"] for a, b in zip(again, captions, strict=True))
+    assert same >= 0.8 * len(captions)
+
+
 @pytest.mark.parametrize("kind", ["srt", "vtt"])
 def test_subtitles_parse_and_agree_with_the_jsonl(sample_run, kind):
     _, out = sample_run
@@ -197,7 +225,7 @@ def core_captions(video: Path, beam: int, bundle: Path = BUNDLE) -> tuple[list[s
     core = CaptionCore(loaded, beam=beam)
     size = (loaded.bundle.input_size, loaded.bundle.input_size)
     frames, times = read_sampled_frames(video, loaded.bundle.sample_fps, size)
-    texts = [core.step(frames[i : i + 1], ["reference"], [i == 0])[0].text
+    texts = [core.step(frames[i : i + 1], ["reference"], [i == 0], [times[i]])[0].text
              for i in range(len(frames))]
     return texts, times
 

@@ -35,7 +35,21 @@ def test_quick_benchmark_writes_json_markdown_and_chart(tiny_bundle, tmp_path):
     assert set(results["live"]) == {"1", "4"}
     assert all(r["peak_rss_mb"] > 0 and r["captioned"] > 0 for r in results["live"].values())
     check_capacity(results["capacity"], max_streams=2)
-    assert len(results["targets"]) == 8
+    # Key frames, compared in the same run with every frame encoded.
+    assert results["encoding"] == "key frames" and results["keyframes"]["every"] == 4
+    files = results["files"]["640x480"]
+    every = "_encode_every_frame"
+    assert files["sampled" + every]["encoder_calls_per_frame"] == 1.0
+    assert files["sampled" + every]["captions"] == files["sampled"]["captions"] == 10
+    still = results["still"]
+    assert still["sampled"]["captions"] == still["sampled" + every]["captions"] == 10
+    # A still picture keys once per window of 4 sampled frames: 3 of 10 (slots 0, 4, 8).
+    assert still["sampled"]["encoder_calls_per_frame"] == 0.3
+    assert results["live" + every]["1"]["encoder_calls_per_frame"] == 1.0
+    check_capacity(results["capacity" + every], max_streams=2)
+    assert {"one_stream", "many_streams", "one_stream" + every} <= set(results["core"])
+    assert len(results["targets"]) == 13
+    assert all(t["measured"] is not None for t in results["targets"])
     table = (out / "t.md").read_text()
     assert "| target | measured | goal | met |" in table and "Stream capacity" in table
     assert (out / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -46,16 +60,24 @@ def check_capacity(capacity: dict, max_streams: int) -> None:
     judged by the stated criteria, the answer is the most streams sustained, and every number
     of streams that was not sustained lies above it (the next one up was tried)."""
     criteria = capacity["criteria"]
+    trials = criteria["boundary_trials"]
     runs = {int(n): run for n, run in capacity["runs"].items()}
     for n, run in runs.items():
         assert run["streams"] == n and run["captioned"] > 0
-        assert run["dropped_fraction"] == pytest.approx(
-            run["dropped"] / (run["captioned"] + run["dropped"]))
-        latency = run["latency_ms"]
-        if not math.isnan(latency["p99"]):  # NaN: no caption after the warm-up, not sustained
-            assert latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
-        assert run["sustained"] == (run["dropped_fraction"] < criteria["dropped_fraction_below"]
-                                    and latency["p99"] < criteria["p99_latency_ms_below"])
+        for trial in run["trials"]:
+            assert trial["dropped_fraction"] == pytest.approx(
+                trial["dropped"] / (trial["captioned"] + trial["dropped"]))
+            latency = trial["latency_ms"]
+            if not math.isnan(latency["p99"]):  # NaN: no caption after the warm-up
+                assert latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
+            assert trial["sustained"] == (
+                trial["dropped_fraction"] < criteria["dropped_fraction_below"]
+                and latency["p99"] < criteria["p99_latency_ms_below"])
+        # The majority of its trials decides; the record shown is one of them, the median.
+        assert run["sustained"] == (2 * run["sustained_trials"] > len(run["trials"]))
+        assert run["sustained_trials"] == sum(t["sustained"] for t in run["trials"])
+        keys = set(run["trials"][0]) - {"sustained"}
+        assert any(all(t[k] == run[k] for k in keys) for t in run["trials"])
     sustained = {n for n, run in runs.items() if run["sustained"]}
     streams = capacity["streams"]
     assert 1 in runs and set(runs) <= set(range(1, max_streams + 1))
@@ -63,6 +85,10 @@ def check_capacity(capacity: dict, max_streams: int) -> None:
     assert all(n > streams for n in set(runs) - sustained)
     assert streams == max_streams or streams + 1 in runs
     assert capacity["limit_reached"] == (streams == max_streams)
+    # Both sides of the answer ran several times.
+    for n in (streams, streams + 1):
+        if n in runs:
+            assert len(runs[n]["trials"]) >= trials >= 3
 
 
 def test_help_explains_the_steps():

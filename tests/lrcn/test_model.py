@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stream.keyframes import thumbnails
 from lrcn.model import LRCN, LRCNConfig, caption_targets, decode
 from lrcn.vocab import BOS_ID, EOS_ID, PAD_ID
+from stream.keyframes import thumbnails
 
 T = 12
 

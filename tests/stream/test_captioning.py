@@ -61,12 +61,12 @@ def test_reset_starts_over_and_no_reset_carries_state(loaded, videos):
     for t, frame in enumerate(second):
         after_reset += core.step(frame[None], ["cam"], [t == 0])
     assert [c.tokens for c in after_reset] == _alone(core, second)
+    # Without the reset the old video's memory is carried into the new one's first frame.
+    core.step(second[:1], ["cam"], [True])
     fresh = core.state("cam")
-    # Without the reset the old video's memory is carried into the new one.
     for t, frame in enumerate(first):
         core.step(frame[None], ["cam"], [t == 0])
-    for frame in second:
-        core.step(frame[None], ["cam"], [False])
+    core.step(second[:1], ["cam"], [False])
     carried = core.state("cam")
     assert fresh["h"].shape == carried["h"].shape == (2, 64)
     assert not np.allclose(fresh["h"], carried["h"], atol=1e-3)
@@ -129,3 +129,64 @@ def test_caption_logprob_is_the_sum_over_its_words(loaded, videos, beam):
         token = word
     assert caption.logprob < 0
     assert caption.logprob == pytest.approx(total, abs=1e-4)
+
+
+class _CountingEncoder:
+    """Wraps a core's encoder graph and records how many frames each call encodes."""
+
+    def __init__(self, core: CaptionCore) -> None:
+        self.graph, self.calls = core._encoder, []
+        core._encoder = self  # type: ignore[assignment]
+
+    def run(self, feeds, keep=()):
+        self.calls.append(len(feeds["frames"]))
+        return self.graph.run(feeds, keep)
+
+
+def test_the_cnn_runs_only_on_key_frames_and_their_features_are_held(loaded, videos):
+    """Against the model's own rule (stream.keyframes): the encoder sees exactly the key frames
+    of all streams of a batch, in one call; the other frames step with the held features."""
+    from stream.keyframes import key_frames, signature
+
+    core = CaptionCore(loaded)
+    rule = loaded.bundle.keyframes
+    assert not rule.every_frame
+    counter = _CountingEncoder(core)
+    a, b = videos[0], videos[1]
+    n = min(len(a), len(b))
+    flags = {"a": [], "b": []}
+    for t in range(n):
+        captions = core.step(np.stack([a[t], b[t]]), ["a", "b"], [t == 0, t == 0])
+        for c in captions:
+            flags[c.stream_id].append(c.encoded)
+        assert counter.calls[-1:] == [sum(c.encoded for c in captions)] or not any(
+            c.encoded for c in captions)
+    for sid, frames in (("a", a[:n]), ("b", b[:n])):
+        expected = key_frames(rule, signature(rule, core.thumbnails(frames)), range(n))
+        assert flags[sid] == expected.tolist() and 1 < expected.sum() < n
+    assert sum(counter.calls) == sum(map(sum, flags.values()))
+    # Holding is what makes the difference: encoding every frame changes the log-probabilities.
+    every = CaptionCore(loaded, encode_every_frame=True)
+    counter = _CountingEncoder(every)
+    held = [c.logprob for t in range(len(a)) for c in core.step(a[t : t + 1], ["h"], [t == 0])]
+    again = [every.step(a[t : t + 1], ["e"], [t == 0])[0] for t in range(len(a))]
+    assert all(c.encoded for c in again) and sum(counter.calls) == len(a)
+    assert [c.logprob for c in again] != held
+
+
+def test_times_place_frames_on_the_key_frame_grid(loaded, videos):
+    """The window of K slots follows the frames' times: a stream that skips slots (a slow
+    source, dropped frames) starts a new window, and a key frame, as its times say."""
+    core = CaptionCore(loaded)
+    every = loaded.bundle.keyframes.every
+    still = np.repeat(videos[0][:1], 3, axis=0)  # one picture: only the grid makes key frames
+    fps = loaded.bundle.sample_fps
+    slots = [0, 1, every]
+    got = [c.encoded for c in core.step(still, ["s"] * 3, [True, False, False],
+                                        [s / fps for s in slots])]
+    assert got == [True, False, True]
+    # Without times, each frame is the next slot.
+    core.forget("s")
+    got = [c.encoded for c in core.step(np.repeat(still[:1], every + 1, axis=0),
+                                        ["s"] * (every + 1))]
+    assert got == [True] + [False] * (every - 1) + [True]
