@@ -59,6 +59,9 @@ bundle: setup
 		--evaluation runs/shapes/eval.json
 	$(PY) -m lrcn.evaluate --bundle models/shapes --data $(DATA)/test --novel $(DATA)/novel \
 		--device cpu --record --out runs/shapes/eval-bundle.json
+	$(PY) -m lrcn.evaluate --bundle models/shapes --data $(DATA)/test --novel $(DATA)/novel \
+		--device cpu --record --encode-every-frame --beam --no-meteor \
+		--out runs/shapes/eval-bundle-every-frame.json
 
 # Benchmarks of the runtime with the shipped bundle (about 10 minutes; bench-quick under 2).
 bench: setup

@@ -54,14 +54,19 @@ def graph_differences(
 
 
 def caption_agreement(
-    model: LRCN, core: CaptionCore, videos: Sequence[np.ndarray]
+    model: LRCN, core: CaptionCore, videos: Sequence[np.ndarray],
+    times: Sequence[np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Frame-by-frame token agreement between the core and the model's greedy captions."""
-    ours = caption_sequences(core, videos)
-    frames = same = videos_same = 0
+    """Frame-by-frame token agreement between the core and the model's greedy captions, both
+    with the bundle's key frames (features held in between), at the frames' ``times``."""
+    ours = caption_sequences(core, videos, times)
+    frames = same = videos_same = keys = 0
     first_mismatch = None
     for v, (frames_v, captions) in enumerate(zip(videos, ours, strict=True)):
-        reference = model.caption_frames(torch.from_numpy(frames_v))
+        reference = model.caption_frames(torch.from_numpy(frames_v),
+                                         None if times is None else times[v].tolist(),
+                                         sample_fps=core.bundle.sample_fps)
+        keys += sum(c.encoded for c in captions)
         agree = [list(c.tokens) == r for c, r in zip(captions, reference, strict=True)]
         frames += len(agree)
         same += sum(agree)
@@ -71,7 +76,7 @@ def caption_agreement(
             first_mismatch = {"video": v, "frame": t, "onnx": captions[t].text,
                               "torch": core.bundle.detokenize(reference[t])}
     return {"videos": len(videos), "videos_identical": videos_same, "frames": frames,
-            "frames_identical": same, "first_mismatch": first_mismatch}
+            "frames_identical": same, "frames_encoded": keys, "first_mismatch": first_mismatch}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,11 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.data is not None:
         items = load_dataset(args.data).items[: args.limit]
         size = (loaded.bundle.input_size, loaded.bundle.input_size)
-        videos = [read_sampled_frames(it.path, loaded.bundle.sample_fps, size)[0] for it in items]
-        report["captions"] = caption_agreement(model, CaptionCore(loaded), videos)
+        decoded = [read_sampled_frames(it.path, loaded.bundle.sample_fps, size) for it in items]
+        report["captions"] = caption_agreement(model, CaptionCore(loaded),
+                                               [f for f, _ in decoded], [t for _, t in decoded])
         c = report["captions"]
         print(f"captions: {c['frames_identical']}/{c['frames']} frames and "
-              f"{c['videos_identical']}/{c['videos']} videos token-for-token identical")
+              f"{c['videos_identical']}/{c['videos']} videos token-for-token identical "
+              f"(key frames: {c['frames_encoded']} of {c['frames']} encoded)")
         if c["first_mismatch"]:
             print("first mismatch:", c["first_mismatch"])
     if args.out:

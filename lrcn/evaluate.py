@@ -40,12 +40,13 @@ from lrcn.metrics import (
     lag_summary,
     normalize_caption,
 )
-from lrcn.train import predict
+from lrcn.train import predict, video_key_frames
 from stream.bundle import open_bundle, record_evaluation
 from stream.captioning import CaptionCore, caption_sequences
 from stream.errors import StreamError
 from stream.files import write_text_atomically
 from stream.frames import read_sampled_frames
+from stream.keyframes import EVERY_FRAME
 from stream.sessions import DEVICES, SessionSettings
 
 log = logging.getLogger("lrcn.evaluate")
@@ -111,7 +112,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=DEVICES, default="auto",
                    help="execution device for --bundle (default: auto)")
     p.add_argument("--record", action="store_true",
-                   help="with --bundle: store the results in the bundle's bundle.json")
+                   help="with --bundle: store the results in the bundle's bundle.json (under "
+                        "onnx_core, or onnx_core_encode_every_frame)")
+    p.add_argument("--encode-every-frame", action="store_true",
+                   help="run the CNN on every frame instead of holding its features between "
+                        "the model's key frames (for comparison)")
     p.add_argument("--no-meteor", action="store_true",
                    help="skip METEOR (its Java process takes ~10 s to start)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -124,19 +129,28 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         return _evaluate_bundle(args)
     model, vocab, payload = load_checkpoint(args.checkpoint)
     sample_fps = args.sample_fps or payload["provenance"]["sample_fps"]
-    results = {"checkpoint": str(args.checkpoint), "sample_fps": sample_fps, "splits": {}}
+    results = {"checkpoint": str(args.checkpoint), "sample_fps": sample_fps,
+               "encoding": _encoding(args), "splits": {}}
     for name, path in _splits(args).items():
         data = load_dataset(path)
         videos = encode_videos(data.items, model.encoder, sample_fps, args.cache_dir, args.engine,
                                not args.no_progress)
-        split: dict[str, Any] = {"data": str(path)}
+        rule = EVERY_FRAME if args.encode_every_frame else model.config.keyframes
+        encoded = sum(int(video_key_frames(rule, v, sample_fps).sum()) for v in videos)
+        frames = sum(len(v.times) for v in videos)
+        split: dict[str, Any] = {"data": str(path), "frames_encoded": encoded,
+                                 "encoder_calls_per_frame": round(encoded / max(frames, 1), 4)}
         for beam in _beams(args):
-            captions = predict(model, videos, vocab, sample_fps, beam=beam)
+            captions = predict(model, videos, vocab, sample_fps, beam=beam, rule=rule)
             split[_label(beam)] = score_split(data.items, [v.times for v in videos], captions,
                                               meteor=not args.no_meteor)
             log.info("%s %s: %s", name, _label(beam), _headline(split[_label(beam)]))
         results["splits"][name] = split
     return results
+
+
+def _encoding(args: argparse.Namespace) -> str:
+    return "every frame" if args.encode_every_frame else "key frames"
 
 
 def _splits(args: argparse.Namespace) -> dict[str, Path]:
@@ -157,8 +171,10 @@ def _evaluate_bundle(args: argparse.Namespace) -> dict[str, Any]:
     sample_fps = args.sample_fps or bundle.sample_fps
     size = (bundle.input_size, bundle.input_size)
     results: dict[str, Any] = {"bundle": str(args.bundle), "provider": loaded.providers[0],
-                               "sample_fps": sample_fps, "splits": {}}
-    cores = {beam: CaptionCore(loaded, beam=beam) for beam in _beams(args)}
+                               "sample_fps": sample_fps, "encoding": _encoding(args),
+                               "splits": {}}
+    cores = {beam: CaptionCore(loaded, beam=beam, encode_every_frame=args.encode_every_frame)
+             for beam in _beams(args)}
     for name, path in _splits(args).items():
         items = load_dataset(path).items
         times: list[np.ndarray] = []
@@ -188,7 +204,8 @@ def _evaluate_bundle(args: argparse.Namespace) -> dict[str, Any]:
             log.info("%s %s: %s", name, _label(beam), _headline(split[_label(beam)]))
         results["splits"][name] = split
     if args.record:
-        record_evaluation(args.bundle, "onnx_core", results)
+        record_evaluation(args.bundle, "onnx_core" + ("_encode_every_frame"
+                                                      if args.encode_every_frame else ""), results)
     return results
 
 

@@ -202,19 +202,24 @@ def train_epoch(
 
 
 def predict(model: LRCN, videos: Sequence[EncodedVideo], vocab: Vocabulary, sample_fps: float,
-            beam: int = 1) -> list[list[str]]:
+            beam: int = 1, rule: KeyFrameRule | None = None) -> list[list[str]]:
     """Caption every sampled frame of each video (fresh state per video, features held between
-    key frames as the runtime holds them)."""
+    the key frames of ``rule``, by default the model's, as the runtime holds them)."""
     model.eval()
-    rule = model.config.keyframes
+    rule = rule or model.config.keyframes
     out = []
     for video in videos:
-        slots = [sample_slot(t, sample_fps) for t in video.times]
-        held = held_index(key_frames(rule, signature(rule, video.thumbs), slots))
+        held = held_index(video_key_frames(rule, video, sample_fps))
         ids = model.caption_features(torch.from_numpy(video.appearance[held]),
                                      torch.from_numpy(video.thumbs), beam=beam)
         out.append([vocab.decode(i) for i in ids])
     return out
+
+
+def video_key_frames(rule: KeyFrameRule, video: EncodedVideo, sample_fps: float) -> np.ndarray:
+    """The key-frame flags (T,) of an encoded video captioned from its start."""
+    return key_frames(rule, signature(rule, video.thumbs),
+                      [sample_slot(t, sample_fps) for t in video.times])
 
 
 def frame_accuracy(model: LRCN, videos: Sequence[EncodedVideo], vocab: Vocabulary,

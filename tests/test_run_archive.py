@@ -35,12 +35,13 @@ def videos(tmp_path_factory) -> Path:
 
 
 def summary(done: subprocess.CompletedProcess[str]) -> dict[str, int]:
-    """The counts of run_archive's summary table (videos, captioned, skipped, failed, frames)."""
+    """The counts of run_archive's summary table (videos, captioned, skipped, failed, frames,
+    frames encoded)."""
     lines = done.stderr.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["videos", "captioned"])
     values = lines[header + 1].split()
-    return dict(zip(("videos", "captioned", "skipped", "failed", "frames"),
-                    map(int, values[:5]), strict=True))
+    return dict(zip(("videos", "captioned", "skipped", "failed", "frames", "encoded"),
+                    map(int, values[:6]), strict=True))
 
 
 def inodes(out: Path) -> dict[str, int]:
@@ -101,6 +102,7 @@ def test_a_settings_change_redoes_videos_and_an_unchanged_rerun_skips_them(video
         (("--chunk-seconds", "1"), 0, 3),
         (("--chunk-seconds", "1", "--beam", "2"), 3, 0),  # another decoding
         (("--chunk-seconds", "1", "--beam", "2"), 0, 3),
+        (("--chunk-seconds", "1", "--beam", "2", "--encode-every-frame"), 3, 0),  # the CNN
     ]
     previous: dict[str, int] = {}
     for extra, captioned, skipped in runs:
@@ -119,6 +121,14 @@ def test_a_settings_change_redoes_videos_and_an_unchanged_rerun_skips_them(video
         assert [r["status"] for r in records] == ["ok"] * 3
         if "--chunk-seconds" in extra:
             assert all(r["chunks"] >= 2 for r in records)  # the new setting was applied
+        events = [json.loads(line) for name in sorted(now) if name.endswith(".jsonl")
+                  for line in (out / name).read_text().splitlines()]
+        encoded = sum(e["encoded"] for e in events)
+        assert sum(r["frames_encoded"] for r in records) == encoded
+        if captioned:
+            assert (counts["frames"], counts["encoded"]) == (len(events), encoded)
+        # Key frames only, or (with the option) every frame through the CNN.
+        assert (encoded == len(events)) == ("--encode-every-frame" in extra), extra
 
 
 # ---------------------------------------------------------------------------- dying workers

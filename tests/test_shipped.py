@@ -31,6 +31,15 @@ def test_shipped_bundle_is_valid_small_and_evaluated():
     assert sum(p.stat().st_size for p in (ROOT / "models").rglob("*") if p.is_file()) < 25e6
     onnx_core = loaded.bundle.evaluation["onnx_core"]["splits"]["test"]["greedy"]
     assert onnx_core["frame_exact_match"] >= 0.90 and onnx_core["event_exact_match"] >= 0.95
+    # Key frames, and the same evaluation with every frame encoded for comparison.
+    rule = loaded.bundle.keyframes
+    assert rule.every > 1 and rule.threshold > 0
+    for split in ("test", "novel"):
+        keys = loaded.bundle.evaluation["onnx_core"]["splits"][split]
+        every = loaded.bundle.evaluation["onnx_core_encode_every_frame"]["splits"][split]
+        assert every["encoder_calls_per_frame"] == 1.0
+        assert 1 / rule.every <= keys["encoder_calls_per_frame"] < 0.6
+        assert every["greedy"]["frames"] == keys["greedy"]["frames"]
 
 
 @pytest.mark.slow

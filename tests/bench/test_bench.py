@@ -115,3 +115,18 @@ def test_an_unusable_device_is_one_clear_line():
     assert done.returncode == 3
     assert done.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "Traceback" not in done.stderr
+
+
+def test_the_key_frame_measurement_tables_every_setting(tiny_world, capsys):
+    from bench.keyframes import main
+
+    assert main(["--data", str(tiny_world), "--every", "1", "4", "--threshold", "0", "0.1",
+                 "--size", "64", "--sample-fps", "5", "--cells", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "segment boundaries" in out
+    rows = {tuple(r[:2]): (float(r[2]), float(r[3])) for r in
+            (line.strip("| ").split(" | ") for line in out.splitlines()
+             if line.startswith("| ") and line[2].isdigit())}
+    assert set(rows) == {("1", "0"), ("1", "0.1"), ("4", "0"), ("4", "0.1")}
+    assert rows[("1", "0.1")] == (1.0, 0.0)  # K = 1: every frame is a key frame
+    assert rows[("4", "0")][0] >= rows[("4", "0.1")][0] >= 0.25
