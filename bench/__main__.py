@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import subprocess
 import sys
 import time
@@ -288,9 +289,10 @@ def capacity_search(args: argparse.Namespace, video: Path, plan: Plan,
     """The most live 30 fps streams sustained.
 
     A coarse search with one run per count (double up to 8, then +4) brackets the answer; near
-    it (the bisection and both neighbours of the answer) every count runs
-    ``plan.boundary_trials`` times and the majority decides, so that one disturbed run cannot
-    move the answer. Each count's record is its median run (by p99), with every trial's figures.
+    it (the first count that failed, the bisection, and the answer itself, walking down while
+    it fails) every count runs ``plan.boundary_trials`` times and the majority decides, so
+    that one disturbed run cannot move the answer. Each count's record is its median run (by
+    p99), with every trial's figures.
     """
     runs: dict[int, dict[str, Any]] = {}
 
@@ -384,7 +386,8 @@ def targets(results: dict[str, Any], first: str) -> list[dict[str, Any]]:
 
 
 def _ratio(a: float, b: float) -> float | None:
-    return round(a / b, 2) if b else None
+    ratio = a / b if b else math.nan
+    return round(ratio, 2) if math.isfinite(ratio) else None  # NaN: no figure, not a number
 
 
 if __name__ == "__main__":

@@ -105,7 +105,8 @@ def core_limit(loaded: LoadedBundle, frames: np.ndarray, times: np.ndarray, batc
     runs = iter(range(1 << 30))
 
     def run() -> int:
-        ids = [(next(runs), k) for k in range(streams) for _ in range(per)]
+        run_id = next(runs)
+        ids = [(run_id, k) for k in range(streams) for _ in range(per)]
         for step in range(steps):
             rows = np.tile(np.arange(step * per, (step + 1) * per), streams)
             core.step(frames[rows], ids, times=times[rows].tolist())

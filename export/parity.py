@@ -59,13 +59,13 @@ def caption_agreement(
 ) -> dict[str, Any]:
     """Frame-by-frame token agreement between the core and the model's greedy captions, both
     with the bundle's key frames (features held in between), at the frames' ``times``."""
-    ours = caption_sequences(core, videos, times)
+    ours = caption_sequences(core, videos, times=times)
     frames = same = videos_same = keys = 0
     first_mismatch = None
     for v, (frames_v, captions) in enumerate(zip(videos, ours, strict=True)):
-        reference = model.caption_frames(torch.from_numpy(frames_v),
-                                         None if times is None else times[v].tolist(),
-                                         sample_fps=core.bundle.sample_fps)
+        reference = model.caption_frames(
+            torch.from_numpy(frames_v), times=None if times is None else times[v].tolist(),
+            sample_fps=core.bundle.sample_fps)
         keys += sum(c.encoded for c in captions)
         agree = [list(c.tokens) == r for c, r in zip(captions, reference, strict=True)]
         frames += len(agree)

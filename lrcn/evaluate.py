@@ -41,7 +41,7 @@ from lrcn.metrics import (
     normalize_caption,
 )
 from lrcn.train import predict, video_key_frames
-from stream.bundle import open_bundle, record_evaluation
+from stream.bundle import BundleError, open_bundle, record_evaluation
 from stream.captioning import CaptionCore, caption_sequences
 from stream.errors import StreamError
 from stream.files import write_text_atomically
@@ -168,7 +168,10 @@ def _label(beam: int) -> str:
 def _evaluate_bundle(args: argparse.Namespace) -> dict[str, Any]:
     loaded = open_bundle(args.bundle, SessionSettings(device=args.device))
     bundle = loaded.bundle
-    sample_fps = args.sample_fps or bundle.sample_fps
+    if args.sample_fps and args.sample_fps != bundle.sample_fps:
+        raise BundleError(f"{args.bundle}: --sample-fps {args.sample_fps:g} differs from the "
+                          f"bundle's {bundle.sample_fps:g} (its key frames are on that grid)")
+    sample_fps = bundle.sample_fps
     size = (bundle.input_size, bundle.input_size)
     results: dict[str, Any] = {"bundle": str(args.bundle), "provider": loaded.providers[0],
                                "sample_fps": sample_fps, "encoding": _encoding(args),
@@ -188,7 +191,7 @@ def _evaluate_bundle(args: argparse.Namespace) -> dict[str, Any]:
             times += [t for _, t in decoded]
             for beam, core in cores.items():
                 for caps in caption_sequences(core, [f for f, _ in decoded],
-                                              [t for _, t in decoded], streams=_STREAMS):
+                                              times=[t for _, t in decoded], streams=_STREAMS):
                     captions[beam].append([c.text for c in caps])
                     encoded += sum(c.encoded for c in caps) if beam == 1 else 0
             if bar is not None:

@@ -391,16 +391,19 @@ class LRCN(nn.Module):
 
     @torch.no_grad()
     def caption_frames(
-        self, frames: torch.Tensor, times: Sequence[float] | None = None, beam: int = 1,
-        batch: int = 32, sample_fps: float = 10.0,
+        self, frames: torch.Tensor, *, times: Sequence[float] | None = None, beam: int = 1,
+        batch: int = 32, sample_fps: float | None = None,
     ) -> list[list[int]]:
         """Caption every frame of one sequence (fresh state), the CNN on key frames only.
 
-        frames (T, S, S, 3) uint8; times (T,) seconds (None: one sample slot per frame).
+        frames (T, S, S, 3) uint8; times (T,) seconds on the grid of ``sample_fps`` (None: one
+        sample slot per frame).
         """
         array = frames.numpy()
         thumbs = thumbnails(array, self.config.motion_pool)  # (T, 3, m, m)
-        slots = (range(len(array)) if times is None
+        if times is not None and sample_fps is None:
+            raise ValueError("frame times need the sample_fps they were sampled at")
+        slots = (range(len(array)) if times is None or sample_fps is None
                  else [sample_slot(t, sample_fps) for t in times])
         keys = key_frames(self.config.keyframes, signature(self.config.keyframes, thumbs), slots)
         index = torch.from_numpy(np.flatnonzero(keys))

@@ -349,8 +349,8 @@ def _check_consistency(bundle: Bundle) -> None:
         raise r.fail(f"graphs.encoder input 'frames' must be uint8 {[BATCH, size, size, 3]}, "
                      f"got {frames.dtype} {list(frames.shape)}")
     thumb = mem.input("thumbnail")
-    m = thumb.shape[-1]
-    if (thumb.dtype != "float32" or len(thumb.shape) != 4 or thumb.shape[:2] != (BATCH, 3)
+    m = thumb.shape[-1] if len(thumb.shape) == 4 else None
+    if (thumb.dtype != "float32" or m is None or thumb.shape[:2] != (BATCH, 3)
             or thumb.shape[2] != m or not isinstance(m, int) or size % m):
         raise r.fail(f"graphs.memory input 'thumbnail' must be float32 [{BATCH!r}, 3, m, m] "
                      f"with m dividing the input size {size}, got {thumb.dtype} "

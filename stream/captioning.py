@@ -34,6 +34,8 @@ is how the tests cover it.
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -191,30 +193,42 @@ class CaptionCore:
         """
         n = len(stream_ids)
         thumbs = self.thumbnails(frames)
+        if len(frames) != n:
+            raise ValueError(f"{len(frames)} frames but {n} stream ids")
         flags = self._flags(resets, n)
         if times is not None and len(times) != n:
             raise ValueError(f"{n} frames but {len(times)} times")
+        if times is not None and not all(isinstance(t, (int, float)) and math.isfinite(t)
+                                         for t in times):
+            raise ValueError(f"frame times must be finite numbers of seconds, got {list(times)}")
         sigs = signature(self.keyframes, thumbs)
+        # Decide on copies: nothing of a stream's state changes unless the whole step runs.
+        schedules: dict[Hashable, KeyFrameSchedule] = {}
+        slots: dict[Hashable, int] = {}
         keys = np.zeros(n, np.bool_)
         for i, sid in enumerate(stream_ids):
-            fresh = bool(flags[i]) or sid not in self._schedules
+            fresh = bool(flags[i]) or (sid not in schedules and sid not in self._schedules)
             if fresh:
-                self._schedules[sid] = KeyFrameSchedule(self.keyframes)
-                self._slots[sid] = -1
-            self._slots[sid] += 1
-            slot = (self._slots[sid] if times is None
-                    else sample_slot(times[i], self.bundle.sample_fps))
-            keys[i] = self._schedules[sid].decide(sigs[i], slot, fresh)
-        features = np.empty((n, *self.bundle.graphs["encoder"].output("features").concrete(1)[1:]),
-                            np.float32)
+                schedules[sid], slots[sid] = KeyFrameSchedule(self.keyframes), -1
+            elif sid not in schedules:
+                schedules[sid], slots[sid] = copy.copy(self._schedules[sid]), self._slots[sid]
+            slots[sid] += 1
+            slot = slots[sid] if times is None else sample_slot(times[i], self.bundle.sample_fps)
+            keys[i] = schedules[sid].decide(sigs[i], slot, fresh)
+        feature_shape = self.bundle.graphs["encoder"].output("features").concrete(1)[1:]
+        features = np.empty((n, *feature_shape), np.float32)
         rows = np.flatnonzero(keys)
         if len(rows):
             features[rows] = self.encode(frames[rows])
+        held = {sid: self._held[sid] for sid in schedules if sid in self._held}
         for i, sid in enumerate(stream_ids):
             if keys[i]:
-                self._held[sid] = features[i]
+                held[sid] = features[i].copy()
             else:
-                features[i] = self._held[sid]
+                features[i] = held[sid]
+        self._schedules.update(schedules)
+        self._slots.update(slots)
+        self._held.update(held)
         return self.step_encoded(features, thumbs, stream_ids, flags, encoded=keys)
 
     @staticmethod
@@ -236,7 +250,8 @@ class CaptionCore:
         are known; ``encoded`` says which of them the CNN ran on (default: all)."""
         n = len(stream_ids)
         if len(features) != n or len(thumbs) != n:
-            raise ValueError(f"{len(features)} frames but {n} stream ids")
+            raise ValueError(f"{len(features)} features and {len(thumbs)} thumbnails but {n} "
+                             f"stream ids")
         flags = self._flags(resets, n)
         ran = np.ones(n, np.bool_) if encoded is None else np.asarray(encoded, np.bool_)
         memory = self.bundle.graphs["memory"]
@@ -381,6 +396,7 @@ def _strip(ids: list[int], eos: int) -> list[int]:
 def caption_sequences(
     core: CaptionCore,
     sequences: Sequence[np.ndarray],
+    *,
     times: Sequence[np.ndarray] | None = None,
     streams: int = 16,
     encode_batch: int = 32,

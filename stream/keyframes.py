@@ -44,6 +44,12 @@ class KeyFrameRule:
     cells: int = 7  # the change is measured on a cells x cells grid of the thumbnail
 
     def __post_init__(self) -> None:
+        for name in ("every", "cells"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"keyframes.{name} must be an integer, got {value!r}")
+        if not isinstance(self.threshold, (int, float)) or isinstance(self.threshold, bool):
+            raise ValueError(f"keyframes.threshold must be a number, got {self.threshold!r}")
         if self.every < 1 or self.cells < 1:
             raise ValueError(f"keyframes.every and keyframes.cells must be at least 1, got "
                              f"{self.every} and {self.cells}")
@@ -61,10 +67,6 @@ class KeyFrameRule:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> KeyFrameRule:
-        return cls(int(data["every"]), float(data["threshold"]), int(data["cells"]))
 
 
 EVERY_FRAME = KeyFrameRule()

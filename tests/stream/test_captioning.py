@@ -190,3 +190,22 @@ def test_times_place_frames_on_the_key_frame_grid(loaded, videos):
     got = [c.encoded for c in core.step(np.repeat(still[:1], every + 1, axis=0),
                                         ["s"] * (every + 1))]
     assert got == [True] + [False] * (every - 1) + [True]
+
+
+@pytest.mark.parametrize("count, ids, times, words", [
+    (2, ["a"], None, "2 frames but 1 stream ids"),
+    (1, ["a", "b"], None, "1 frames but 2 stream ids"),
+    (2, ["a", "b"], [0.0], "2 frames but 1 times"),
+    (2, ["a", "b"], [0.0, float("nan")], "finite"),
+])
+def test_a_refused_step_leaves_every_stream_as_it_was(loaded, videos, count, ids, times, words):
+    core = CaptionCore(loaded)
+    core.step(videos[0][:1], ["a"], [True])
+    before = core.state("a")
+    with pytest.raises(ValueError, match=words):
+        core.step(videos[1][:count], ids, None, times)
+    assert core.streams == ["a"]
+    assert all(np.array_equal(v, core.state("a")[k]) for k, v in before.items())
+    # b was never stepped: its first frame is a fresh key frame.
+    [b] = core.step(videos[1][:1], ["b"])
+    assert b.encoded
