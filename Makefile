@@ -2,7 +2,7 @@
 #   make run    set up the runtime and caption the bundled sample video with the bundled model
 #   make test   set up, lint, type-check and run the whole test suite
 # `make demo` generates a small ShapesWorld, trains briefly, evaluates and exports a bundle.
-# `make shapes` is the full run behind the README's accepted numbers (about 45 minutes);
+# `make shapes` is the full run behind the README's accepted numbers (about an hour on 2 cores);
 # `make bundle` exports its checkpoint to models/shapes and evaluates that through the ONNX core.
 
 PYTHON ?= python3
