@@ -60,12 +60,15 @@ def _encode(path: Path, graph: str, size: tuple[int, int]) -> None:
         out.mux(stream.encode())
 
 
-def paced_source(video: Path) -> str:
-    """A live-camera source string that plays ``video`` in real time, looped, decoding it.
+def paced_source(video: Path, start: float = 0.0) -> str:
+    """A live-camera source string that plays ``video`` in real time from ``start`` seconds,
+    looped, decoding it.
 
     The ``movie`` filter decodes the H.264 file inside the lavfi graph (so each stream pays for
     decoding, as a camera's does), ``setpts`` keeps time running across loops and ``realtime``
-    paces it at 30 fps.
+    paces it at 30 fps. Copies of one video started at different points show different things
+    at any moment, as independent cameras do.
     """
     escaped = str(video).replace("\\", "/").replace(":", "\\:").replace(",", "\\,")
-    return f"lavfi:movie={escaped}:loop=0,setpts=N/{FPS}/TB,realtime"
+    seek = f":seek_point={start:g}" if start > 0 else ""
+    return f"lavfi:movie={escaped}{seek}:loop=0,setpts=N/{FPS}/TB,realtime"

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 
 from bench.inputs import paced_source
@@ -32,7 +33,12 @@ WARM_UP = 2.0  # seconds of events left out of the latency figures (start-up, fi
 def measure(bundle: Path, video: Path, streams: int, seconds: float, device: str,
             settings: PipelineSettings) -> dict[str, object]:
     loaded = open_bundle(bundle, SessionSettings(device=device))
-    pipeline = Pipeline(open_sources([paced_source(video)] * streams), loaded, settings)
+    # Each copy starts at another point of the video: independent cameras, whose key frames
+    # (scene changes) do not all fall on the same moment.
+    with av.open(str(video)) as container:
+        length = float(container.duration or 0) / av.time_base
+    starts = [round(k * length / streams, 3) for k in range(streams)]
+    pipeline = Pipeline(open_sources([paced_source(video, s) for s in starts]), loaded, settings)
     latencies: list[float] = []
     captioned = encoded = 0
     cpu0, start = time.process_time(), time.monotonic()
