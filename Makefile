@@ -63,7 +63,7 @@ bundle: setup
 		--device cpu --record --encode-every-frame --beam --no-meteor \
 		--out runs/shapes/eval-bundle-every-frame.json
 
-# Benchmarks of the runtime with the shipped bundle (about 10 minutes; bench-quick under 2).
+# Benchmarks of the runtime with the shipped bundle (about 25 minutes on 2 cores; bench-quick a few).
 bench: setup
 	$(PY) -m bench
 
