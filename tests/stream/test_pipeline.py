@@ -123,7 +123,7 @@ def test_a_failing_source_ends_alone_and_the_others_finish(loaded, videos, tmp_p
 
 
 def test_an_error_in_the_worker_stops_everything_and_is_raised(loaded, monkeypatch):
-    def broken(self, frames, stream_ids, resets=None):
+    def broken(self, *args, **kwargs):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(CaptionCore, "step", broken)
