@@ -9,7 +9,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stream.archive_cli import main  # noqa: E402
+try:
+    from stream.archive_cli import main  # noqa: E402
+except KeyboardInterrupt:  # Ctrl-C while the libraries load: nothing started, nothing to finish
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
 
 if __name__ == "__main__":
     sys.exit(main())

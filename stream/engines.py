@@ -11,12 +11,14 @@ matches the cores given to the run and nothing is oversubscribed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.process
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -95,7 +97,8 @@ def _pool_run(tasks: list[Task], workers: int, initargs: tuple[Any, ...],
     pool = ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context,
                                initializer=_init_pool_worker, initargs=initargs)
     try:
-        futures = {pool.submit(_run_task, task): task for task in tasks}
+        with _children_ignore_ctrl_c():
+            futures = {pool.submit(_run_task, task): task for task in tasks}
         for future in as_completed(futures):
             try:
                 result = future.result()
@@ -109,6 +112,23 @@ def _pool_run(tasks: list[Task], workers: int, initargs: tuple[Any, ...],
         _stop_pool(pool, set(multiprocessing.active_children()) - before)
         raise
     pool.shutdown(wait=True)
+
+
+@contextlib.contextmanager
+def _children_ignore_ctrl_c() -> Iterator[None]:
+    """Ignore SIGINT while worker processes are spawned (the pool spawns them on submit).
+
+    An ignored signal stays ignored across exec, so a worker starts immune to Ctrl-C instead of
+    becoming so only once its initializer runs: a Ctrl-C during its start-up would print a
+    traceback from it. The driver's own handler is back as soon as the workers exist."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _stop_pool(pool: ProcessPoolExecutor, workers: set[multiprocessing.process.BaseProcess],
