@@ -462,6 +462,7 @@ def test_ctrl_c_at_any_moment_of_the_start_is_one_line_and_no_traceback(archive,
     time.sleep(delay)
     os.killpg(process.pid, signal.SIGINT)
     _, err = process.communicate(timeout=60)
-    # 1: it had already finished (two of the archive's inputs are broken on purpose)
-    assert process.returncode in (1, 130), err
+    # 1: it had already finished (two of the archive's inputs are broken on purpose); -SIGINT:
+    # finished, and the signal came while the interpreter was exiting
+    assert process.returncode in (1, 130, -signal.SIGINT), err
     assert "Traceback" not in err, err
