@@ -42,22 +42,40 @@ demo: setup
 		--evaluation runs/demo/eval.json
 	$(PY) -m export.validate runs/demo/bundle --speed 1 8
 
+# Training data varies the look of every video (--vary) and adds still images (one-frame samples
+# captioned with their appearance); the test, novel and still splits are scored, and the test
+# split again rendered at 25 and 60 fps and antialiased (same seed: the same events).
 shapes: setup
-	$(PY) -m lrcn.world --out $(DATA)/train --videos 600 --seed 1 --holdout default --workers 2
-	$(PY) -m lrcn.world --out $(DATA)/val --videos 60 --seed 2 --holdout default
+	$(PY) -m lrcn.world --out $(DATA)/train --videos 600 --seed 1 --holdout default --vary \
+		--workers 2
+	$(PY) -m lrcn.world --out $(DATA)/train-stills --videos 2000 --seed 5 --holdout default \
+		--vary --stills --workers 2
+	$(PY) -m lrcn.world --out $(DATA)/val --videos 60 --seed 2 --holdout default --vary
 	$(PY) -m lrcn.world --out $(DATA)/test --videos 150 --seed 3 --holdout default
 	$(PY) -m lrcn.world --out $(DATA)/novel --videos 60 --seed 4 --holdout default --only-holdout
-	$(PY) -m lrcn.train --config configs/shapes.json --train $(DATA)/train --val $(DATA)/val \
-		--out runs/shapes
-	$(PY) -m lrcn.evaluate --checkpoint runs/shapes/best.pt --data $(DATA)/test \
-		--novel $(DATA)/novel --out runs/shapes/eval.json
+	$(PY) -m lrcn.world --out $(DATA)/stills --videos 300 --seed 6 --holdout default --vary \
+		--stills
+	$(PY) -m lrcn.world --out $(DATA)/test-25fps --videos 150 --seed 3 --holdout default \
+		--fps 25 --workers 2
+	$(PY) -m lrcn.world --out $(DATA)/test-60fps --videos 150 --seed 3 --holdout default \
+		--fps 60 --workers 2
+	$(PY) -m lrcn.world --out $(DATA)/test-antialiased --videos 150 --seed 3 --holdout default \
+		--antialias --workers 2
+	$(PY) -m lrcn.train --config configs/shapes.json --train $(DATA)/train $(DATA)/train-stills \
+		--val $(DATA)/val --out runs/shapes
+	$(PY) -m lrcn.evaluate --checkpoint runs/shapes/best.pt $(EVAL_SPLITS) \
+		--out runs/shapes/eval.json
+
+EVAL_SPLITS = --data $(DATA)/test --novel $(DATA)/novel --stills $(DATA)/stills \
+	--variant 25fps=$(DATA)/test-25fps --variant 60fps=$(DATA)/test-60fps \
+	--variant antialiased=$(DATA)/test-antialiased
 
 # The shipped bundle: weights stored in float16 to stay small (see README), evaluated through the
 # torch-free ONNX core with the results recorded in its bundle.json.
 bundle: setup
 	$(PY) -m export --checkpoint runs/shapes/best.pt --out models/shapes --weights float16 \
 		--evaluation runs/shapes/eval.json
-	$(PY) -m lrcn.evaluate --bundle models/shapes --data $(DATA)/test --novel $(DATA)/novel \
+	$(PY) -m lrcn.evaluate --bundle models/shapes $(EVAL_SPLITS) \
 		--device cpu --record --out runs/shapes/eval-bundle.json
 	$(PY) -m lrcn.evaluate --bundle models/shapes --data $(DATA)/test --novel $(DATA)/novel \
 		--device cpu --record --encode-every-frame --beam --no-meteor \

@@ -3,7 +3,10 @@
 Layouts (detected from the JSON's shape):
 
 * ActivityNet Captions (dense): ``{video_id: {"duration", "timestamps": [[s, e], ...],
-  "sentences": [...]}}``. YouCook2 and ViTT convert to it. ShapesWorld writes it.
+  "sentences": [...]}}``. YouCook2 and ViTT convert to it. ShapesWorld writes it, with two
+  optional lists beside the sentences: ``"appearance"``, what one frame of the segment shows
+  ("a red circle"), and ``"evident"``, the seconds of the segment a viewer must see before the
+  sentence's motion is visible. Before that the segment's target is its appearance.
 * MSR-VTT (clip-level): ``{"videos": [{"video_id"}, ...], "sentences": [{"video_id",
   "caption"}, ...]}``: every sentence describes the whole clip.
 * COCO captions (images): ``{"images": [{"id", "file_name"}], "annotations": [{"image_id",
@@ -24,12 +27,15 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ANNOTATION_NAMES = ("captions.json", "annotations.json")
+_EPSILON = 1e-6  # seconds: sample times and annotations are rounded
 _MEDIA_SUBDIRS = (".", "videos", "images")
 
 
@@ -44,10 +50,24 @@ class Segment:
     start: float
     end: float
     sentences: tuple[str, ...]
+    appearance: tuple[str, ...] = ()  # what one frame shows; () when not annotated
+    evident: float = 0.0  # seconds of the segment to see before its sentences are visible
 
     def covers(self, time: float) -> bool:
         """Whether the frame at ``time`` seconds lies in this segment."""
         return self.start <= time < self.end
+
+    def target(self, seen: float) -> tuple[str, ...]:
+        """What a caption may say after seeing ``seen`` seconds of the segment: its sentences
+        once their motion is evident, before that its appearance (when annotated)."""
+        if self.appearance and seen < self.evident - _EPSILON:
+            return self.appearance
+        return self.sentences
+
+    @property
+    def truthful(self) -> tuple[str, ...]:
+        """Every caption that says only what the segment shows: sentences and appearance."""
+        return self.sentences + self.appearance
 
 
 @dataclass(frozen=True)
@@ -161,16 +181,24 @@ def _read_activitynet(raw: dict[str, Any], media: _MediaIndex) -> list[VideoItem
     items = []
     for video_id, entry in raw.items():
         timestamps, sentences = entry["timestamps"], entry["sentences"]
-        if len(timestamps) != len(sentences):
-            raise DataError(f"{media.root}: video {video_id} has {len(timestamps)} timestamps but "
-                            f"{len(sentences)} sentences")
+        appearance = entry.get("appearance", [None] * len(sentences))
+        evident = entry.get("evident", [0.0] * len(sentences))
+        for name, values in (("timestamps", timestamps), ("appearance", appearance),
+                             ("evident", evident)):
+            if len(values) != len(sentences):
+                raise DataError(f"{media.root}: video {video_id} has {len(values)} {name} but "
+                                f"{len(sentences)} sentences")
         segments = []
-        for (start, end), sentence in zip(timestamps, sentences, strict=True):
-            start, end = float(start), float(end)
+        for (start, end), sentence, look, wait in zip(timestamps, sentences, appearance, evident,
+                                                      strict=True):
+            start, end, wait = float(start), float(end), float(wait)
             if not (math.isfinite(start) and math.isfinite(end) and end > start):
                 raise DataError(f"{media.root}: video {video_id} has a bad segment "
                                 f"[{start}, {end}]")
-            segments.append(Segment(start, end, (_sentence(sentence),)))
+            if not (math.isfinite(wait) and wait >= 0):
+                raise DataError(f"{media.root}: video {video_id} has a bad evident time {wait}")
+            segments.append(Segment(start, end, (_sentence(sentence),),
+                                    () if look is None else (_sentence(look),), wait))
         items.append(VideoItem(str(video_id), media.by_stem(str(video_id)), tuple(segments)))
     return items
 
@@ -213,3 +241,19 @@ def frame_targets(item: VideoItem, times: Iterable[float]) -> list[Segment | Non
 def frame_references(item: VideoItem, times: Iterable[float]) -> list[tuple[str, ...] | None]:
     """The reference sentences of each sampled frame (None: no target), for exact match."""
     return [seg.sentences if seg else None for seg in frame_targets(item, times)]
+
+
+def seen_times(item: VideoItem, times: Sequence[float] | np.ndarray) -> list[float]:
+    """Seconds of its segment each frame's viewer has seen, for a stream that starts at
+    ``times[0]``: from the later of the segment's start and the stream's first frame."""
+    first = float(times[0]) if len(times) else 0.0
+    return [float(t) - max(seg.start, first) if seg else 0.0
+            for t, seg in zip(times, frame_targets(item, times), strict=True)]
+
+
+def frame_truthful_targets(item: VideoItem,
+                           times: Sequence[float] | np.ndarray) -> list[tuple[str, ...] | None]:
+    """What each frame's caption may say, for a stream starting at ``times[0]``: the
+    segment's appearance until its motion is evident, then its sentences (None: no target)."""
+    return [seg.target(seen) if seg else None for seg, seen in
+            zip(frame_targets(item, times), seen_times(item, times), strict=True)]

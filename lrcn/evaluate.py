@@ -10,7 +10,14 @@ ONNX core (stream/captioning.py), every video stepped as a stream from its first
 
 For every split and decoding (greedy, and beam search of each --beam width) it reports:
   * frame exact match: the emitted caption equals a reference of the segment covering the frame
-    (frames outside every segment are not counted);
+    (frames outside every segment are not counted); on a split of still images (--stills) this
+    is the still-image exact match against the appearance caption;
+  * frame target match: the caption equals what the frame may say, the segment's appearance
+    ("a red circle") until its motion is evident, then its sentence (what training teaches);
+  * truthful frames: the caption is the segment's sentence or its appearance, whichever;
+  * wrong-caption runs per event: runs of frames whose caption is neither;
+  * caption changes per event: frames whose caption differs from the previous frame's (2 per
+    event at best: the appearance, then the sentence);
   * event exact match and COCO caption metrics (BLEU-1..4, METEOR, ROUGE-L, CIDEr) of the caption
     emitted at each segment's last sampled frame, against that segment's references;
   * caption lag: sampled frames from a segment's start until the emitted caption is correct and
@@ -30,15 +37,23 @@ from typing import Any
 import numpy as np
 
 from lrcn.checkpoint import CheckpointError, load_checkpoint
-from lrcn.data import DataError, VideoItem, frame_references, load_dataset
+from lrcn.data import (
+    DataError,
+    VideoItem,
+    frame_references,
+    frame_truthful_targets,
+    load_dataset,
+)
 from lrcn.features import encode_videos
 from lrcn.metrics import (
     MetricsError,
+    caption_changes,
     caption_lag,
     coco_caption_scores,
     frame_exact_match,
     lag_summary,
     normalize_caption,
+    wrong_runs,
 )
 from lrcn.train import predict, video_key_frames
 from stream.bundle import BundleError, open_bundle, record_evaluation
@@ -59,30 +74,40 @@ def score_split(
     meteor: bool = True,
 ) -> dict[str, Any]:
     """All metrics for one split, given each video's sampled-frame times and emitted captions."""
-    correct = counted = 0
+    correct = counted = on_target = truthful = runs = changes = 0
     event_hits, lags = 0, []
     candidates: dict[str, str] = {}
     references: dict[str, list[str]] = {}
     for item, t, caps in zip(items, times, captions, strict=True):
         c, n = frame_exact_match(caps, frame_references(item, t))
         correct, counted = correct + c, counted + n
+        on_target += frame_exact_match(caps, frame_truthful_targets(item, t))[0]
+        changed = caption_changes(caps)
         for k, seg in enumerate(item.segments):
             frames = [i for i, x in enumerate(t) if seg.covers(float(x))]
             if not frames:
                 continue  # a segment shorter than the sampling interval
-            last = frames[-1]
+            first, last = frames[0], frames[-1]
+            truthful += frame_exact_match(caps[first : last + 1], [seg.truthful] * len(frames))[0]
+            runs += wrong_runs(caps, first, last + 1, seg.truthful)
+            changes += sum(changed[first : last + 1])
             key = f"{item.video_id}#{k}"
             candidates[key] = caps[last]
             references[key] = list(seg.sentences)
             refs = {normalize_caption(s) for s in seg.sentences}
             event_hits += normalize_caption(caps[last]) in refs
-            lags.append(caption_lag(caps, frames[0], last + 1, seg.sentences))
+            lags.append(caption_lag(caps, first, last + 1, seg.sentences))
+    events = len(candidates)
     result: dict[str, Any] = {
         "videos": len(items),
         "frames": counted,
         "frame_exact_match": correct / counted if counted else None,
-        "events": len(candidates),
-        "event_exact_match": event_hits / len(candidates) if candidates else None,
+        "frame_target_match": on_target / counted if counted else None,
+        "truthful_frames": truthful / counted if counted else None,
+        "events": events,
+        "event_exact_match": event_hits / events if events else None,
+        "wrong_caption_runs_per_event": runs / events if events else None,
+        "caption_changes_per_event": changes / events if events else None,
         "caption_lag_frames": lag_summary(lags),
     }
     if candidates:
@@ -100,6 +125,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="an exported bundle directory, run through the ONNX core")
     p.add_argument("--data", type=Path, required=True, help="test split: folder or annotation JSON")
     p.add_argument("--novel", type=Path, help="a 'novel combinations' split, scored separately")
+    p.add_argument("--stills", type=Path,
+                   help="a split of still images (e.g. COCO layout), scored separately: its "
+                        "frame exact match is the still-image exact match")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=PATH",
+                   type=_variant,
+                   help="another split scored under NAME, e.g. 60fps=data/shapes/test-60fps "
+                        "(repeatable)")
     p.add_argument("--beam", type=int, nargs="*", default=[3],
                    help="beam widths to evaluate besides greedy (default: 3; none: greedy only)")
     p.add_argument("--sample-fps", type=float,
@@ -153,8 +185,22 @@ def _encoding(args: argparse.Namespace) -> str:
     return "every frame" if args.encode_every_frame else "key frames"
 
 
+def _variant(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name.strip(), Path(path.strip())
+
+
 def _splits(args: argparse.Namespace) -> dict[str, Path]:
-    return {"test": args.data} | ({"novel": args.novel} if args.novel else {})
+    splits = {"test": args.data}
+    for name, path in ([("novel", args.novel), ("stills", args.stills)] + args.variant):
+        if path is None:
+            continue
+        if name in splits:
+            raise DataError(f"--variant {name}: the name of another split; choose another")
+        splits[name] = path
+    return splits
 
 
 def _beams(args: argparse.Namespace) -> list[int]:
@@ -226,9 +272,11 @@ def _progress(enabled: bool, desc: str, total: int):  # type: ignore[no-untyped-
 def _headline(scores: dict[str, Any]) -> str:
     lag = scores["caption_lag_frames"]
     coco = scores.get("coco", {})
-    return (f"frame EM {scores['frame_exact_match']:.4f}, event EM "
-            f"{scores['event_exact_match']:.4f}, lag median {lag['median']} p90 {lag['p90']}, "
-            + ", ".join(f"{k} {v:.4f}" for k, v in coco.items()))
+    return (f"frame EM {scores['frame_exact_match']:.4f}, truthful "
+            f"{scores['truthful_frames']:.4f}, event EM {scores['event_exact_match']:.4f}, "
+            f"wrong runs/event {scores['wrong_caption_runs_per_event']:.3f}, changes/event "
+            f"{scores['caption_changes_per_event']:.2f}, lag median {lag['median']} p90 "
+            f"{lag['p90']}, " + ", ".join(f"{k} {v:.4f}" for k, v in coco.items()))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,8 @@ sentences; frames outside every segment have no target. This module scores such 
 * frame level: exact match of the emitted caption against the references (``frame_exact_match``);
 * latency: how many sampled frames after a segment starts the caption settles on a correct one
   (``caption_lag`` and ``lag_summary``);
+* steadiness: runs of captions that are not allowed on a segment (``wrong_runs``) and how often
+  the caption changes (``caption_changes``);
 * sentence level: the standard COCO caption metrics BLEU-1..4, METEOR, ROUGE-L and CIDEr computed
   with ``pycocoevalcap`` (``coco_caption_scores``), which needs a Java runtime.
 """
@@ -129,6 +131,46 @@ def caption_lag(
         if not _matches(predictions[index], references, where=where):
             return None if index == end - 1 else index + 1 - start
     return 0
+
+
+def wrong_runs(
+    predictions: Sequence[str], start: int, end: int, allowed: Collection[str]
+) -> int:
+    """Maximal runs of consecutive frames in ``[start, end)`` whose caption is not allowed.
+
+    ``allowed`` are the captions that may be said on the segment (its sentences, and what one
+    frame of it shows). A caption that is wrong for three frames, right, then wrong again is two
+    runs.
+
+    >>> wrong_runs(["a cat", "a dog", "a dog", "a cat", "a cow"], 0, 5, {"a cat"})
+    2
+    """
+    if not 0 <= start < end <= len(predictions):
+        raise ValueError(
+            f"segment [{start}, {end}) is empty or outside the {len(predictions)} frames"
+        )
+    runs, wrong_before = 0, False
+    for index in range(start, end):
+        wrong = not _matches(predictions[index], allowed, where=f"segment [{start}, {end})")
+        runs += wrong and not wrong_before
+        wrong_before = wrong
+    return runs
+
+
+def caption_changes(predictions: Sequence[str]) -> list[bool]:
+    """Per frame, whether its caption differs from the previous frame's (the first frame's
+    caption is a change: it replaces no caption).
+
+    >>> caption_changes(["a cat", "a cat.", "a dog"])
+    [True, False, True]
+    """
+    previous = None
+    changes = []
+    for prediction in predictions:
+        caption = normalize_caption(prediction)
+        changes.append(caption != previous)
+        previous = caption
+    return changes
 
 
 def lag_summary(lags: Sequence[int | None]) -> LagSummary:

@@ -66,6 +66,7 @@ class LRCNConfig:
     motion_channels: int = 48
     motion_dim: int = 128
     motion_decay: float = 0.7  # running-average weight of the past thumbnails
+    motion_stats: bool = False  # also feed the change maps' mass and centroid (size signal)
     memory_layers: int = 2
     memory_hidden: int = 384
     word_embed: int = 64
@@ -194,8 +195,20 @@ def foreground(thumbs: torch.Tensor) -> torch.Tensor:
     return (thumbs - mean).abs().sum(dim=-3, keepdim=True)
 
 
+# Size signal: the foreground's mass, and the mass and centroid of its changes since the previous
+# frame and since the running average.
+MOTION_STATS = 7
+_STATS_GAIN = 200.0
+
+
 class MotionStream(nn.Module):
-    """Small CNN over a thumbnail, its foreground map, and their changes over time."""
+    """Small CNN over a thumbnail, its foreground map, and their changes over time.
+
+    With ``motion_stats`` it also sees seven numbers that a CNN with pooled outputs reads only
+    roughly: how much foreground there is, and the sum and first moments of its changes. A
+    growing object's change map sums above zero, a shrinking one's below, and a still one's to
+    noise, however slowly the size changes; the memory integrates them over time.
+    """
 
     def __init__(self, config: LRCNConfig) -> None:
         super().__init__()
@@ -205,7 +218,11 @@ class MotionStream(nn.Module):
             nn.Conv2d(ch // 2, ch, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(ch, ch, 3, stride=2, padding=1), nn.ReLU(),
         )
-        self.out = nn.Linear(2 * ch, config.motion_dim)
+        self.stats = config.motion_stats
+        self.out = nn.Linear(2 * ch + (MOTION_STATS if self.stats else 0), config.motion_dim)
+        ramp = torch.linspace(-1.0, 1.0, config.thumb_size)
+        self.register_buffer("ramp_x", ramp.view(1, 1, -1), persistent=False)
+        self.register_buffer("ramp_y", ramp.view(1, -1, 1), persistent=False)
 
     def forward(self, stacked: torch.Tensor) -> torch.Tensor:
         """(N, MOTION_CHANNELS, m, m) -> (N, motion_dim)."""
@@ -213,7 +230,21 @@ class MotionStream(nn.Module):
         y = self.convs(stacked.contiguous(memory_format=torch.channels_last))  # (N, ch, m/8, m/8)
         # Max pooling finds the moving edge wherever the object is; the average keeps its extent.
         pooled = torch.cat([y.mean(dim=(2, 3)), y.amax(dim=(2, 3))], dim=1)  # (N, 2 * ch)
+        if self.stats:
+            pooled = torch.cat([pooled, self._stats(stacked)], dim=1)
         return F.relu(self.out(pooled))
+
+    def _stats(self, stacked: torch.Tensor) -> torch.Tensor:
+        """(N, MOTION_STATS): foreground mass; mass, x and y moments of both change maps."""
+        fg = stacked[:, 9]  # (N, m, m), see Memory._motion_inputs
+        moments = [fg.mean(dim=(1, 2))]
+        ramp_x, ramp_y = self.get_buffer("ramp_x"), self.get_buffer("ramp_y")
+        for change in (stacked[:, 10], stacked[:, 11]):
+            moments += [change.mean(dim=(1, 2)), (change * ramp_x).mean(dim=(1, 2)),
+                        (change * ramp_y).mean(dim=(1, 2))]
+        # Signed log: linear near zero, where slow changes are, logarithmic for fast ones.
+        x = _STATS_GAIN * torch.stack(moments, dim=1)
+        return torch.sign(x) * torch.log1p(x.abs())
 
 
 class Memory(nn.Module):

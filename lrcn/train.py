@@ -32,7 +32,14 @@ import torch.nn.functional as F
 
 from lrcn.backbones import BACKBONE_NAMES, BackboneError
 from lrcn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from lrcn.data import DataError, frame_references, frame_targets, load_dataset
+from lrcn.data import (
+    DataError,
+    Dataset,
+    VideoItem,
+    frame_targets,
+    frame_truthful_targets,
+    load_dataset,
+)
 from lrcn.features import (
     DecodedVideo,
     EncodedVideo,
@@ -81,11 +88,28 @@ class _Sequence:
     training graph. ``signatures`` and ``slots`` place the frames in the key-frame schedule.
     """
 
+    item: VideoItem
     inputs: tuple[torch.Tensor, ...]
     signatures: np.ndarray  # (T, 3, cells, cells)
     slots: np.ndarray  # (T,) sample slots
-    target: list[int]  # per frame: index into `references`, -1 for no target
-    references: list[list[list[int]]]  # per segment: token ids of each reference sentence
+    times: np.ndarray  # (T,) seconds
+    segment: np.ndarray  # (T,) index of the frame's segment, -1 for no target
+    references: list[list[list[int]]]  # per segment k: [2k] its sentences, [2k + 1] appearance
+
+    def targets(self, start: int) -> np.ndarray:
+        """Per frame from ``start`` on, the index into ``references`` of what a stream that
+        starts there must say (-1: no target): a segment's appearance until its motion is
+        evident to that stream, then its sentences."""
+        item, times = self.item, self.times[start:]
+        out = np.full(len(times), -1, np.int64)
+        truthful = frame_truthful_targets(item, times)
+        for i, (k, allowed) in enumerate(zip(self.segment[start:], truthful, strict=True)):
+            if k >= 0:
+                out[i] = 2 * k + (allowed != item.segments[k].sentences)
+        return out
+
+    def __len__(self) -> int:
+        return len(self.times)
 
 
 def _sequences(
@@ -103,11 +127,13 @@ def _sequences(
             inputs = (torch.from_numpy(video.appearance), torch.from_numpy(thumbs))
         slots = np.array([sample_slot(t, sample_fps) for t in video.times], np.int64)
         segments = list(video.item.segments)
-        target = [segments.index(seg) if seg is not None else -1
-                  for seg in frame_targets(video.item, video.times)]
-        refs = [[vocab.encode(s, config.max_caption_len) for s in seg.sentences]
-                for seg in segments]
-        out.append(_Sequence(inputs, signature(rule, thumbs), slots, target, refs))
+        segment = np.array([segments.index(seg) if seg is not None else -1
+                            for seg in frame_targets(video.item, video.times)], np.int64)
+        refs = [[vocab.encode(s, config.max_caption_len) for s in sentences]
+                for seg in segments for sentences in (seg.sentences,
+                                                      seg.appearance or seg.sentences)]
+        out.append(_Sequence(video.item, inputs, signature(rule, thumbs), slots,
+                             np.asarray(video.times), segment, refs))
     return out
 
 
@@ -120,7 +146,7 @@ def _batch(
     schedule starts there too: the first input (appearance, or the frames it is computed from)
     is held between key frames exactly as the runtime holds it.
     """
-    lengths = [len(s.target) - st for s, st in zip(seqs, starts, strict=True)]
+    lengths = [len(s) - st for s, st in zip(seqs, starts, strict=True)]
     B, T = len(seqs), max(lengths)
     inputs = [torch.zeros(B, T, *x.shape[1:], dtype=x.dtype) for x in seqs[0].inputs]
     cont = torch.ones(B, T)
@@ -132,7 +158,7 @@ def _batch(
         inputs[0][b, :n] = s.inputs[0][held]
         for padded, x in zip(inputs[1:], s.inputs[1:], strict=True):
             padded[b, :n] = x[st:]
-        targets[b, :n] = torch.tensor(s.target[st:])
+        targets[b, :n] = torch.from_numpy(s.targets(st))
     return inputs, cont, targets
 
 
@@ -157,10 +183,10 @@ def train_epoch(
 ) -> float:
     """One pass over ``seqs`` in shuffled batches; returns the mean token cross-entropy."""
     model.train()
-    starts = [rng.randrange(len(s.target) // 2 + 1) if rng.random() < cfg.random_start else 0
+    starts = [rng.randrange(len(s) // 2 + 1) if rng.random() < cfg.random_start else 0
               for s in seqs]
     # Batch sequences of similar length together (little padding), in random batch order.
-    order = sorted(range(len(seqs)), key=lambda i: (len(seqs[i].target) - starts[i], rng.random()))
+    order = sorted(range(len(seqs)), key=lambda i: (len(seqs[i]) - starts[i], rng.random()))
     batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
     rng.shuffle(batches)
     total, count = 0.0, 0
@@ -224,10 +250,11 @@ def video_key_frames(rule: KeyFrameRule, video: EncodedVideo, sample_fps: float)
 
 def frame_accuracy(model: LRCN, videos: Sequence[EncodedVideo], vocab: Vocabulary,
                    sample_fps: float) -> float:
-    """Greedy per-frame exact match over ``videos``."""
+    """Greedy per-frame exact match over ``videos`` against what each frame may say (the
+    appearance until a motion is evident, as training teaches)."""
     correct = counted = 0
     for video, captions in zip(videos, predict(model, videos, vocab, sample_fps), strict=True):
-        c, n = frame_exact_match(captions, frame_references(video.item, video.times))
+        c, n = frame_exact_match(captions, frame_truthful_targets(video.item, video.times))
         correct, counted = correct + c, counted + n
     return correct / max(counted, 1)
 
@@ -242,8 +269,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     io = p.add_argument_group("data and output")
     io.add_argument("--config", type=Path, help="JSON file of option defaults "
                     "(keys are option names with underscores); command-line options override it")
-    io.add_argument("--train", type=Path, help="training data: a folder or annotation JSON "
-                    "(ActivityNet Captions, MSR-VTT or COCO captions layout)")
+    io.add_argument("--train", type=Path, nargs="+", help="training data: one or more folders "
+                    "or annotation JSONs (ActivityNet Captions, MSR-VTT or COCO captions layout, "
+                    "e.g. videos and still images)")
     io.add_argument("--val", type=Path, help="validation data (same layouts); picks best.pt")
     io.add_argument("--out", type=Path, help="run folder for checkpoints and logs")
     io.add_argument("--cache-dir", type=Path, default=Path("cache/features"),
@@ -271,6 +299,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     m.add_argument("--motion-dim", type=int, default=d.motion_dim)
     m.add_argument("--motion-decay", type=float, default=d.motion_decay,
                    help="running-average weight of past thumbnails")
+    m.add_argument("--motion-stats", action="store_true",
+                   help="also feed the motion stream's change maps' mass and centroid (a size "
+                        "signal for slow growing and shrinking)")
     m.add_argument("--memory-layers", type=int, default=d.memory_layers)
     m.add_argument("--memory-hidden", type=int, default=d.memory_hidden)
     m.add_argument("--word-embed", type=int, default=d.word_embed)
@@ -337,7 +368,8 @@ def _model_config(args: argparse.Namespace, vocab_size: int) -> LRCNConfig:
         input_size=args.input_size, pool=args.pool, grid=args.grid, finetune=args.finetune,
         feature_dim=args.feature_dim, motion=not args.no_motion, motion_pool=args.motion_pool,
         motion_channels=args.motion_channels, motion_dim=args.motion_dim,
-        motion_decay=args.motion_decay, memory_layers=args.memory_layers,
+        motion_decay=args.motion_decay, motion_stats=args.motion_stats,
+        memory_layers=args.memory_layers,
         memory_hidden=args.memory_hidden, word_embed=args.word_embed,
         word_hidden=args.word_hidden, max_caption_len=args.max_caption_len, dropout=args.dropout,
         key_every=args.key_every, key_threshold=args.key_threshold, key_cells=args.key_cells)
@@ -366,7 +398,7 @@ def _run(args: argparse.Namespace) -> int:
     np.random.seed(cfg.seed)
     rng = random.Random(cfg.seed)
 
-    train_data = load_dataset(args.train)
+    train_data = _load_all(args.train)
     val_data = load_dataset(args.val) if args.val else None
     resume = out / "last.pt"
     state: dict[str, Any] = {}
@@ -403,8 +435,8 @@ def _run(args: argparse.Namespace) -> int:
         schedule.load_state_dict(state["schedule"])
         start_epoch, best, elapsed = state["epoch"] + 1, state["best"], state["elapsed"]
         history = json.loads(state["history"])
-    provenance = {"train": str(args.train), "val": str(args.val), "seed": cfg.seed,
-                  "sample_fps": cfg.sample_fps, "args": _jsonable(vars(args))}
+    provenance = {"train": [str(path) for path in args.train], "val": str(args.val),
+                  "seed": cfg.seed, "sample_fps": cfg.sample_fps, "args": _jsonable(vars(args))}
     write_text_atomically(out / "config.json", json.dumps(provenance["args"], indent=2) + "\n")
 
     # No time limit makes a run the same on every machine: tests bound training by epochs only.
@@ -442,6 +474,20 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_all(paths: Sequence[Path]) -> Dataset:
+    """Several data sets as one (item ids must not repeat across them)."""
+    sets = [load_dataset(path) for path in paths]
+    items = [item for data in sets for item in data.items]
+    ids: dict[str, Path] = {}
+    for data in sets:
+        for item in data.items:
+            if item.video_id in ids:
+                raise DataError(f"{data.annotation}: item {item.video_id} is also in "
+                                f"{ids[item.video_id]}")
+            ids[item.video_id] = data.annotation
+    return Dataset(sets[0].annotation, "+".join(d.layout for d in sets), tuple(items))
+
+
 def _write_logs(out: Path, history: list[dict[str, Any]]) -> None:
     write_text_atomically(out / "log.json", json.dumps(history, indent=2) + "\n")
     table = io.StringIO()
@@ -452,7 +498,9 @@ def _write_logs(out: Path, history: list[dict[str, Any]]) -> None:
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+    return {k: str(v) if isinstance(v, Path)
+            else [str(p) for p in v] if isinstance(v, list) and v and isinstance(v[0], Path)
+            else v for k, v in values.items()}
 
 
 def _bar(total: int, enabled: bool, desc: str):  # type: ignore[no-untyped-def]

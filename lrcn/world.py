@@ -5,8 +5,20 @@ shape is replaced by another one doing something else, and each of these events 
 ``a {color} {shape} {motion}`` ("a red circle moves left"). Splits are written in the ActivityNet
 Captions layout that :mod:`lrcn.data` reads::
 
-    <split>/captions.json           {video_id: {"duration", "timestamps", "sentences"}}
+    <split>/captions.json           {video_id: {"duration", "timestamps", "sentences",
+                                                "appearance", "evident"}}
     <split>/videos/<video_id>.mp4   H.264, yuv420p, 320x240, 30 fps
+
+Beside each sentence, ``appearance`` holds what one frame can show ("a red circle") and
+``evident`` the seconds of the event a viewer must have seen before its motion is visible: the
+object has moved ``EVIDENT_SHIFT`` pixels or changed its size by ``EVIDENT_SIZE`` pixels. A still
+object's stillness is evident once the slowest growing or shrinking the generator draws would have
+shown. Before that, the truthful caption is the appearance.
+
+``vary=True`` draws each video's look at random (frame rate, antialiased edges, tinted and
+graded backgrounds, noise level, compression), so that a model trained on it does not depend on
+one renderer. ``--stills`` writes still images in the COCO captions layout, captioned with their
+appearance (one frame shows no motion).
 
 Everything a video shows is a function of ``(seed, index, config)``: each video draws from its own
 ``SeedSequence([seed, index])``, so videos can be generated in any order or in parallel.
@@ -31,14 +43,15 @@ import multiprocessing
 import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import av
 import numpy as np
+from av.video.stream import VideoStream
 
 from stream.files import write_atomically, write_text_atomically
 
@@ -75,12 +88,24 @@ CAPTIONS_NAME = "captions.json"
 VIDEOS_DIR = "videos"
 
 _COLOR_JITTER = 20
+# What a viewer must see before a motion is visible, in pixels of the object's path or size.
+EVIDENT_SHIFT = 2.0
+EVIDENT_SIZE = 0.5
 _MIN_SIZE, _MAX_SIZE = 16.0, 40.0
 _MIN_SPEED, _MAX_SPEED = 40.0, 120.0
 _MIN_SCALE, _MAX_SCALE = 1.5, 2.5
 _MIN_SHRUNK_SIZE = 8.0
 _MAX_BACKGROUND = 80
 _MAX_NOISE_SIGMA = 8.0
+# The look of a varied split (WorldConfig.vary), drawn per video.
+_VARIED_FPS = (24, 25, 30, 50, 60)
+_VARIED_MAX_GRAY = 110
+_VARIED_TINT = 25
+_VARIED_MAX_RAMP = 35.0
+_VARIED_MAX_NOISE_SIGMA = 12.0
+_VARIED_CRF = (18, 32)
+_ANTIALIAS_SAMPLES = 4  # per side: 16 sub-pixel samples give a pixel's coverage
+_STILL_QUALITY = (2, 12)  # JPEG qscale range of varied still images (2: best)
 # Objects keep one pixel clear of the frame edge, so no border pixel is ever part of an object
 # (pixel centers sit at half-integers; with a zero margin an object touching x=0 would cover
 # column 0).
@@ -113,6 +138,11 @@ class WorldConfig:
         noise: add per-frame Gaussian noise (sigma drawn per video in [0, 8]).
         holdout: (color, shape, motion) triples excluded from the split...
         only_holdout: ...or, when True, the only triples the split uses.
+        antialias: draw edges with their pixel coverage instead of hard.
+        crf: x264 quality (lower is better; 23 is FFmpeg's default).
+        vary: draw each video's look at random instead (fps from 24 to 60, antialiasing,
+            tinted and graded backgrounds, noise sigma up to 12, crf 18 to 32); ``fps``,
+            ``antialias`` and ``crf`` are then ignored. The events drawn do not depend on it.
     """
 
     width: int = 320
@@ -125,6 +155,9 @@ class WorldConfig:
     noise: bool = True
     holdout: frozenset[Triple] = field(default_factory=frozenset)
     only_holdout: bool = False
+    antialias: bool = False
+    crf: int = 23
+    vary: bool = False
 
     def __post_init__(self) -> None:
         # Accept any iterable of triples, but store a frozenset so configs stay hashable.
@@ -136,6 +169,8 @@ class WorldConfig:
                              f"{self.width}x{self.height}")
         if self.fps < 1:
             raise ValueError(f"fps must be at least 1, got {self.fps}")
+        if not 0 <= self.crf <= 51:
+            raise ValueError(f"crf must be in 0..51, got {self.crf}")
         if not 1 <= self.min_events <= self.max_events:
             raise ValueError(f"need 1 <= min_events <= max_events, got "
                              f"{self.min_events}..{self.max_events}")
@@ -173,6 +208,7 @@ class Event:
     color: str
     shape: str
     motion: str
+    evident: float = 0.0  # seconds of the event to see before its motion is visible
 
     @property
     def triple(self) -> Triple:
@@ -183,6 +219,11 @@ class Event:
     def caption(self) -> str:
         """The event's sentence, e.g. ``a red circle moves left``."""
         return f"a {self.color} {self.shape} {self.motion}"
+
+    @property
+    def appearance(self) -> str:
+        """What one frame of the event shows, e.g. ``a red circle``."""
+        return f"a {self.color} {self.shape}"
 
 
 @dataclass(frozen=True)
@@ -212,6 +253,20 @@ class Track:
         return (self.x0 + u * (self.x1 - self.x0), self.y0 + u * (self.y1 - self.y0),
                 self.size0 + u * (self.size1 - self.size0))
 
+    def evident(self, fps: int) -> float:
+        """Seconds of the track to see before its motion is visible (inf: never).
+
+        A track moves and changes size at constant rates, so this holds from any frame on: a
+        viewer joining mid-event needs as long as one who saw it begin.
+        """
+        frames = self.end_frame - self.start_frame
+        shift = math.hypot(self.x1 - self.x0, self.y1 - self.y0) / frames
+        growth = abs(self.size1 - self.size0) / frames
+        if shift == 0 and growth == 0:
+            return still_evident()
+        per_frame = max(shift / EVIDENT_SHIFT, growth / EVIDENT_SIZE)
+        return 1 / (per_frame * fps)
+
 
 @dataclass(frozen=True)
 class VideoPlan:
@@ -226,6 +281,11 @@ class VideoPlan:
     noise_seed: int
     events: tuple[Event, ...]
     tracks: tuple[Track, ...]
+    tint: tuple[int, int, int] = (0, 0, 0)  # added to the gray background
+    ramp: float = 0.0  # a linear brightness ramp across the frame, +-ramp at the ends
+    ramp_angle: float = 0.0  # its direction, radians
+    antialias: bool = False
+    crf: int = 23
 
     @property
     def n_frames(self) -> int:
@@ -243,6 +303,8 @@ class VideoPlan:
             "duration": self.duration,
             "timestamps": [[event.start, event.end] for event in self.events],
             "sentences": [event.caption for event in self.events],
+            "appearance": [event.appearance for event in self.events],
+            "evident": [round(event.evident, 4) for event in self.events],
         }
 
 
@@ -291,6 +353,12 @@ def plan_video(seed: int, index: int, config: WorldConfig | None = None) -> Vide
     # Drawn whether or not noise is on, so that --no-noise changes nothing else.
     sigma = float(rng.uniform(0.0, _MAX_NOISE_SIGMA))
     noise_seed = int(rng.integers(0, 2**63 - 1))
+    look = _draw_look(seed, index, config) if config.vary else {}
+    if look:
+        background, sigma = look.pop("background"), look.pop("noise_sigma")
+        config = replace(config, fps=look.pop("fps"))
+    else:
+        look = {"antialias": config.antialias, "crf": config.crf}
     n_events = int(rng.integers(config.min_events, config.max_events + 1))
     lo, hi = config.event_frame_range
     lengths = [_event_frames(float(rng.uniform(config.min_event_s, config.max_event_s)),
@@ -307,14 +375,41 @@ def plan_video(seed: int, index: int, config: WorldConfig | None = None) -> Vide
         color, shape, motion = triple
         track = _plan_track(rng, config, shape, motion, COLORS[color], start, start + length)
         events.append(Event(start / config.fps, (start + length) / config.fps,
-                            color, shape, motion))
+                            color, shape, motion, track.evident(config.fps)))
         tracks.append(track)
         previous, start = triple, start + length
     return VideoPlan(
         video_id=video_id(seed, index), width=config.width, height=config.height,
         fps=config.fps, background=background, noise_sigma=sigma if config.noise else 0.0,
-        noise_seed=noise_seed, events=tuple(events), tracks=tuple(tracks),
+        noise_seed=noise_seed, events=tuple(events), tracks=tuple(tracks), **look,
     )
+
+
+def _draw_look(seed: int, index: int, config: WorldConfig) -> dict[str, Any]:
+    """A varied video's look, from its own random stream (the events' draws stay the same)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, index, 1]))
+    fps = int(rng.choice(_VARIED_FPS))
+    travel = min(config.width, config.height) - 2 * _MARGIN - 2 * _MIN_SIZE
+    if travel < _MIN_SPEED * config.max_event_s:
+        fps = config.fps
+    return {
+        "fps": fps,
+        "background": int(rng.integers(0, _VARIED_MAX_GRAY + 1)),
+        "tint": tuple(int(t) for t in rng.integers(-_VARIED_TINT, _VARIED_TINT + 1, size=3)),
+        "ramp": float(rng.uniform(0.0, _VARIED_MAX_RAMP)) * float(rng.random() < 0.6),
+        "ramp_angle": float(rng.uniform(0.0, 2 * math.pi)),
+        "noise_sigma": float(rng.uniform(0.0, _VARIED_MAX_NOISE_SIGMA)) if config.noise else 0.0,
+        "antialias": bool(rng.random() < 0.5),
+        "crf": int(rng.integers(_VARIED_CRF[0], _VARIED_CRF[1] + 1)),
+    }
+
+
+def still_evident() -> float:
+    """Seconds after which a still object is evidently still: when the slowest growing or
+    shrinking the generator draws has changed the size by ``EVIDENT_SIZE`` pixels."""
+    slowest_growth = _MIN_SIZE * (_MIN_SCALE - 1)
+    slowest_shrink = _MIN_SIZE * (1 - 1 / _MIN_SCALE)
+    return EVIDENT_SIZE / (min(slowest_growth, slowest_shrink) / WorldConfig.max_event_s)
 
 
 def render_frames(plan: VideoPlan) -> Iterator[np.ndarray]:
@@ -323,25 +418,54 @@ def render_frames(plan: VideoPlan) -> Iterator[np.ndarray]:
     Deterministic: every pass over the same plan yields the same pixels.
     """
     rng = np.random.default_rng(plan.noise_seed)
-    blank = np.full((plan.height, plan.width, 3), plan.background, dtype=np.uint8)
+    blank = background_image(plan)
     for track in plan.tracks:
-        color = np.array(track.rgb, dtype=np.uint8)
         for index in range(track.start_frame, track.end_frame):
-            frame = blank.copy()
-            cx, cy, size = track.at(index)
-            rows, cols, mask = _shape_mask(track.shape, cx, cy, size, plan.height, plan.width)
-            frame[rows, cols][mask] = color
-            if plan.noise_sigma > 0:
-                # Sensor-like noise on the whole frame, object included, so that flat object
-                # colors are not a shortcut a model could rely on.
-                noisy = rng.standard_normal(frame.shape, dtype=np.float32)
-                noisy *= np.float32(plan.noise_sigma)
-                noisy += frame
-                # +0.5 then truncation rounds to nearest, in one pass fewer than np.rint.
-                noisy += np.float32(0.5)
-                np.clip(noisy, 0, 255, out=noisy)
-                frame = noisy.astype(np.uint8)
-            yield frame
+            yield _draw(plan, track, index, blank, rng)
+
+
+def render_frame(plan: VideoPlan, index: int, noise_seed: int) -> np.ndarray:
+    """Frame ``index`` of the plan alone, with its own noise (for still images)."""
+    track = next(t for t in plan.tracks if t.start_frame <= index < t.end_frame)
+    return _draw(plan, track, index, background_image(plan), np.random.default_rng(noise_seed))
+
+
+def background_image(plan: VideoPlan) -> np.ndarray:
+    """The plan's empty frame: its gray, tinted, with its brightness ramp; (H, W, 3) uint8."""
+    base = np.clip(plan.background + np.array(plan.tint, np.float32), 0, 255)
+    blank = np.broadcast_to(base, (plan.height, plan.width, 3)).astype(np.float32)
+    if plan.ramp:
+        y, x = np.mgrid[0:plan.height, 0:plan.width].astype(np.float32)
+        along = (np.cos(plan.ramp_angle) * (x / plan.width - 0.5)
+                 + np.sin(plan.ramp_angle) * (y / plan.height - 0.5))
+        blank = blank + (2 * plan.ramp * along)[:, :, None]
+    return np.clip(np.rint(blank), 0, 255).astype(np.uint8)
+
+
+def _draw(plan: VideoPlan, track: Track, index: int, blank: np.ndarray,
+          rng: np.random.Generator) -> np.ndarray:
+    frame = blank.copy()
+    cx, cy, size = track.at(index)
+    if plan.antialias:
+        rows, cols, cover = _shape_coverage(track.shape, cx, cy, size, plan.height, plan.width)
+        under = frame[rows, cols].astype(np.float32)
+        alpha = cover[:, :, None]
+        color = np.array(track.rgb, dtype=np.float32)
+        frame[rows, cols] = np.rint(under + alpha * (color - under)).astype(np.uint8)
+    else:
+        rows, cols, mask = _shape_mask(track.shape, cx, cy, size, plan.height, plan.width)
+        frame[rows, cols][mask] = np.array(track.rgb, dtype=np.uint8)
+    if plan.noise_sigma > 0:
+        # Sensor-like noise on the whole frame, object included, so that flat object
+        # colors are not a shortcut a model could rely on.
+        noisy = rng.standard_normal(frame.shape, dtype=np.float32)
+        noisy *= np.float32(plan.noise_sigma)
+        noisy += frame
+        # +0.5 then truncation rounds to nearest, in one pass fewer than np.rint.
+        noisy += np.float32(0.5)
+        np.clip(noisy, 0, 255, out=noisy)
+        frame = noisy.astype(np.uint8)
+    return frame
 
 
 def write_video(plan: VideoPlan, path: str | os.PathLike[str]) -> Path:
@@ -359,7 +483,7 @@ def write_video(plan: VideoPlan, path: str | os.PathLike[str]) -> Path:
             stream = container.add_stream("libx264", rate=plan.fps)
             stream.width, stream.height, stream.pix_fmt = plan.width, plan.height, "yuv420p"
             stream.time_base = time_base
-            stream.codec_context.options = _x264_options()
+            stream.codec_context.options = _x264_options(plan.crf)
             for index, rgb in enumerate(render_frames(plan)):
                 frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
                 frame.pts = index
@@ -403,17 +527,8 @@ def generate_split(out_dir: str | os.PathLike[str], videos: int, seed: int,
     logger.info("generating %d ShapesWorld videos (seed %d) in %s with %d worker(s)",
                 videos, seed, out_dir, workers)
     annotations: dict[int, tuple[str, dict[str, Any]]] = {}
-    if workers == 1:
-        for index, vid, annotation in _progress(map(_write_job, jobs), videos, progress):
-            annotations[index] = (vid, annotation)
-    else:
-        # spawn, not fork: the caller may hold threads (tqdm, torch) that fork would copy
-        # mid-operation.
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(min(workers, videos)) as pool:
-            results = pool.imap_unordered(_write_job, jobs)
-            for index, vid, annotation in _progress(results, videos, progress):
-                annotations[index] = (vid, annotation)
+    for index, vid, annotation in _map(_write_job, jobs, workers, progress, "video"):
+        annotations[index] = (vid, annotation)
     captions = {vid: annotation for vid, annotation in
                 (annotations[index] for index in range(videos))}
     stale = sorted(p.name for p in video_dir.glob("*.mp4") if p.stem not in captions)
@@ -425,6 +540,58 @@ def generate_split(out_dir: str | os.PathLike[str], videos: int, seed: int,
     write_text_atomically(captions_path, text)
     logger.info("wrote %s", captions_path)
     return captions_path
+
+
+STILLS_NAME = "annotations.json"
+IMAGES_DIR = "images"
+
+
+def generate_stills(out_dir: str | os.PathLike[str], images: int, seed: int,
+                    config: WorldConfig | None = None, workers: int = 1,
+                    progress: bool = True) -> Path:
+    """Write ``images`` still frames to ``out_dir/images/`` in the COCO captions layout.
+
+    Image ``k`` is a random frame of video ``k`` of the split (seed, config) would generate,
+    captioned with its appearance only ("a red circle"): one frame cannot show a motion. With
+    ``config.vary`` half are JPEG at a random quality, the rest PNG. Returns the annotation path.
+    """
+    config = config or WorldConfig()
+    if images < 1:
+        raise ValueError(f"images must be at least 1, got {images}")
+    if seed < 0 or workers < 1:
+        raise ValueError(f"need seed >= 0 and workers >= 1, got {seed}, {workers}")
+    out_dir = Path(out_dir)
+    image_dir = out_dir / IMAGES_DIR
+    image_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [(seed, index, config, image_dir) for index in range(images)]
+    entries = sorted(_map(_still_job, jobs, workers, progress, "image"))
+    annotation = {
+        "images": [{"id": vid, "file_name": name} for _, vid, name, _ in entries],
+        "annotations": [{"image_id": vid, "caption": caption} for _, vid, _, caption in entries],
+    }
+    path = out_dir / STILLS_NAME
+    write_text_atomically(path, json.dumps(annotation, indent=1) + "\n")
+    logger.info("wrote %s", path)
+    return path
+
+
+def write_image(rgb: np.ndarray, path: Path, jpeg_quality: int | None = None) -> Path:
+    """Write an RGB image as PNG, or as JPEG with qscale ``jpeg_quality`` (2 best .. 31)."""
+    codec, pix_fmt = ("png", "rgb24") if jpeg_quality is None else ("mjpeg", "yuvj420p")
+
+    def write(tmp: Path) -> None:
+        with av.open(str(tmp), "w", format="image2") as container:
+            stream = cast(VideoStream, container.add_stream(codec, rate=1))
+            stream.width, stream.height, stream.pix_fmt = rgb.shape[1], rgb.shape[0], pix_fmt
+            if jpeg_quality is not None:
+                stream.codec_context.options = {"qmin": str(jpeg_quality),
+                                                "qmax": str(jpeg_quality)}
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt)
+            container.mux(stream.encode(frame))
+            container.mux(stream.encode(None))
+
+    write_atomically(path, write)
+    return path
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -452,6 +619,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only-holdout", action="store_true",
                         help="generate only the held-out triples (a novel-combination test "
                              "split); needs --holdout with at least 2 triples")
+    parser.add_argument("--antialias", action="store_true",
+                        help="draw edges with their pixel coverage (off by default)")
+    parser.add_argument("--crf", type=int, default=23,
+                        help="x264 quality, 0..51, lower is better (default 23)")
+    parser.add_argument("--vary", action="store_true",
+                        help="draw each video's look at random (fps 24-60, antialiasing, tinted "
+                             "and graded backgrounds, noise, compression); for training data "
+                             "that does not depend on one renderer")
+    parser.add_argument("--stills", action="store_true",
+                        help=f"write still images instead (<out>/{IMAGES_DIR}/, COCO layout in "
+                             f"<out>/{STILLS_NAME}), captioned with what one frame shows; "
+                             "--videos is then the number of images")
     parser.add_argument("--workers", type=int, default=1,
                         help="parallel encoding processes (default 1); output is identical "
                              "for any value")
@@ -478,10 +657,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                        else parse_triples(args.holdout))
         config = WorldConfig(fps=args.fps, noise=not args.no_noise, holdout=holdout,
                              only_holdout=args.only_holdout, min_events=args.events[0],
-                             max_events=args.events[1])
+                             max_events=args.events[1], antialias=args.antialias,
+                             crf=args.crf, vary=args.vary)
     except ValueError as error:
         print(f"python -m lrcn.world: error: {error}", file=sys.stderr)
         return 2
+    if args.stills:
+        captions = generate_stills(args.out, args.videos, args.seed, config,
+                                   workers=args.workers, progress=not args.no_progress)
+        print(f"wrote {args.videos} images to {args.out / IMAGES_DIR} and captions to "
+              f"{captions}")
+        return 0
     captions = generate_split(args.out, args.videos, args.seed, config, workers=args.workers,
                               progress=not args.no_progress)
     print(f"wrote {args.videos} videos to {args.out / VIDEOS_DIR} and captions to {captions}")
@@ -556,12 +742,16 @@ def _plan_track(rng: np.random.Generator, config: WorldConfig, shape: str, motio
     return Track(start, end, shape, color, x, y, x, y, size0, size1)
 
 
-def _shape_mask(shape: str, cx: float, cy: float, size: float, height: int,
-                width: int) -> tuple[slice, slice, np.ndarray]:
-    """Rows, columns and boolean mask of the pixels whose centers lie in the shape."""
+def _shape_mask(shape: str, cx: float, cy: float, size: float, height: int, width: int,
+                bounds: tuple[slice, slice] | None = None) -> tuple[slice, slice, np.ndarray]:
+    """Rows, columns and boolean mask of the pixels whose centers lie in the shape (within
+    ``bounds`` when given, else the shape's bounding box)."""
     # Only the bounding box is evaluated: a full-frame grid per frame would dominate render time.
-    r0, r1 = max(0, math.floor(cy - size)), min(height, math.ceil(cy + size) + 1)
-    c0, c1 = max(0, math.floor(cx - size)), min(width, math.ceil(cx + size) + 1)
+    if bounds is None:
+        r0, r1 = max(0, math.floor(cy - size) - 1), min(height, math.ceil(cy + size) + 1)
+        c0, c1 = max(0, math.floor(cx - size) - 1), min(width, math.ceil(cx + size) + 1)
+    else:
+        (r0, r1), (c0, c1) = (bounds[0].start, bounds[0].stop), (bounds[1].start, bounds[1].stop)
     y = (np.arange(r0, r1, dtype=np.float64) + 0.5)[:, None] - cy
     x = (np.arange(c0, c1, dtype=np.float64) + 0.5)[None, :] - cx
     if shape == "circle":
@@ -577,9 +767,25 @@ def _shape_mask(shape: str, cx: float, cy: float, size: float, height: int,
     return slice(r0, r1), slice(c0, c1), mask
 
 
-def _x264_options() -> dict[str, str]:
+def _shape_coverage(shape: str, cx: float, cy: float, size: float, height: int,
+                    width: int) -> tuple[slice, slice, np.ndarray]:
+    """Rows, columns and the fraction (0..1) of each pixel the shape covers (antialiasing)."""
+    n = _ANTIALIAS_SAMPLES
+    rows, cols, _ = _shape_mask(shape, cx, cy, size, height, width)
+    cover = np.zeros((rows.stop - rows.start, cols.stop - cols.start), np.float32)
+    for i in range(n):
+        for j in range(n):
+            # Shifting the shape by -offset samples each pixel at center + offset.
+            dy, dx = (i + 0.5) / n - 0.5, (j + 0.5) / n - 0.5
+            _, _, mask = _shape_mask(shape, cx - dx, cy - dy, size, height, width,
+                                     bounds=(rows, cols))
+            cover += mask
+    return rows, cols, cover / (n * n)
+
+
+def _x264_options(crf: int = 23) -> dict[str, str]:
     """Encoder options that give the same bitstream on every run (see _X264_AVX512_FLAGS)."""
-    options = dict(_X264_OPTIONS)
+    options = dict(_X264_OPTIONS) | {"crf": str(crf)}
     flags = _cpu_flags()
     if _X264_AVX512_FLAGS <= flags and _X264_AVX2_FLAGS <= flags:
         options["x264-params"] = "asm=AVX2"
@@ -609,7 +815,36 @@ def _write_job(job: tuple[int, int, WorldConfig, Path]) -> tuple[int, str, dict[
     return index, plan.video_id, plan.annotation()
 
 
-def _progress(items: Iterable[Any], total: int, enabled: bool) -> Iterable[Any]:
+def _still_job(job: tuple[int, int, WorldConfig, Path]) -> tuple[int, str, str, str]:
+    """Plan one video and write one random frame of it as a still image."""
+    seed, index, config, image_dir = job
+    plan = plan_video(seed, index, config)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, index, 2]))
+    k = int(rng.integers(len(plan.events)))
+    track = plan.tracks[k]
+    frame = int(rng.integers(track.start_frame, track.end_frame))
+    rgb = render_frame(plan, frame, int(rng.integers(0, 2**63 - 1)))
+    quality = (int(rng.integers(_STILL_QUALITY[0], _STILL_QUALITY[1] + 1))
+               if config.vary and rng.random() < 0.5 else None)
+    name = f"{plan.video_id}.{'png' if quality is None else 'jpg'}"
+    write_image(rgb, image_dir / name, quality)
+    return index, plan.video_id, name, plan.events[k].appearance
+
+
+def _map(function: Any, jobs: list[Any], workers: int, progress: bool,
+         unit: str) -> Iterator[Any]:
+    """``function`` over ``jobs``, in worker processes when ``workers > 1``, in any order."""
+    if workers == 1:
+        yield from _progress(map(function, jobs), len(jobs), progress, unit)
+        return
+    # spawn, not fork: the caller may hold threads (tqdm, torch) that fork would copy
+    # mid-operation.
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(min(workers, len(jobs))) as pool:
+        yield from _progress(pool.imap_unordered(function, jobs), len(jobs), progress, unit)
+
+
+def _progress(items: Iterable[Any], total: int, enabled: bool, unit: str) -> Iterable[Any]:
     """Wrap ``items`` in a tqdm progress bar when enabled and tqdm is installed."""
     if not enabled:
         return items
@@ -617,7 +852,7 @@ def _progress(items: Iterable[Any], total: int, enabled: bool) -> Iterable[Any]:
         from tqdm import tqdm
     except ImportError:
         return items
-    return tqdm(items, total=total, unit="video", desc="ShapesWorld")
+    return tqdm(items, total=total, unit=unit, desc="ShapesWorld")
 
 
 if __name__ == "__main__":
