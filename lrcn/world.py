@@ -104,7 +104,7 @@ _VARIED_TINT = 25
 _VARIED_MAX_RAMP = 35.0
 _VARIED_MAX_NOISE_SIGMA = 12.0
 _VARIED_CRF = (18, 32)
-_ANTIALIAS_SAMPLES = 4  # per side: 16 sub-pixel samples give a pixel's coverage
+_ANTIALIAS_SAMPLES = 4  # per side: 16 sub-pixel samples give a pixel's coverage (1/4 px steps)
 _STILL_QUALITY = (2, 12)  # JPEG qscale range of varied still images (2: best)
 # Objects keep one pixel clear of the frame edge, so no border pixel is ever part of an object
 # (pixel centers sit at half-integers; with a zero margin an object touching x=0 would cover

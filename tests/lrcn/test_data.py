@@ -7,7 +7,14 @@ import math
 
 import pytest
 
-from lrcn.data import DataError, detect_layout, frame_targets, load_dataset
+from lrcn.data import (
+    DataError,
+    detect_layout,
+    frame_targets,
+    frame_truthful_targets,
+    load_dataset,
+    seen_times,
+)
 from tests.media import write_image, write_video
 
 
@@ -66,6 +73,12 @@ def test_coco_layout_images_are_one_frame_videos(tmp_path):
         ({"v": {"timestamps": [[0, 1]], "sentences": []}}, "1 timestamps but 0"),
         ({"v": {"timestamps": [[2, 1]], "sentences": ["s"]}}, "bad segment"),
         ({"v": {"timestamps": [[0, 1]], "sentences": [""]}}, "malformed"),
+        ({"v": {"timestamps": [[0, 1]], "sentences": ["s"], "appearance": []}},
+         "0 appearance but 1"),
+        ({"v": {"timestamps": [[0, 1]], "sentences": ["s"], "evident": [0.1, 0.2]}},
+         "2 evident but 1"),
+        ({"v": {"timestamps": [[0, 1]], "sentences": ["s"], "evident": [-1]}},
+         "bad evident time"),
     ],
 )
 def test_malformed_annotations_name_the_file(tmp_path, payload, message):
@@ -89,3 +102,32 @@ def test_missing_media_and_bad_json(tmp_path):
 def test_detect_layout_refuses_lists():
     with pytest.raises(DataError):
         detect_layout([1, 2])
+
+
+def test_appearance_is_the_target_until_the_motion_is_evident_to_the_stream(tmp_path):
+    (tmp_path / "captions.json").write_text(json.dumps({"v": {
+        "timestamps": [[0.0, 1.0], [1.0, 2.0]],
+        "sentences": ["a red circle grows", "a blue square stays still"],
+        "appearance": ["a red circle", "a blue square"], "evident": [0.15, 0.3]}}))
+    (item,) = load_dataset(tmp_path, check_media=False).items
+    assert item.segments[0].truthful == ("a red circle grows", "a red circle")
+    times = [i / 10 for i in range(20)]
+    targets = [t[0] if t else None for t in frame_truthful_targets(item, times)]
+    # 0.15 s of the first segment: frames at 0, 0.1 are too early; the second needs 0.3 s.
+    assert targets[:3] == ["a red circle", "a red circle", "a red circle grows"]
+    assert targets[9:14] == ["a red circle grows", "a blue square", "a blue square",
+                             "a blue square", "a blue square stays still"]
+    # A stream that joins mid-segment has seen nothing of it yet either.
+    late = [t[0] for t in frame_truthful_targets(item, times[5:])]  # type: ignore[index]
+    assert late[:3] == ["a red circle", "a red circle", "a red circle grows"]
+    assert seen_times(item, times[5:])[:3] == pytest.approx([0.0, 0.1, 0.2])
+    # The sentences alone stay what frame_targets gives.
+    assert frame_targets(item, [0.0])[0].sentences == ("a red circle grows",)
+
+
+def test_without_appearance_the_target_is_the_sentence(tmp_path):
+    (tmp_path / "captions.json").write_text(json.dumps({"v": {
+        "timestamps": [[0.0, 1.0]], "sentences": ["a dog runs"], "evident": [0.5]}}))
+    (item,) = load_dataset(tmp_path, check_media=False).items
+    assert [t for t in frame_truthful_targets(item, [0.0, 0.6])] == [("a dog runs",)] * 2
+    assert item.segments[0].truthful == ("a dog runs",)

@@ -42,3 +42,24 @@ def test_event_caption_is_the_last_frame_of_the_segment():
     assert scores["event_exact_match"] == 0.5
     assert scores["caption_lag_frames"]["unsettled"] == 1
     assert scores["coco"]["ROUGE-L"] == pytest.approx((1.0 + 0.75) / 2)
+
+
+def test_truthful_frames_wrong_runs_and_changes():
+    require_tool("java", "PTB tokenizer for the COCO metrics")
+    item = VideoItem("v", Path("v.mp4"), (
+        Segment(0.0, 0.5, ("a red circle moves left",), ("a red circle",), 0.05),
+        Segment(0.5, 1.0, ("a blue square grows",), ("a blue square",), 0.25)))
+    red, blue = "a red circle moves left", "a blue square grows"
+    # Segment 1: appearance on its first frame, then the sentence: truthful, 2 changes.
+    # Segment 2: a guess ("shrinks") for two frames, the appearance, then the sentence.
+    captions = (["a red circle", red, red, red, red]
+                + ["a blue square shrinks"] * 2 + ["a blue square", blue, blue])
+    scores = score_split([item], [TIMES], [captions], meteor=False)
+    assert scores["frame_exact_match"] == pytest.approx(0.6)
+    assert scores["truthful_frames"] == pytest.approx(0.8)
+    # What each frame may say: frame 0 the appearance, 5 to 7 too (0.25 s of the segment);
+    # frames 5 and 6 miss it.
+    assert scores["frame_target_match"] == pytest.approx(0.8)
+    assert scores["wrong_caption_runs_per_event"] == pytest.approx(0.5)
+    assert scores["caption_changes_per_event"] == pytest.approx((2 + 3) / 2)
+    assert scores["event_exact_match"] == 1.0

@@ -13,12 +13,14 @@ from lrcn.metrics import (
     COCO_METRICS,
     MetricsError,
     _ptb_tokenize,
+    caption_changes,
     caption_lag,
     coco_caption_scores,
     frame_exact_match,
     java_available,
     lag_summary,
     normalize_caption,
+    wrong_runs,
 )
 from tests.conftest import require_tool
 
@@ -288,3 +290,22 @@ def test_perfect_captions_score_full_marks(java: str) -> None:
     assert scores["ROUGE-L"] == pytest.approx(1.0, abs=1e-9)
     # Cosine 1 for every n = 1..4 (all captions have five words and differ): 10 * 1.
     assert scores["CIDEr"] == pytest.approx(10.0, abs=1e-9)
+
+
+def test_wrong_runs_count_each_return_to_a_wrong_caption() -> None:
+    allowed = {"a red circle", "a red circle grows"}
+    good = ["a red circle", "a red circle", "a red circle grows", "a red circle grows"]
+    assert wrong_runs(good, 0, 4, allowed) == 0
+    guess = ["a red circle shrinks", "a red circle", "a red circle stays still",
+             "a red circle stays still", "a red circle grows."]
+    assert wrong_runs(guess, 0, 5, allowed) == 2
+    assert wrong_runs(guess, 1, 2, allowed) == 0  # only the segment's frames count
+    with pytest.raises(ValueError, match="empty or outside"):
+        wrong_runs(guess, 3, 3, allowed)
+    with pytest.raises(ValueError, match="not a string"):
+        wrong_runs(guess, 0, 1, "a red circle")
+
+
+def test_caption_changes_mark_frames_whose_caption_differs_from_the_last() -> None:
+    assert caption_changes([]) == []
+    assert caption_changes(["a cat", "A cat.", "a dog", "a cat"]) == [True, False, True, True]

@@ -23,6 +23,12 @@ def model() -> LRCN:
 
 
 @pytest.fixture(scope="module")
+def stats_model(model) -> LRCN:
+    torch.manual_seed(0)
+    return LRCN(LRCNConfig(**{**model.config.to_dict(), "motion_stats": True})).eval()
+
+
+@pytest.fixture(scope="module")
 def encoded(model):
     torch.manual_seed(1)
     frames = torch.randint(0, 256, (T, 32, 32, 3), dtype=torch.uint8)
@@ -124,3 +130,44 @@ def test_config_round_trip_and_validation():
         LRCNConfig(vocab_size=5, pool="max")
     with pytest.raises(TypeError):
         LRCNConfig.from_dict({"vocab_size": 5, "unknown": 1})
+
+
+def _disk_frames(radius0: float, radius1: float, frames: int = 8) -> torch.Tensor:
+    """(frames, 32, 32, 3) uint8: an antialiased red disk on gray, its radius changing."""
+    from lrcn import world
+
+    out = torch.full((frames, 32, 32, 3), 60, dtype=torch.uint8)
+    for t in range(frames):
+        radius = radius0 + (radius1 - radius0) * t / (frames - 1)
+        rows, cols, cover = world._shape_coverage("circle", 16.0, 16.0, radius, 32, 32)
+        blend = 60 + torch.from_numpy(cover)[:, :, None] * (torch.tensor([220, 40, 40]) - 60)
+        out[t, rows, cols] = blend.round().to(torch.uint8)
+    return out
+
+
+@pytest.mark.parametrize(("radius1", "sign"), [(7.0, 1), (5.0, -1), (6.0, 0)])
+def test_motion_stats_tell_slow_growing_and_shrinking_from_still(stats_model, radius1, sign):
+    model = stats_model
+    # A radius change of 1/7 pixel per frame: hardly visible in any single difference.
+    frames = _disk_frames(6.0, radius1)
+    thumbs = torch.from_numpy(thumbnails(frames.numpy(), 2)).unsqueeze(0)  # (1, T, 3, 16, 16)
+    cont = torch.ones(1, len(frames))
+    cont[0, 0] = 0
+    stacked, _, _ = model.memory._motion_inputs(thumbs, cont, model.memory.init_state(1))
+    stats = model.memory.motion._stats(stacked[0])  # (T, 7)
+    mass_vs_prev, mass_vs_average = stats[1:, 1], stats[1:, 4]
+    if sign == 0:  # (the running average differs from a constant by rounding only)
+        assert mass_vs_prev.abs().max() == 0 and mass_vs_average.abs().max() < 1e-4
+    else:
+        assert (torch.sign(mass_vs_prev) == sign).all()
+        assert (torch.sign(mass_vs_average) == sign).all()
+        # The running average lags: its difference grows as the change goes on.
+        assert abs(float(mass_vs_average[-1])) > abs(float(mass_vs_prev[-1]))
+
+
+def test_step_by_step_equals_whole_sequence_with_motion_stats(stats_model, encoded):
+    appearance, thumbs = encoded
+    cont = torch.ones(T)
+    cont[0] = cont[7] = 0
+    whole = _whole(stats_model, appearance, thumbs, cont)
+    torch.testing.assert_close(_stepwise(stats_model, appearance, thumbs, cont), whole)

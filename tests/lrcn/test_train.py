@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -71,3 +72,49 @@ def test_finetune_trains_the_backbone_end_to_end(tiny_world, tmp_path):
     changed = [name for name, p in model.encoder.backbone.named_parameters()
                if not torch.equal(p, dict(fresh.encoder.backbone.named_parameters())[name])]
     assert changed, "fine-tuning left every backbone weight as it was"
+
+
+def test_targets_are_the_appearance_until_the_motion_is_evident_from_the_sequence_start():
+    import numpy as np
+
+    from lrcn.data import Segment, VideoItem
+    from lrcn.features import EncodedVideo
+    from lrcn.model import LRCNConfig
+    from lrcn.vocab import Vocabulary
+
+    item = VideoItem("v", Path("v.mp4"), (
+        Segment(0.0, 0.5, ("a red circle grows",), ("a red circle",), 0.15),
+        Segment(0.5, 1.0, ("a blue square moves up",), ("a blue square",), 0.05)))
+    times = np.arange(10) / 10
+    vocab = Vocabulary.build(["a red circle grows", "a blue square moves up"])
+    config = LRCNConfig(vocab_size=len(vocab), input_size=64, pretrained=False)
+    m = config.thumb_size
+    video = EncodedVideo(item, np.zeros((10, 8), np.float32), np.zeros((10, 3, m, m), np.float32),
+                         times)
+    (seq,) = train._sequences([video], vocab, config, sample_fps=10)
+    said = [vocab.decode(seq.references[k][0]) for k in seq.targets(0)]
+    assert said == ["a red circle"] * 2 + ["a red circle grows"] * 3 + ["a blue square"] + [
+        "a blue square moves up"] * 4
+    # A sequence that starts mid-segment (a random start in training) sees it from there.
+    said = [vocab.decode(seq.references[k][0]) for k in seq.targets(2)]
+    assert said[:3] == ["a red circle", "a red circle", "a red circle grows"]
+
+
+@pytest.mark.timeout(600)
+def test_trains_on_videos_and_still_images_together(tiny_world, tmp_path, capsys):
+    from lrcn.world import WorldConfig, generate_stills
+
+    stills = tmp_path / "stills"
+    generate_stills(stills, 6, seed=8, config=WorldConfig(vary=True), progress=False)
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY_MODEL))
+    out = tmp_path / "run"
+    args = ["--config", str(config), "--val", str(tiny_world), "--out", str(out),
+            "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--epochs", "1"]
+    assert train.main([*args, "--train", str(tiny_world), str(stills)]) == 0
+    _, vocab, payload = load_checkpoint(out / "best.pt")
+    assert payload["provenance"]["train"] == [str(tiny_world), str(stills)]
+    # The same items twice is a mistake, named in one line.
+    assert train.main([*args, "--train", str(stills), str(stills)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "is also in" in err

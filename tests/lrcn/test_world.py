@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -362,6 +363,7 @@ def test_cli_writes_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     (["--workers", "0"], "--workers must be at least 1"),
     (["--seed", "-3"], "--seed must be non-negative"),
     (["--fps", "0"], "fps must be at least 1"),
+    (["--crf", "60"], "crf must be in 0..51"),
 ])
 def test_cli_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
                           message: str) -> None:
@@ -381,5 +383,120 @@ def test_cli_help_documents_every_option(capsys: pytest.CaptureFixture[str]) -> 
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     for option in ("--out", "--videos", "--seed", "--fps", "--no-noise", "--holdout",
-                   "--only-holdout", "--workers"):
+                   "--only-holdout", "--workers", "--antialias", "--crf", "--vary", "--stills"):
         assert option in text
+
+
+# --- what a frame can show: appearance and evident motion -----------------------------------
+
+
+def test_annotation_names_each_events_appearance_and_when_its_motion_is_evident() -> None:
+    for plan in _plans(seed=31, count=40):
+        annotation = plan.annotation()
+        assert len(annotation["appearance"]) == len(annotation["evident"]) == len(plan.events)
+        for event, track, look, evident in zip(plan.events, plan.tracks,
+                                               annotation["appearance"], annotation["evident"],
+                                               strict=True):
+            assert event.caption.startswith(look + " ") and len(look.split()) == 3
+            assert evident == pytest.approx(track.evident(plan.fps), abs=1e-4)
+            frames = track.end_frame - track.start_frame
+            shift = np.hypot(track.x1 - track.x0, track.y1 - track.y0) / frames
+            growth = abs(track.size1 - track.size0) / frames
+            seconds = track.evident(plan.fps) * plan.fps  # frames until the motion shows
+            if event.motion == "stays still":
+                assert evident == pytest.approx(world.still_evident(), abs=1e-4)
+            else:
+                # The evident time is when the object has moved or resized enough, not before.
+                reached = max(shift * seconds / world.EVIDENT_SHIFT,
+                              growth * seconds / world.EVIDENT_SIZE)
+                assert reached == pytest.approx(1.0, rel=1e-3)
+            if event.motion.startswith("moves"):
+                assert evident <= 0.1  # visible by a 10 fps stream's second frame
+
+
+def test_stillness_is_evident_only_once_the_slowest_size_change_would_show() -> None:
+    # Nothing the generator draws grows or shrinks so slowly that it still looks still then.
+    slowest = min(abs(t.size1 - t.size0) / (t.end_frame - t.start_frame) * p.fps
+                  for p in _plans(seed=32, count=300) for t, e in zip(p.tracks, p.events,
+                                                                       strict=True)
+                  if e.motion in ("grows", "shrinks"))
+    assert slowest * world.still_evident() >= world.EVIDENT_SIZE - 1e-9
+
+
+def test_varied_looks_keep_the_events_and_change_the_look() -> None:
+    plain, varied = WorldConfig(), WorldConfig(vary=True)
+    looks = set()
+    for index in range(40):
+        a, b = plan_video(9, index, plain), plan_video(9, index, varied)
+        assert [e.triple for e in a.events] == [e.triple for e in b.events]
+        assert plan_video(9, index, varied) == b  # deterministic
+        looks.add((b.fps, b.antialias, b.crf))
+        assert 18 <= b.crf <= 32 and b.fps in (24, 25, 30, 50, 60)
+        for event, track in zip(b.events, b.tracks, strict=True):
+            assert event.start == pytest.approx(track.start_frame / b.fps)
+    assert {fps for fps, _, _ in looks} == {24, 25, 30, 50, 60}
+    assert {aa for _, aa, _ in looks} == {False, True}
+    assert len({crf for _, _, crf in looks}) > 5
+
+
+def test_varied_backgrounds_are_tinted_and_graded() -> None:
+    plans = [plan_video(9, index, WorldConfig(vary=True)) for index in range(20)]
+    graded = [p for p in plans if p.ramp > 5]
+    assert graded and any(p.tint != (0, 0, 0) for p in plans)
+    blank = world.background_image(graded[0])
+    assert np.ptp(blank.astype(int).mean(axis=2)) >= graded[0].ramp
+    plain = world.background_image(plan_video(9, 0))
+    assert (plain == plan_video(9, 0).background).all()
+
+
+def test_antialiased_edges_cover_their_pixels_in_part() -> None:
+    rows, cols, cover = world._shape_coverage("circle", 50.3, 40.7, 12.0, 100, 120)
+    assert cover.max() == 1.0 and cover.min() == 0.0
+    partial = (cover > 0) & (cover < 1)
+    assert partial.sum() > 40  # the rim
+    # The covered area is the circle's (16 samples per pixel: close, not exact).
+    assert cover.sum() == pytest.approx(np.pi * 12.0**2, rel=0.01)
+    _, _, hard = world._shape_mask("circle", 50.3, 40.7, 12.0, 100, 120, bounds=(rows, cols))
+    assert (cover[~hard] < 1).all() or hard.all()
+
+
+def test_antialiased_frames_blend_the_object_into_the_background() -> None:
+    for shape in SHAPES:
+        plan = next(p for p in _plans(33, 50, WorldConfig(noise=False, antialias=True))
+                    if p.tracks[0].shape == shape)
+        frames = list(itertools.islice(render_frames(plan), 3))
+        colors = {tuple(int(v) for v in c) for f in frames for c in f.reshape(-1, 3)}
+        assert (plan.background,) * 3 in colors and plan.tracks[0].rgb in colors
+        assert len(colors) >= 5, shape  # edge pixels in between (coverage in 1/16 steps)
+
+
+def test_stills_are_one_frame_items_captioned_with_their_appearance(tmp_path: Path) -> None:
+    from lrcn.data import load_dataset
+    from stream.frames import read_sampled_frames
+
+    path = world.generate_stills(tmp_path / "stills", 12, seed=34,
+                                 config=WorldConfig(vary=True), progress=False)
+    assert path.name == "annotations.json"
+    data = load_dataset(tmp_path / "stills")
+    assert data.layout == "coco" and len(data.items) == 12
+    suffixes = {item.path.suffix for item in data.items}
+    assert suffixes == {".png", ".jpg"}
+    for index, item in enumerate(data.items):
+        (caption,) = item.segments[0].sentences
+        plan = plan_video(34, index, WorldConfig(vary=True))
+        assert caption in {event.appearance for event in plan.events}
+        frames, times = read_sampled_frames(item.path, 10, (plan.width, plan.height))
+        assert frames.shape == (1, plan.height, plan.width, 3) and list(times) == [0.0]
+    again = world.generate_stills(tmp_path / "again", 12, seed=34,
+                                  config=WorldConfig(vary=True), progress=False)
+    assert again.read_text() == path.read_text()
+
+
+def test_cli_writes_stills(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "stills"
+    assert main(["--out", str(out), "--videos", "3", "--seed", "11", "--stills",
+                 "--no-progress"]) == 0
+    annotation = json.loads((out / "annotations.json").read_text())
+    assert len(annotation["images"]) == 3
+    assert all(CAPTION.match(a["caption"] + " stays still") for a in annotation["annotations"])
+    assert "wrote 3 images" in capsys.readouterr().out
