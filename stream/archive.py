@@ -45,9 +45,12 @@ from stream.events import CaptionEvent
 from stream.files import sync, write_text_atomically
 from stream.frames import StreamClock, TimeSampler, frame_to_rgb, open_video, sampled_frames
 from stream.sinks import JsonlSink, SubtitleSink
+from stream.sources import IMAGE_SUFFIXES
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".mts",
                             ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ogv"})
+# A folder's still images are captioned too: one frame, one caption of what it shows.
+MEDIA_SUFFIXES = VIDEO_SUFFIXES | IMAGE_SUFFIXES
 MANIFEST = "manifest.jsonl"
 OUTPUT_KINDS = ("jsonl", "srt", "vtt")
 # FFmpeg demuxers of streams that recorders join byte for byte (their timestamps may restart).
@@ -118,7 +121,8 @@ class TaskResult:
 
 
 def discover(inputs: Iterable[str]) -> tuple[list[Path], Path]:
-    """Video files named by ``inputs`` (directories searched recursively, glob patterns,
+    """Video files and still images named by ``inputs`` (directories searched recursively for
+    ``MEDIA_SUFFIXES``, glob patterns,
     ``@list.txt`` files of paths, or plain files), sorted, and their common root.
 
     Raises:
@@ -132,7 +136,7 @@ def discover(inputs: Iterable[str]) -> tuple[list[Path], Path]:
         path = Path(spec)
         if path.is_dir():
             found |= {p for p in path.rglob("*") if p.is_file()
-                      and p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith(".")}
+                      and p.suffix.lower() in MEDIA_SUFFIXES and not p.name.startswith(".")}
         elif path.is_file():
             found.add(path)
         elif glob.has_magic(spec):
@@ -143,7 +147,7 @@ def discover(inputs: Iterable[str]) -> tuple[list[Path], Path]:
         else:
             raise ArchiveError(f"{spec}: no such file or directory")
     if not found:
-        raise ArchiveError(f"no video files in {', '.join(inputs)}")
+        raise ArchiveError(f"no video files or images in {', '.join(inputs)}")
     paths = sorted({p.resolve() for p in found})  # one entry per file, however it was named
     root = Path(os.path.commonpath([str(p.parent) for p in paths]))
     return paths, root

@@ -238,5 +238,5 @@ def test_no_video_files_exits_2_with_one_line(tmp_path, content):
         (inputs / name).write_text("not a video")
     done = run_archive(str(inputs), "--out", str(tmp_path / "out"), *CPU, timeout=60)
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [f"error: no video files in {inputs}"]
+    assert done.stderr.strip().splitlines() == [f"error: no video files or images in {inputs}"]
     assert not (tmp_path / "out").exists()

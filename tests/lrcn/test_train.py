@@ -28,7 +28,9 @@ def test_overfits_a_handful_of_videos(tiny_world, tmp_path):
     assert train.main([*args, "--epochs", "25"]) == 0
     log = json.loads((out / "log.json").read_text())
     assert log[-1]["train_loss"] < 0.5 * log[0]["train_loss"]
-    assert max(row["val_frame_acc"] for row in log) == 1.0
+    # Per-frame targets switch from the appearance to the sentence when the motion is evident:
+    # the switch's exact frame is the last thing a tiny model learns.
+    assert max(row["val_frame_acc"] for row in log) >= 0.95
     assert {p.name for p in out.iterdir()} >= {"best.pt", "last.pt", "log.csv", "log.json",
                                                "config.json"}
 
@@ -37,7 +39,11 @@ def test_overfits_a_handful_of_videos(tiny_world, tmp_path):
                           "--out", str(result), "--cache-dir", str(tmp_path / "cache"),
                           "--engine", "torch", "--no-meteor", "--no-progress"]) == 0
     scores = json.loads(result.read_text())["splits"]["test"]
-    assert scores["greedy"]["frame_exact_match"] == 1.0
+    # Every frame says what it may: the appearance until the motion is evident, then the
+    # sentence, which every event ends on.
+    assert scores["greedy"]["frame_target_match"] >= 0.95
+    assert scores["greedy"]["truthful_frames"] == 1.0
+    assert scores["greedy"]["wrong_caption_runs_per_event"] == 0.0
     assert scores["greedy"]["event_exact_match"] == 1.0
     assert scores["greedy"]["coco"]["BLEU-4"] > 0.99
     assert "beam3" in scores
