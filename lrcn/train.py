@@ -187,7 +187,13 @@ def train_epoch(
               for s in seqs]
     # Batch sequences of similar length together (little padding), in random batch order.
     order = sorted(range(len(seqs)), key=lambda i: (len(seqs[i]) - starts[i], rng.random()))
-    batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    # One-frame items (still images) go batch_size x tbptt to a batch: each optimizer step then
+    # sees as many frames as a chunk of a video batch, so stills weigh per frame as video does.
+    singles = [i for i in order if len(seqs[i]) - starts[i] == 1]
+    longer = [i for i in order if len(seqs[i]) - starts[i] > 1]
+    batches = [longer[i : i + cfg.batch_size] for i in range(0, len(longer), cfg.batch_size)]
+    wide = cfg.batch_size * cfg.tbptt
+    batches += [singles[i : i + wide] for i in range(0, len(singles), wide)]
     rng.shuffle(batches)
     total, count = 0.0, 0
     bar = _bar(len(batches), progress, "train")
