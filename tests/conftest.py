@@ -140,3 +140,15 @@ def require_rtsp_server() -> str:
             pytest.fail(f"LRCN_STRICT is set but {message}")
         pytest.skip(message)
     return SYSTEM_PYTHON
+
+
+def ctrl_c_as_in_a_terminal() -> None:
+    """``preexec_fn`` for a child that a test sends SIGINT: default SIGINT handling.
+
+    A shell that starts a job in the background (``cmd &``, as CI runners may) makes it ignore
+    SIGINT, its children inherit that, and a Python started with SIGINT ignored never raises
+    KeyboardInterrupt. A terminal's Ctrl-C reaches a foreground program, which handles it.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -25,6 +25,7 @@ from stream.bundle import open_bundle, sha256_file
 from stream.captioning import CaptionCore
 from stream.frames import read_sampled_frames
 from stream.sessions import SessionSettings
+from tests.conftest import ctrl_c_as_in_a_terminal
 from tests.media import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,7 +167,8 @@ def test_a_signal_stops_promptly_with_every_output_complete(tmp_path, sig, code)
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "run_stream.py"), LIVE, "--quiet",
          *(arg for kind, path in out.items() for arg in (f"--{kind}", str(path)))],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=ctrl_c_as_in_a_terminal)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
         if out["jsonl"].exists() and out["jsonl"].read_text().count('"type": "caption"') >= 15:
