@@ -255,5 +255,6 @@ def frame_truthful_targets(item: VideoItem,
                            times: Sequence[float] | np.ndarray) -> list[tuple[str, ...] | None]:
     """What each frame's caption may say, for a stream starting at ``times[0]``: the
     segment's appearance until its motion is evident, then its sentences (None: no target)."""
-    return [seg.target(seen) if seg else None for seg, seen in
-            zip(frame_targets(item, times), seen_times(item, times), strict=True)]
+    first = float(times[0]) if len(times) else 0.0
+    return [seg.target(float(t) - max(seg.start, first)) if seg else None
+            for t, seg in zip(times, frame_targets(item, times), strict=True)]
