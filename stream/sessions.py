@@ -10,6 +10,10 @@ The onnxruntime-gpu wheel lists CUDA and TensorRT among its available providers 
 without a GPU or without the CUDA libraries; asking for them then silently falls back to the
 CPU. So a provider counts as working only when a session created with it reports it in
 ``session.get_providers()``. The answer is found once per process and device and reused.
+Before the first CUDA or TensorRT session, pip's CUDA libraries are loaded
+(:func:`stream.cuda.prepare`); when the provider still does not work, the error or log line
+says why (:func:`stream.cuda.diagnose`: no driver, no GPU, a version mismatch, missing
+libraries).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from stream import cuda
 from stream.errors import DeviceError
 
 log = logging.getLogger(__name__)
@@ -111,6 +116,7 @@ def _working_provider(device: str, probe: Path) -> str | None:
     wanted = _PROVIDER[device]
     if wanted not in ort.get_available_providers():
         return None
+    cuda.prepare()  # pip's CUDA libraries, before any CUDA or TensorRT session exists
     # Loading a provider's libraries logs through ONNX Runtime's process-wide default logger
     # (straight to the C++ stderr); an expected failure here is reported by the caller instead.
     ort.set_default_logger_severity(4)
@@ -147,11 +153,27 @@ def _choose(settings: SessionSettings, probe: Path) -> list[str]:
             fallback = ["CUDAExecutionProvider"] if provider.startswith("Tensorrt") else []
             return [provider, *fallback, "CPUExecutionProvider"]
     if device == "auto":
-        log.info("device auto: CUDA is not usable here (no GPU or no CUDA libraries); "
-                 "using the CPU")
+        log.info("device auto: CUDA is not usable here (%s); using the CPU",
+                 _cuda_problem().cause)
         return ["CPUExecutionProvider"]
-    raise DeviceError(f"device {device}: ONNX Runtime cannot create {_PROVIDER[device]} here "
-                      f"(no GPU, or its libraries are missing); use --device cpu or auto")
+    raise DeviceError(f"device {device}: {_device_problem(device)}")
+
+
+def _device_problem(device: str) -> str:
+    """Why ``device`` (cuda or tensorrt) cannot run here, in one line."""
+    if _PROVIDER[device] not in ort.get_available_providers():
+        return (f"this onnxruntime has no {_PROVIDER[device]} (pip uninstall onnxruntime, then "
+                f"{cuda.INSTALL})")
+    problem = _cuda_problem()
+    if device == "tensorrt" and problem.cause.startswith("ONNX Runtime cannot create"):
+        return ("CUDA works, but ONNX Runtime cannot create TensorrtExecutionProvider "
+                "(TensorRT's libraries, libnvinfer, are missing): use --device cuda")
+    return str(problem)
+
+
+@functools.cache
+def _cuda_problem() -> cuda.Problem:
+    return cuda.diagnose()
 
 
 def create_session(
