@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,7 @@ from lrcn.checkpoint import load_checkpoint
 from lrcn.onnx_export import OPSET
 from lrcn.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from stream.bundle import BUNDLE_FILE, FORMAT_VERSION, open_bundle, sha256_file
-from stream.files import write_text_atomically
+from stream.files import write_directory_atomically, write_text_atomically
 from stream.sessions import SessionSettings
 
 
@@ -44,10 +42,8 @@ def export_bundle(
     provenance = payload.get("provenance") or {}
     if "sample_fps" not in provenance:
         raise ValueError(f"{checkpoint}: no sample_fps in the checkpoint's provenance")
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+
+    def fill(tmp: Path) -> None:
         graphs = export_graphs(model, tmp, opset)
         if weights == "float16":
             for graph in graphs.values():
@@ -79,16 +75,6 @@ def export_bundle(
         }
         write_text_atomically(tmp / BUNDLE_FILE, json.dumps(manifest, indent=1) + "\n")
         open_bundle(tmp, SessionSettings(device="cpu"))
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
 
+    return write_directory_atomically(out, fill)
 
-def _replace_dir(new: Path, target: Path) -> None:
-    old = target.with_name(f".{target.name}.{os.getpid()}.old")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)

@@ -49,16 +49,43 @@ def store_weights_fp16(path: Path) -> int:
     return len(casts)
 
 
+def restore_weights_fp32(model: onnx.ModelProto) -> int:
+    """Undo :func:`store_weights_fp16` in ``model``: each float16 initializer cast to float32
+    becomes the float32 initializer again (exactly: every float16 value is a float32 value).
+    Returns how many were restored."""
+    graph = model.graph
+    halves = {i.name: i for i in graph.initializer if i.data_type == TensorProto.FLOAT16}
+    restored, kept = {}, []
+    for node in graph.node:
+        to = next((a.i for a in node.attribute if a.name == "to"), None)
+        if node.op_type == "Cast" and to == TensorProto.FLOAT and node.input[0] in halves:
+            array = numpy_helper.to_array(halves[node.input[0]]).astype(np.float32)
+            restored[node.input[0]] = numpy_helper.from_array(array, node.output[0])
+        else:
+            kept.append(node)
+    if not restored:
+        return 0
+    initializers = [i for i in graph.initializer if i.name not in restored]
+    del graph.initializer[:]
+    graph.initializer.extend([*initializers, *restored.values()])
+    del graph.node[:]
+    graph.node.extend(kept)
+    return len(restored)
+
+
 def compute_fp16(path: Path) -> None:
-    """Convert the graph to float16 compute, keeping its input and output types."""
+    """Convert the graph to float16 compute, keeping its input and output types (weights stored
+    in float16 by :func:`store_weights_fp16` are first restored, then converted once)."""
     from onnxconverter_common import float16
 
+    model = onnx.load(str(path))
+    restore_weights_fp32(model)
     with warnings.catch_warnings():  # one note per weight below float16's range, set to 1e-7
         warnings.simplefilter("ignore", UserWarning)
         # Cast nodes stay float32: converted, the uint8 -> float cast of the input frames keeps
         # its "to float" attribute while its output is declared float16, an invalid graph.
         model = float16.convert_float_to_float16(
-            onnx.load(str(path)), keep_io_types=True,
+            model, keep_io_types=True,
             op_block_list=[*float16.DEFAULT_OP_BLOCK_LIST, "Cast"])
     onnx.checker.check_model(model)
     write_atomically(path, lambda tmp: onnx.save(model, str(tmp)))

@@ -89,6 +89,7 @@ class Task:
     start: float  # seconds; captions are emitted for start <= pts < end
     end: float | None
     warmup: float  # seconds decoded (and stepped) before start, without captions
+    hwaccel: str = "none"  # decoding: software, or a hardware decoder (stream.hwaccel)
 
 
 @dataclass
@@ -230,14 +231,15 @@ def seekable_by_time(path: str) -> bool:
 
 
 def plan_tasks(video: VideoInput, duration: float | None, chunk_seconds: float,
-               warmup: float) -> list[Task]:
+               warmup: float, hwaccel: str = "none") -> list[Task]:
     """One task for a short (or unprobeable) video; time chunks for a long one (pass a
     ``duration`` of None for a video that :func:`seekable_by_time` refuses)."""
     if not chunk_seconds or duration is None or duration <= chunk_seconds:
-        return [Task(video.path, 0, 1, 0.0, None, 0.0)]
+        return [Task(video.path, 0, 1, 0.0, None, 0.0, hwaccel)]
     count = math.ceil(duration / chunk_seconds)
     return [Task(video.path, k, count, k * chunk_seconds,
-                 None if k == count - 1 else (k + 1) * chunk_seconds, warmup if k else 0.0)
+                 None if k == count - 1 else (k + 1) * chunk_seconds, warmup if k else 0.0,
+                 hwaccel)
             for k in range(count)]
 
 
@@ -292,7 +294,7 @@ def _caption_frames(core: CaptionCore, task: Task,
                                "encoded": caption.encoded})
         pending.clear()
 
-    container, stream = open_video(task.path)
+    container, stream = open_video(task.path, task.hwaccel)
     with container:
         stream.codec_context.thread_count = decoder_threads
         sampler = TimeSampler(fps)

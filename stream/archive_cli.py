@@ -47,6 +47,7 @@ from stream.archive import (
 from stream.bundle import open_bundle
 from stream.engines import run_local, run_ray
 from stream.errors import BundleError, DeviceError, reason
+from stream.hwaccel import HWACCELS
 from stream.pipeline import DEFAULT_BUNDLE
 from stream.sessions import DEVICES, SessionSettings, default_threads
 
@@ -68,6 +69,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="model bundle (default: the bundled models/shapes)")
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where the model runs (default: auto)")
+    parser.add_argument("--hwaccel", choices=HWACCELS, default="none",
+                        help="decode on the GPU (cuda: NVDEC) or the first hardware decoder "
+                             "that works (auto); software where none works (default: none)")
     parser.add_argument("--beam", type=int, default=1, help="beam width; 1 = greedy (default)")
     parser.add_argument("--encode-every-frame", action="store_true",
                         help="run the CNN on every sampled frame, not only on key frames "
@@ -149,7 +153,8 @@ def _main(argv: Sequence[str] | None) -> int:
         durations = {v.path: probe_duration(v.path) for v in todo}
         tasks = [t for v in todo for t in plan_tasks(v, _chunkable(v.path, durations[v.path],
                                                                    args.chunk_seconds),
-                                                     args.chunk_seconds, args.warmup_seconds)]
+                                                     args.chunk_seconds, args.warmup_seconds,
+                                                     args.hwaccel)]
         if tasks and args.engine == "ray":
             results = run_ray(tasks, args.model, args.device, workers, threads, args.beam,
                               args.ray_address, args.ray_gpus_per_worker,

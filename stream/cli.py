@@ -27,6 +27,7 @@ from stream.bundle import open_bundle
 from stream.decoder import ReconnectPolicy
 from stream.errors import BundleError, DeviceError, StreamError, reason
 from stream.events import ENDED, CaptionEvent, Event
+from stream.hwaccel import HWACCELS
 from stream.overlay import write_overlay
 from stream.pipeline import (
     DEFAULT_BUNDLE,
@@ -83,6 +84,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="where the model runs; auto picks CUDA when it works (default: auto)")
     parser.add_argument("--threads", type=_positive_int, default=None,
                         help="ONNX Runtime intra-op threads (default: usable cores)")
+    parser.add_argument("--hwaccel", choices=HWACCELS, default="none",
+                        help="decode files and network streams on the GPU (cuda: NVDEC), or "
+                             "the first hardware decoder that works (auto); where none works, "
+                             "software decoding, said in one log line (default: none)")
     out = parser.add_argument_group("outputs")
     out.add_argument("--jsonl", type=Path, metavar="PATH",
                      help="JSON Lines: one event per line, flushed as written")
@@ -162,7 +167,8 @@ def _main(argv: Sequence[str] | None) -> int:
             reconnect=ReconnectPolicy(args.reconnect_attempts, args.reconnect_delay,
                                       args.reconnect_max_delay),
             sources=SourceOptions(timeout=args.timeout, rtsp_transport=args.rtsp_transport,
-                                  camera_fps=args.camera_fps, camera_size=args.camera_size))
+                                  camera_fps=args.camera_fps, camera_size=args.camera_size,
+                                  hwaccel=args.hwaccel))
     except ValueError as error:
         parser.error(str(error))
     specs = args.sources or [str(SAMPLE_VIDEO)]

@@ -40,6 +40,7 @@ from stream.frames import (
     use_file_threading,
     video_stream,
 )
+from stream.hwaccel import report_software_fallback
 from stream.mailbox import FrameItem, Mailbox
 from stream.sources import PipeReader, Source, open_pipe, open_source, redact
 
@@ -171,9 +172,11 @@ class Decoder(threading.Thread):
                 self.mailbox.set_live(self.stream, bool(self.source.live))
             if not self.source.live:
                 use_file_threading(stream)
+            report_software_fallback(self.source.name, stream, self.source.hwaccel)
             context = stream.codec_context
+            where = " (hardware decoding)" if context.is_hwaccel else ""
             self._status(OPENED, f"{self.source.name}: {context.name} "
-                                 f"{context.width}x{context.height}")
+                                 f"{context.width}x{context.height}{where}")
             offset = 0.0
             if self._last is not None:  # continue the clock across the outage
                 offset = self._last[0] + (time.monotonic() - self._last[1])

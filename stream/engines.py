@@ -174,7 +174,7 @@ class RayCaptioner:
             task = Task(path=str(batch["path"][i]), chunk=int(batch["chunk"][i]),
                         chunks=int(batch["chunks"][i]), start=float(batch["start"][i]),
                         end=None if batch["end"][i] < 0 else float(batch["end"][i]),
-                        warmup=float(batch["warmup"][i]))
+                        warmup=float(batch["warmup"][i]), hwaccel=str(batch["hwaccel"][i]))
             for key, value in _run_task(task).to_row().items():
                 out.setdefault(key, []).append("" if value is None else value)
         return out

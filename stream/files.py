@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,3 +69,26 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], objec
 def write_text_atomically(path: str | os.PathLike[str], text: str, durable: bool = False) -> Path:
     """Write ``text`` (UTF-8) to ``path`` with :func:`write_atomically`."""
     return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), durable)
+
+
+def write_directory_atomically(path: str | os.PathLike[str],
+                               fill: Callable[[Path], object]) -> Path:
+    """Call ``fill(tmp)`` on a new temporary directory next to ``path``, then put it in place
+    of ``path`` (an existing directory there is replaced). A failure in ``fill`` removes the
+    temporary directory and leaves ``path`` as it was. Returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        fill(tmp)
+        old = path.with_name(f".{path.name}.{os.getpid()}.old")
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path

@@ -19,6 +19,7 @@ import av
 import numpy as np
 
 from stream.errors import MediaError, reason
+from stream.hwaccel import report_software_fallback, resolve
 
 # Sample times are k / sample_fps; a frame whose time is within this tolerance of a sample time
 # counts as at that time (PTS are rationals, their float conversion is not exact).
@@ -89,6 +90,7 @@ def iter_sampled_frames(
     sample_fps: float | None,
     size: tuple[int, int],
     thread_type: str | None = None,
+    hwaccel: str = "none",
 ) -> Iterator[SampledFrame]:
     """Decode ``path`` and yield its frames sampled by presentation time.
 
@@ -97,13 +99,15 @@ def iter_sampled_frames(
         sample_fps: samples per second of video time; None keeps every frame.
         size: (width, height) of the RGB output.
         thread_type: PyAV decoder threading ("AUTO", "FRAME", "SLICE") or None for FFmpeg's default.
+        hwaccel: hardware decoding (see :mod:`stream.hwaccel`); frames come back to the same
+            conversion.
 
     Raises:
         MediaError: the input cannot be opened, has no video stream, or fails to decode.
     """
     sampler = TimeSampler(sample_fps)
     name = str(path)
-    container, stream = open_video(name)
+    container, stream = open_video(name, hwaccel)
     with container:
         if thread_type is not None:
             stream.thread_type = thread_type
@@ -120,17 +124,25 @@ def iter_sampled_frames(
             raise MediaError(f"{name}: no decodable video frames")
 
 
-def open_video(path: str | Path) -> tuple[av.container.InputContainer, av.VideoStream]:
-    """Open a media file and its first video stream, or raise :class:`MediaError` naming it."""
+def open_video(
+    path: str | Path, hwaccel: str = "none"
+) -> tuple[av.container.InputContainer, av.VideoStream]:
+    """Open a media file and its first video stream, or raise :class:`MediaError` naming it.
+
+    ``hwaccel`` asks for hardware decoding (see :mod:`stream.hwaccel`), software where there is
+    none."""
+    accel = resolve(hwaccel)
     try:
-        container = av.open(str(path))
+        container = av.open(str(path), hwaccel=accel)
     except (av.FFmpegError, OSError) as error:
         raise MediaError(f"{path}: cannot open ({reason(error)})") from error
     try:
-        return container, video_stream(container, str(path))
+        stream = video_stream(container, str(path))
     except MediaError:
         container.close()
         raise
+    report_software_fallback(str(path), stream, hwaccel)
+    return container, stream
 
 
 def video_stream(container: av.container.InputContainer, name: str) -> av.VideoStream:

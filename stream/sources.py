@@ -47,6 +47,7 @@ from typing import Any
 import av
 
 from stream.errors import MediaError, reason
+from stream.hwaccel import HWACCELS, resolve
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 _NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp", "srt", "udp", "tcp")
@@ -72,14 +73,20 @@ class SourceOptions:
         rtsp_transport: "tcp" (default: no packet loss, passes NAT) or "udp".
         camera_fps: frame rate asked of a webcam (None: the camera's default).
         camera_size: (width, height) asked of a webcam (None: the camera's default).
+        hwaccel: decoding of files and network streams on a hardware decoder: one of
+            :data:`stream.hwaccel.HWACCELS` (default "none": software).
     """
 
     timeout: float = 5.0
     rtsp_transport: str = "tcp"
     camera_fps: float | None = None
     camera_size: tuple[int, int] | None = None
+    hwaccel: str = "none"
 
     def __post_init__(self) -> None:
+        if self.hwaccel not in HWACCELS:
+            raise ValueError(f"hwaccel must be one of {', '.join(HWACCELS)}, got "
+                             f"{self.hwaccel!r}")
         if not self.timeout > 0:
             raise ValueError(f"timeout must be positive, got {self.timeout}")
         if self.rtsp_transport not in ("tcp", "udp"):
@@ -104,6 +111,8 @@ class Source:
         live: frames arrive in real time and are dropped when the pipeline falls behind;
             None: decided once opened (a network input without a duration is live).
         timeout: (open, read) timeout in seconds, for inputs that can stall.
+        hwaccel: the hardware decoding asked for (see :mod:`stream.hwaccel`); cameras,
+            filter graphs and still images always decode in software.
     """
 
     kind: str
@@ -113,6 +122,7 @@ class Source:
     options: dict[str, str] = field(default_factory=dict)
     live: bool | None = False
     timeout: tuple[float, float] | None = None
+    hwaccel: str = "none"
 
     @property
     def read_timeout(self) -> float:
@@ -160,13 +170,14 @@ def parse_source(
     if scheme in ("rtsp", "rtsps"):
         micros = str(int(options.timeout * 1_000_000))
         return Source(kind="rtsp", url=text, name=redact(text), live=True,
+                      hwaccel=options.hwaccel,
                       options={"rtsp_transport": options.rtsp_transport,
                                "timeout": micros,  # socket timeout, in microseconds
                                "probesize": "32", "analyzeduration": "0"},
                       timeout=(options.timeout, options.timeout))
     if scheme in _NETWORK_SCHEMES:
         return Source(kind="network", url=text, name=redact(text), live=None,
-                      timeout=(options.timeout, options.timeout))
+                      timeout=(options.timeout, options.timeout), hwaccel=options.hwaccel)
     if scheme == "file":
         text = text[len("file://"):]
     elif scheme:
@@ -185,9 +196,10 @@ def parse_source(
         return Source(kind="pipe", url=str(path), name=redact(str(path)), live=True,
                       options={"probesize": "1000000", "analyzeduration": "1",
                                "fpsprobesize": "0"},
-                      timeout=(options.timeout, options.timeout))
-    kind = "image" if path.suffix.lower() in IMAGE_SUFFIXES else "file"
-    return Source(kind=kind, url=str(path), name=redact(str(path)))
+                      timeout=(options.timeout, options.timeout), hwaccel=options.hwaccel)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return Source(kind="image", url=str(path), name=redact(str(path)))
+    return Source(kind="file", url=str(path), name=redact(str(path)), hwaccel=options.hwaccel)
 
 
 def _is_v4l2_path(text: str) -> bool:
@@ -271,12 +283,14 @@ def open_source(
         if source.kind == "pipe" and pipe is None:
             pipe = own.enter_context(open_pipe(source, stop))
         try:
+            accel = resolve(source.hwaccel)
             if pipe is not None:
                 container = av.open(pipe, "r", format=source.format,
-                                    options=dict(source.options))
+                                    options=dict(source.options), hwaccel=accel)
             else:
                 container = av.open(source.url, "r", format=source.format,
-                                    options=dict(source.options), timeout=source.timeout)
+                                    options=dict(source.options), timeout=source.timeout,
+                                    hwaccel=accel)
         except (av.FFmpegError, OSError) as error:
             raise MediaError(f"{source.name}: cannot open ({redact(reason(error))})") from error
         with container:
