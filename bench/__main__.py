@@ -44,11 +44,14 @@ from bench.machine import describe
 from bench.report import EVERY, write_report
 from bench.stages import DECODER_SETTINGS, core_limit, decode_limits, encoder_limits
 from stream.bundle import LoadedBundle, open_bundle
+from stream.cli import frame_size
 from stream.errors import StreamError
 from stream.events import CaptionEvent
 from stream.frames import read_sampled_frames
+from stream.hwaccel import HWACCELS, resolve
 from stream.pipeline import DEFAULT_BUNDLE, ROOT, PipelineSettings, caption_stream
 from stream.sessions import DEVICES, SessionSettings
+from stream.sources import SourceOptions
 
 log = logging.getLogger("bench")
 
@@ -73,11 +76,24 @@ class Plan:
     capacity_seconds: float = 15.0
     max_streams: int = 24
     boundary_trials: int = 3  # capacity runs per stream count near the answer
+    capacity_sizes: tuple[tuple[int, int], ...] = ((640, 480),)  # cameras of the capacity search
 
 
 QUICK = Plan(sizes=((640, 480),), video_seconds=10, batches=(1, 8), repeats=1, encoder_calls=8,
              baseline_frames=60, live_seconds=6.0, live_streams=(1, 4), capacity_seconds=6.0,
              max_streams=8)
+GPU_BATCHES = (32, 64, 128, 256)  # encoder batches a GPU adds to the plan's
+GPU_MAX_BATCH = 32  # the pipeline's --max-batch on a GPU unless given (not yet tuned on one)
+
+
+def for_gpu(plan: Plan) -> Plan:
+    """The plan on a GPU: larger encoder batches, a capacity search up to hundreds of cameras,
+    and (in the full run) 1080p cameras too."""
+    quick = plan.max_streams < Plan.max_streams
+    return replace(plan, batches=tuple(sorted({*plan.batches, *GPU_BATCHES})),
+                   max_streams=64 if quick else 512,
+                   capacity_sizes=plan.capacity_sizes if quick
+                   else ((640, 480), (1920, 1080)))
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -99,8 +115,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="results directory (default: bench/results)")
     parser.add_argument("--name", default=None,
                         help="results file name without suffix (default: quick or full)")
-    parser.add_argument("--max-batch", type=int, default=PipelineSettings.max_batch,
-                        help="the pipeline's --max-batch (default: %(default)s)")
+    parser.add_argument("--max-batch", type=int, default=None,
+                        help=f"the pipeline's --max-batch (default: {PipelineSettings.max_batch}"
+                             f", {GPU_MAX_BATCH} on a GPU)")
+    parser.add_argument("--hwaccel", choices=HWACCELS, default="none",
+                        help="decode on a hardware decoder (cuda: NVDEC): the decode limits, "
+                             "the file runs, and live cameras played from files by the "
+                             "runtime's decoder instead of lavfi cameras (default: none)")
     parser.add_argument("--max-wait-ms", type=float, default=PipelineSettings.max_wait_ms,
                         help="the pipeline's --max-wait-ms (default: %(default)s)")
     parser.add_argument("--encode-every-frame", action="store_true",
@@ -112,6 +133,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     small.add_argument("--capacity-seconds", type=float, help="length of each capacity run")
     small.add_argument("--max-streams", type=int, help="capacity search stops here")
     small.add_argument("--baseline-frames", type=int, help="frames the naive baseline runs")
+    small.add_argument("--capacity-sizes", type=frame_size, nargs="+", metavar="WxH",
+                       help="camera sizes of the capacity search, the first one's also in the "
+                            "targets (default: 640x480; 640x480 1920x1080 on a GPU)")
     small.add_argument("--cache", type=Path, default=CACHE, help="where inputs are cached")
     return parser
 
@@ -123,18 +147,26 @@ def main(argv: list[str] | None = None) -> int:
     plan = QUICK if args.quick else Plan()
     overrides = {k: getattr(args, k) for k in ("video_seconds", "live_seconds",
                                                "capacity_seconds", "max_streams",
-                                               "baseline_frames")
+                                               "baseline_frames", "capacity_sizes")
                  if getattr(args, k) is not None}
-    plan = replace(plan, **overrides)
     name = args.name or ("quick" if args.quick else "full")
-    settings = PipelineSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                                encode_every_frame=args.encode_every_frame)
     started = time.monotonic()
     try:
         loaded = open_bundle(args.bundle, SessionSettings(device=args.device))
     except StreamError as error:  # a bad bundle, or --device cuda without a usable GPU
         print(f"error: {error}", file=sys.stderr)
         return 3
+    if args.hwaccel != "none" and resolve(args.hwaccel) is None:
+        print(f"error: hwaccel {args.hwaccel}: no hardware decoder works here (see the line "
+              f"above)", file=sys.stderr)
+        return 3
+    on_gpu = loaded.providers[0] != "CPUExecutionProvider"
+    plan = replace(for_gpu(plan) if on_gpu else plan, **overrides)
+    if args.max_batch is None:
+        args.max_batch = GPU_MAX_BATCH if on_gpu else PipelineSettings.max_batch
+    settings = PipelineSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                                encode_every_frame=args.encode_every_frame,
+                                sources=SourceOptions(hwaccel=args.hwaccel))
     results = run(plan, loaded, args, settings)
     results["wall_seconds"] = round(time.monotonic() - started, 1)
     paths = write_report(results, args.out, name)
@@ -158,7 +190,10 @@ def run(plan: Plan, loaded: LoadedBundle, args: argparse.Namespace,
                               "max_wait_ms": settings.max_wait_ms,
                               "queue_size": settings.queue_size,
                               "encode_every_frame": settings.encode_every_frame},
-        "decoder_settings": DECODER_SETTINGS}
+        "decoder_settings": DECODER_SETTINGS,
+        "decoding": "on the CPU" if args.hwaccel == "none" else f"hwaccel {args.hwaccel}",
+        "cameras": "lavfi (FFmpeg's movie filter decodes)" if args.hwaccel == "none"
+        else "files played in real time by the runtime's decoder"}
     videos = {f"{w}x{h}": bench_video((w, h), plan.video_seconds, args.cache)
               for w, h in plan.sizes}
     first = next(iter(videos))
@@ -181,7 +216,7 @@ def run(plan: Plan, loaded: LoadedBundle, args: argparse.Namespace,
     results["files"] = {}
     for label, video in videos.items():
         log.info("%s: decode limits", label)
-        decode = decode_limits(video, size, bundle.sample_fps, plan.repeats)
+        decode = decode_limits(video, size, bundle.sample_fps, plan.repeats, args.hwaccel)
         entry: dict[str, Any] = {"decode": {k: r.to_json() for k, r in decode.items()}}
         for mode, every_frame in (("every_frame", True), ("sampled", False)):
             log.info("%s: pipeline, %s", label, mode.replace("_", " "))
@@ -209,7 +244,7 @@ def run(plan: Plan, loaded: LoadedBundle, args: argparse.Namespace,
 
     still = still_video(plan.sizes[0], plan.video_seconds, args.cache)
     log.info("still scene: decode limits, pipeline")
-    decode = decode_limits(still, size, bundle.sample_fps, plan.repeats)
+    decode = decode_limits(still, size, bundle.sample_fps, plan.repeats, args.hwaccel)
     results["still"] = {"decode": {k: r.to_json() for k, r in decode.items()},
                         "sampled": _sampled_run(loaded, still, plan, settings, decode)}
     if compare:
@@ -238,6 +273,13 @@ def run(plan: Plan, loaded: LoadedBundle, args: argparse.Namespace,
     if compare:
         log.info("capacity, every frame encoded")
         results["capacity" + EVERY] = capacity_search(args, videos[first], plan, every)
+    results["capacity_by_size"] = {}
+    for w, h in plan.capacity_sizes:
+        if f"{w}x{h}" == first:
+            continue  # measured above
+        log.info("capacity, %dx%d cameras", w, h)
+        video = videos.get(f"{w}x{h}") or bench_video((w, h), plan.video_seconds, args.cache)
+        results["capacity_by_size"][f"{w}x{h}"] = capacity_search(args, video, plan, settings)
     results["targets"] = targets(results, first)
     return results
 
@@ -276,6 +318,8 @@ def live_run(args: argparse.Namespace, video: Path, streams: int, seconds: float
                str(video), "--streams", str(streams), "--seconds", str(seconds), "--device",
                args.device, "--max-batch", str(settings.max_batch), "--max-wait-ms",
                str(settings.max_wait_ms)] + ["--encode-every-frame"] * settings.encode_every_frame
+    if args.hwaccel != "none":  # NVDEC decodes in the runtime's decoder, not inside lavfi
+        command += ["--cameras", "files", "--hwaccel", args.hwaccel]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
                           timeout=seconds + 120)
     if done.returncode != 0:
@@ -288,7 +332,8 @@ def capacity_search(args: argparse.Namespace, video: Path, plan: Plan,
                     settings: PipelineSettings) -> dict[str, Any]:
     """The most live 30 fps streams sustained.
 
-    A coarse search with one run per count (double up to 8, then +4) brackets the answer; near
+    A coarse search with one run per count (doubling: 1, 2, 4, ..., so that hundreds of GPU
+    streams are reached in a few steps) brackets the answer; near
     it (the first count that failed, the bisection, and the answer itself, walking down while
     it fails) every count runs ``plan.boundary_trials`` times and the majority decides, so
     that one disturbed run cannot move the answer. Each count's record is its median run (by
@@ -317,7 +362,7 @@ def capacity_search(args: argparse.Namespace, video: Path, plan: Plan,
     best, n = 0, 1
     while n <= plan.max_streams and sustained(n):
         best = n
-        n = n * 2 if n < 8 else n + 4
+        n *= 2
     trials = plan.boundary_trials
     low, high = best, min(n, plan.max_streams + 1)
     if high <= plan.max_streams and sustained(high, trials):  # a disturbed coarse run

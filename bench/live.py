@@ -2,8 +2,12 @@
 
     python -m bench.live --bundle models/shapes --video V.mp4 --streams 4 --seconds 15
 
-N copies of a paced 30 fps camera (``bench.inputs.paced_source``) are captioned at the bundle's
-sample_fps for the given time. Prints one JSON object: frames captioned, frames dropped, the
+N copies of a paced 30 fps camera are captioned at the bundle's sample_fps for the given time:
+lavfi cameras (``bench.inputs.paced_source``: FFmpeg's movie filter decodes, on the CPU), or
+with ``--cameras files`` the video file played in real time by the runtime's own decoder
+(``--realtime``), which can decode on a hardware decoder (``--hwaccel cuda``: NVDEC).
+
+Prints one JSON object: frames captioned, frames dropped, the
 latency from decode to caption event (percentiles over the frames after a warm-up), peak RSS and
 CPU use.
 """
@@ -15,6 +19,7 @@ import json
 import resource
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -23,22 +28,38 @@ import numpy as np
 from bench.inputs import paced_source
 from bench.machine import proc_status
 from stream.bundle import open_bundle
+from stream.errors import MediaError
 from stream.events import CaptionEvent
+from stream.hwaccel import HWACCELS
 from stream.pipeline import Pipeline, PipelineSettings, open_sources
 from stream.sessions import SessionSettings
+from stream.sources import Source, SourceOptions, parse_source
 
 WARM_UP = 2.0  # seconds of events left out of the latency figures (start-up, first batches)
 
 
-def measure(bundle: Path, video: Path, streams: int, seconds: float, device: str,
-            settings: PipelineSettings) -> dict[str, object]:
-    loaded = open_bundle(bundle, SessionSettings(device=device))
-    # Each copy starts at another point of the video: independent cameras, whose key frames
-    # (scene changes) do not all fall on the same moment.
+def cameras(video: Path, streams: int, seconds: float, kind: str,
+            options: SourceOptions) -> dict[str, Source | MediaError]:
+    """``streams`` paced copies of ``video``, each starting at another point of it: independent
+    cameras, whose key frames (scene changes) do not all fall on the same moment. Played files
+    end with the video, so their starts leave ``seconds`` (and a margin) to play."""
     with av.open(str(video)) as container:
         length = float(container.duration or 0) / av.time_base
-    starts = [round(k * length / streams, 3) for k in range(streams)]
-    pipeline = Pipeline(open_sources([paced_source(video, s) for s in starts]), loaded, settings)
+    if kind == "lavfi":
+        starts = [round(k * length / streams, 3) for k in range(streams)]
+        return open_sources([paced_source(video, s) for s in starts], options)
+    span = max(0.0, length - seconds - WARM_UP - 1.0)
+    played = replace(options, realtime=True)
+    source = parse_source(str(video), played)
+    return {f"cam{k}": replace(source, start=round(k * span / streams, 3))
+            for k in range(streams)}
+
+
+def measure(bundle: Path, video: Path, streams: int, seconds: float, device: str,
+            settings: PipelineSettings, kind: str = "lavfi") -> dict[str, object]:
+    loaded = open_bundle(bundle, SessionSettings(device=device))
+    sources = cameras(video, streams, seconds, kind, settings.sources)
+    pipeline = Pipeline(sources, loaded, settings)
     latencies: list[float] = []
     captioned = encoded = 0
     cpu0, start = time.process_time(), time.monotonic()
@@ -88,10 +109,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-wait-ms", type=float, default=20.0)
     parser.add_argument("--encode-every-frame", action="store_true",
                         help="the CNN on every sampled frame, not only on key frames")
+    parser.add_argument("--cameras", choices=("lavfi", "files"), default="lavfi",
+                        help="lavfi cameras (decoded by FFmpeg's movie filter) or the file "
+                             "played in real time by the runtime's decoder (default: lavfi)")
+    parser.add_argument("--hwaccel", choices=HWACCELS, default="none",
+                        help="decoding of played files (--cameras files)")
     args = parser.parse_args(argv)
+    if args.hwaccel != "none" and args.cameras == "lavfi":
+        parser.error("--hwaccel needs --cameras files (lavfi cameras decode inside FFmpeg)")
     settings = PipelineSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                                encode_every_frame=args.encode_every_frame)
-    result = measure(args.bundle, args.video, args.streams, args.seconds, args.device, settings)
+                                encode_every_frame=args.encode_every_frame,
+                                sources=SourceOptions(hwaccel=args.hwaccel))
+    result = measure(args.bundle, args.video, args.streams, args.seconds, args.device, settings,
+                     args.cameras)
     json.dump(result, sys.stdout)
     return 0
 

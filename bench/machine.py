@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
+import subprocess
 import sys
 from datetime import datetime, timezone
 from importlib import metadata
@@ -25,9 +27,25 @@ def describe(providers: list[str]) -> dict[str, Any]:
         "os": platform.platform(),
         "python": sys.version.split()[0],
         "provider": providers[0],
+        "gpu": _gpu_name() if providers[0] != "CPUExecutionProvider" else None,
         "libavcodec": ".".join(str(v) for v in av.library_versions.get("libavcodec", ())),
         "versions": {k: v for k, v in versions.items() if v is not None},
     }
+
+
+def _gpu_name() -> str | None:
+    """The first NVIDIA GPU's name, memory and driver, from nvidia-smi (None without it)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        done = subprocess.run([smi, "--query-gpu=name,memory.total,driver_version",
+                               "--format=csv,noheader"], capture_output=True, text=True,
+                              timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = done.stdout.strip().splitlines()
+    return lines[0].strip() if done.returncode == 0 and lines else None
 
 
 def _version(name: str) -> str | None:

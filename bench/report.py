@@ -23,8 +23,10 @@ def write_report(results: dict[str, Any], out: Path, name: str) -> list[Path]:
 def markdown(results: dict[str, Any]) -> str:
     """The tables of a run, with the machine they came from."""
     m = results["machine"]
-    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, provider "
-             f"{m['provider']}; onnxruntime-gpu {m['versions'].get('onnxruntime-gpu', '-')}, "
+    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ""
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB{gpu}, provider "
+             f"{m['provider']}, decoding {results.get('decoding', 'on the CPU')}; "
+             f"onnxruntime-gpu {m['versions'].get('onnxruntime-gpu', '-')}, "
              f"av {m['versions'].get('av', '-')}; {m['date']}. Bundle {results['bundle']} "
              f"(sample_fps {results['sample_fps']}), inputs {results['source_fps']} fps H.264 "
              f"of {results['plan']['video_seconds']} s; pipeline max_batch "
@@ -85,6 +87,8 @@ def markdown(results: dict[str, Any]) -> str:
     for suffix, how in (("", results["encoding"]), (EVERY, "every frame")):
         if "capacity" + suffix in results:
             lines += _live_tables(results["live" + suffix], results["capacity" + suffix], how)
+    for size, capacity in results.get("capacity_by_size", {}).items():
+        lines += _live_tables({}, capacity, f"{results['encoding']}, {size} cameras,")
     return "\n".join(lines)
 
 

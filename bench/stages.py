@@ -18,12 +18,17 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import av
 import numpy as np
 
 from stream.bundle import LoadedBundle
 from stream.captioning import CaptionCore
-from stream.frames import TimeSampler, frame_to_rgb, sampled_frames, use_file_threading
+from stream.frames import (
+    TimeSampler,
+    frame_to_rgb,
+    open_video,
+    sampled_frames,
+    use_file_threading,
+)
 
 
 @dataclass(frozen=True)
@@ -56,22 +61,23 @@ DECODER_SETTINGS = {"thread_type": "AUTO (frame + slice) for files of 1280x720 a
 
 
 def decode_limits(video: Path, size: tuple[int, int], sample_fps: float | None,
-                  repeats: int) -> dict[str, Rate]:
-    """Source frames/s of PyAV decoding, and of decoding + conversion (all / sampled)."""
-    return {
-        "decode": best_rate(lambda: _decode(video, size, False, None), repeats),
-        "decode_convert_all": best_rate(lambda: _decode(video, size, True, None), repeats),
-        "decode_convert_sampled": best_rate(lambda: _decode(video, size, True, sample_fps),
-                                            repeats),
-    }
+                  repeats: int, hwaccel: str = "none") -> dict[str, Rate]:
+    """Source frames/s of PyAV decoding, and of decoding + conversion (all / sampled), on the
+    CPU or on a hardware decoder (``hwaccel``, see stream.hwaccel)."""
+    def rate(convert: bool, fps: float | None) -> Rate:
+        return best_rate(lambda: _decode(video, size, convert, fps, hwaccel), repeats)
+
+    return {"decode": rate(False, None), "decode_convert_all": rate(True, None),
+            "decode_convert_sampled": rate(True, sample_fps)}
 
 
-def _decode(video: Path, size: tuple[int, int], convert: bool, fps: float | None) -> int:
+def _decode(video: Path, size: tuple[int, int], convert: bool, fps: float | None,
+            hwaccel: str) -> int:
     """Decode every frame, converting those sampled at ``fps`` when ``convert``; frame count."""
     sampler = TimeSampler(fps)
     count = 0
-    with av.open(str(video)) as container:
-        stream = container.streams.video[0]
+    container, stream = open_video(video, hwaccel)
+    with container:
         use_file_threading(stream)  # as the runtime's decoder does for files
         for time_, frame in sampled_frames(container, stream, TimeSampler(None)):
             count += 1

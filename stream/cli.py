@@ -135,8 +135,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="RTSP transport (default: tcp)")
     live.add_argument("--camera-fps", type=_positive, default=None,
                       help="frame rate asked of a webcam (default: the camera's)")
-    live.add_argument("--camera-size", type=_size, default=None, metavar="WxH",
+    live.add_argument("--camera-size", type=frame_size, default=None, metavar="WxH",
                       help="frame size asked of a webcam, e.g. 640x480 (default: the camera's)")
+    live.add_argument("--realtime", action="store_true",
+                      help="play video files at their own speed, as live cameras: frames are "
+                           "dropped when captioning falls behind (demos, load tests)")
     parser.add_argument("--list-devices", action="store_true",
                         help="list the cameras FFmpeg finds and exit")
     parser.add_argument("--log-level", default="info",
@@ -168,7 +171,7 @@ def _main(argv: Sequence[str] | None) -> int:
                                       args.reconnect_max_delay),
             sources=SourceOptions(timeout=args.timeout, rtsp_transport=args.rtsp_transport,
                                   camera_fps=args.camera_fps, camera_size=args.camera_size,
-                                  hwaccel=args.hwaccel))
+                                  hwaccel=args.hwaccel, realtime=args.realtime))
     except ValueError as error:
         parser.error(str(error))
     specs = args.sources or [str(SAMPLE_VIDEO)]
@@ -403,7 +406,8 @@ def _non_negative(text: str) -> float:
     return value
 
 
-def _size(text: str) -> tuple[int, int]:
+def frame_size(text: str) -> tuple[int, int]:
+    """An argparse type: "640x480" -> (640, 480)."""
     try:
         width, height = (int(v) for v in text.lower().split("x"))
     except ValueError:

@@ -172,6 +172,8 @@ class Decoder(threading.Thread):
                 self.mailbox.set_live(self.stream, bool(self.source.live))
             if not self.source.live:
                 use_file_threading(stream)
+            if self.source.paced and self.source.start > 0 and stream.time_base is not None:
+                container.seek(int(self.source.start / stream.time_base), stream=stream)
             report_software_fallback(self.source.name, stream, self.source.hwaccel)
             context = stream.codec_context
             where = " (hardware decoding)" if context.is_hwaccel else ""
@@ -181,6 +183,7 @@ class Decoder(threading.Thread):
             if self._last is not None:  # continue the clock across the outage
                 offset = self._last[0] + (time.monotonic() - self._last[1])
             counter = FrameCounter()
+            pace = _Pace() if self.source.paced else None
             try:
                 packets = None
                 if self.source.kind == "webcam":  # opened non-blocking: retried up to a timeout
@@ -188,6 +191,10 @@ class Decoder(threading.Thread):
                                               self.stop)
                 for pts, frame in sampled_frames(container, stream, TimeSampler(self.sample_fps),
                                                  counter, packets):
+                    if pace is not None and pts < self.source.start:
+                        continue  # decoded from the key frame before the start: not shown
+                    if pace is not None and not pace.wait(pts, self.stop):
+                        return None
                     if self.stop.is_set():
                         return None
                     rgb = frame_to_rgb(frame, self.size)
@@ -214,6 +221,22 @@ class Decoder(threading.Thread):
         level = logging.WARNING if error or kind == RECONNECTING else logging.INFO
         log.log(level, "%s %s: %s", self.stream, kind, message)
         self.mailbox.put(self.stream, event)
+
+
+class _Pace:
+    """Releases a paced file's frames at their timestamps, as a camera sends them: the first
+    frame at once, each later one when as much time has passed as between their timestamps."""
+
+    def __init__(self) -> None:
+        self._origin: tuple[float, float] | None = None  # (pts, monotonic time) of the first
+
+    def wait(self, pts: float, stop: threading.Event) -> bool:
+        """Wait for the frame at ``pts``; False when ``stop`` was set meanwhile."""
+        now = time.monotonic()
+        if self._origin is None:
+            self._origin = (pts, now)
+        due = self._origin[1] + (pts - self._origin[0])
+        return due <= now or not stop.wait(due - now)
 
 
 _RETRY = 0.005  # seconds between reads of a non-blocking input that had nothing

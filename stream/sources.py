@@ -75,6 +75,9 @@ class SourceOptions:
         camera_size: (width, height) asked of a webcam (None: the camera's default).
         hwaccel: decoding of files and network streams on a hardware decoder: one of
             :data:`stream.hwaccel.HWACCELS` (default "none": software).
+        realtime: play video files at their own speed, as a camera sends its frames: a file
+            becomes a live source, whose frames are dropped when the captioner falls behind
+            (for demos and load tests; default: files are read as fast as they are captioned).
     """
 
     timeout: float = 5.0
@@ -82,6 +85,7 @@ class SourceOptions:
     camera_fps: float | None = None
     camera_size: tuple[int, int] | None = None
     hwaccel: str = "none"
+    realtime: bool = False
 
     def __post_init__(self) -> None:
         if self.hwaccel not in HWACCELS:
@@ -113,6 +117,10 @@ class Source:
         timeout: (open, read) timeout in seconds, for inputs that can stall.
         hwaccel: the hardware decoding asked for (see :mod:`stream.hwaccel`); cameras,
             filter graphs and still images always decode in software.
+        paced: a file played in real time (``SourceOptions.realtime``): its frames are released
+            at their timestamps from ``start`` seconds on.
+        start: seconds into a paced file where playing starts (seeking to the key frame
+            before it).
     """
 
     kind: str
@@ -123,6 +131,8 @@ class Source:
     live: bool | None = False
     timeout: tuple[float, float] | None = None
     hwaccel: str = "none"
+    paced: bool = False
+    start: float = 0.0
 
     @property
     def read_timeout(self) -> float:
@@ -199,7 +209,8 @@ def parse_source(
                       timeout=(options.timeout, options.timeout), hwaccel=options.hwaccel)
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return Source(kind="image", url=str(path), name=redact(str(path)))
-    return Source(kind="file", url=str(path), name=redact(str(path)), hwaccel=options.hwaccel)
+    return Source(kind="file", url=str(path), name=redact(str(path)), hwaccel=options.hwaccel,
+                  live=options.realtime, paced=options.realtime)
 
 
 def _is_v4l2_path(text: str) -> bool:

@@ -21,7 +21,7 @@ def test_quick_benchmark_writes_json_markdown_and_chart(tiny_bundle, tmp_path):
          "cpu", "--out", str(out), "--name", "t", "--cache", str(tmp_path / "cache"),
          "--checkpoint", str(tmp_path / "none.pt"), "--video-seconds", "2",
          "--live-seconds", "3", "--capacity-seconds", "3", "--max-streams", "2",
-         "--baseline-frames", "12"],
+         "--baseline-frames", "12", "--capacity-sizes", "640x480", "320x240"],
         capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((out / "t.json").read_text())
@@ -47,11 +47,13 @@ def test_quick_benchmark_writes_json_markdown_and_chart(tiny_bundle, tmp_path):
     assert still["sampled"]["encoder_calls_per_frame"] == 0.3
     assert results["live" + every]["1"]["encoder_calls_per_frame"] == 1.0
     check_capacity(results["capacity" + every], max_streams=2)
+    check_capacity(results["capacity_by_size"]["320x240"], max_streams=2)  # another camera size
     assert {"one_stream", "many_streams", "one_stream" + every} <= set(results["core"])
     assert len(results["targets"]) == 13
     assert all(t["measured"] is not None for t in results["targets"])
     table = (out / "t.md").read_text()
     assert "| target | measured | goal | met |" in table and "Stream capacity" in table
+    assert "key frames, 320x240 cameras, encoded" in table and "decoding on the CPU" in table
     assert (out / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -130,3 +132,47 @@ def test_the_key_frame_measurement_tables_every_setting(tiny_world, capsys):
     assert set(rows) == {("1", "0"), ("1", "0.1"), ("4", "0"), ("4", "0.1")}
     assert rows[("1", "0.1")] == (1.0, 0.0)  # K = 1: every frame is a key frame
     assert rows[("4", "0")][0] >= rows[("4", "0.1")][0] >= 0.25
+
+
+def test_on_a_gpu_the_plan_reaches_hundreds_of_streams_and_1080p_cameras():
+    from bench.__main__ import QUICK, Plan, for_gpu
+
+    full = for_gpu(Plan())
+    assert full.max_streams >= 500 and (1920, 1080) in full.capacity_sizes
+    assert {1, 8, 64, 256} <= set(full.batches) and (1920, 1080) in full.sizes
+    assert for_gpu(QUICK).max_streams > QUICK.max_streams
+
+
+def test_the_capacity_search_brackets_hundreds_of_streams_in_few_runs(monkeypatch):
+    """Against a simulated machine that sustains 300 cameras: the answer, from 20 counts."""
+    import bench.__main__ as bench
+    from stream.pipeline import PipelineSettings
+
+    tried: list[int] = []
+
+    def live_run(args, video, streams, seconds, settings):
+        tried.append(streams)
+        p99 = 50.0 if streams <= 300 else 400.0
+        return {"streams": streams, "captioned": 100 * streams, "dropped": 0,
+                "dropped_fraction": 0.0, "latency_ms": {"p50": 10.0, "p95": 20.0, "p99": p99,
+                                                        "max": p99},
+                "latency_samples": [], "encoder_calls_per_frame": 0.3}
+
+    monkeypatch.setattr(bench, "live_run", live_run)
+    plan = bench.replace(bench.Plan(), max_streams=512)
+    capacity = bench.capacity_search(None, Path("v.mp4"), plan, PipelineSettings())
+    assert capacity["streams"] == 300 and not capacity["limit_reached"]
+    assert len(set(tried)) <= 20
+    check_capacity(capacity, max_streams=512)
+
+
+def test_hardware_decoding_that_does_not_work_is_one_clear_line():
+    from stream import hwaccel
+
+    if hwaccel.device_problem("cuda") is None:
+        pytest.skip("NVDEC works on this machine")
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--device", "cpu",
+                           "--hwaccel", "cuda"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+    assert done.returncode == 3
+    assert done.stderr.strip().splitlines()[-1].startswith("error: hwaccel cuda: no hardware")

@@ -262,3 +262,34 @@ def test_a_reconnect_inside_a_busy_batch_keeps_the_memory_of_the_frames_after_it
     # The model's memory matters for these frames: from a clear state A3 reads otherwise.
     fresh = core.step(frames[2][None], ["fresh"], [True])[0]
     assert round(fresh.logprob, 4) != got[2].logprob
+
+
+def test_a_realtime_file_plays_at_its_own_speed_as_a_live_source(loaded, tmp_path):
+    """--realtime: a file's sampled frames leave the decoder at their timestamps' pace, and
+    the stream is live (dropped from, not waited for, when captioning falls behind)."""
+    from stream.sources import SourceOptions
+
+    video = write_video(tmp_path / "v.mp4", frames=60, fps=30)  # 2 s
+    settings = PipelineSettings(sources=SourceOptions(realtime=True))
+    [source] = open_sources([str(video)], settings.sources).values()
+    assert source.live and source.paced
+    frames = captions_of(caption_stream(str(video), loaded, settings=settings))["v"]
+    assert len(frames) == 2 * loaded.bundle.sample_fps
+    first = frames[0]
+    for event in frames[1:]:  # never earlier than its timestamp says (a little later: work)
+        assert event.decoded_at - first.decoded_at >= event.pts - first.pts - 0.01
+
+
+def test_a_paced_file_can_start_later_in_the_file(loaded, tmp_path):
+    from dataclasses import replace
+
+    from stream.sources import SourceOptions
+
+    video = write_video(tmp_path / "v.mp4", frames=90, fps=30)  # 3 s, one key frame at 0
+    [source] = open_sources([str(video)], SourceOptions(realtime=True)).values()
+    pipeline = Pipeline({"late": replace(source, start=2.0)}, loaded, PipelineSettings())
+    frames = captions_of(pipeline)["late"]
+    assert frames[0].pts == pytest.approx(2.0, abs=0.04) and frames[0].reset
+    rate = loaded.bundle.sample_fps
+    assert [e.pts for e in frames] == pytest.approx([2.0 + k / rate for k in range(int(rate))],
+                                                    abs=0.04)
