@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 DATA ?= data/shapes
 DEMO ?= data/demo
 
-.PHONY: setup run demo shapes bundle bench bench-quick soak test lint clean
+.PHONY: setup run demo shapes bundle bench bench-quick gpu-check soak test lint clean
 
 setup: $(VENV)/.installed
 
@@ -88,6 +88,12 @@ bench: setup
 
 bench-quick: setup
 	$(PY) -m bench --quick
+
+# On a machine with an NVIDIA GPU: CUDA against CPU captions, the fp16 bundle, NVDEC's input,
+# and the benchmark on the GPU, into runs/gpu-check/ (see the README's "GPU" section).
+gpu-check: setup
+	$(VENV)/bin/pip install --quiet -e '.[gpu]'
+	PYTHON=$(PY) bench/gpu_check.sh
 
 # Ten minutes of two paced live cameras: RSS, descriptors, threads, queues and latency stay flat.
 soak: setup

@@ -136,6 +136,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     small.add_argument("--capacity-sizes", type=frame_size, nargs="+", metavar="WxH",
                        help="camera sizes of the capacity search, the first one's also in the "
                             "targets (default: 640x480; 640x480 1920x1080 on a GPU)")
+    small.add_argument("--no-baseline", dest="baseline", action="store_false",
+                       help="skip the naive PyTorch baseline (where torch or the backbone's "
+                            "weights are not installed)")
     small.add_argument("--cache", type=Path, default=CACHE, help="where inputs are cached")
     return parser
 
@@ -252,7 +255,8 @@ def run(plan: Plan, loaded: LoadedBundle, args: argparse.Namespace,
 
     steps = round(results["files"][first]["sampled"]["mean_words"]) + 1
     results["baseline"] = {}
-    for mode, fps in (("every_frame", None), ("sampled", bundle.sample_fps)):
+    modes = (("every_frame", None), ("sampled", bundle.sample_fps)) if args.baseline else ()
+    for mode, fps in modes:
         log.info("naive baseline, %s", mode.replace("_", " "))
         base = naive_rate(bundle, videos[first], fps, plan.baseline_frames, args.checkpoint,
                           caption_steps=steps)
@@ -396,9 +400,9 @@ def targets(results: dict[str, Any], first: str) -> list[dict[str, Any]]:
         ("file mode, sampled: pipeline / min(decode, encoder)",
          files["sampled"]["ratio_to_limit"], ">=", 0.9),
         ("pipeline / naive baseline, every frame",
-         results["baseline"]["every_frame"]["pipeline_ratio"], ">=", 5.0),
-        ("pipeline / naive baseline, sampled", results["baseline"]["sampled"]["pipeline_ratio"],
-         ">=", 5.0),
+         results["baseline"].get("every_frame", {}).get("pipeline_ratio"), ">=", 5.0),
+        ("pipeline / naive baseline, sampled",
+         results["baseline"].get("sampled", {}).get("pipeline_ratio"), ">=", 5.0),
         ("one live 30 fps stream: p99 latency (ms)", one["latency_ms"]["p99"] if one else None,
          "<=", 50.0),
         ("one live 30 fps stream: dropped frames", one["dropped"] if one else None, "<=", 0),

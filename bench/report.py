@@ -131,7 +131,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
                 ("limit", entry[mode]["limit_fps"], "#9ecae1"),
                 ("CPU bound", entry[mode]["cpu_bound_fps"], "#6baed6"),
                 ("pipeline", entry[mode]["source_fps"], "#08519c"),
-                ("naive", results["baseline"][mode]["source_fps"], "#fb6a4a")):
+                ("naive", results["baseline"].get(mode, {}).get("source_fps", 0), "#fb6a4a")):
             labels.append(f"{title}\n{label}")
             values.append(value)
             colors.append(color)
