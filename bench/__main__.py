@@ -43,8 +43,8 @@ from bench.inputs import CACHE, FPS, bench_video, still_video
 from bench.machine import describe
 from bench.report import EVERY, write_report
 from bench.stages import DECODER_SETTINGS, core_limit, decode_limits, encoder_limits
+from stream.arguments import doc_parser, frame_size
 from stream.bundle import LoadedBundle, open_bundle
-from stream.cli import frame_size
 from stream.errors import StreamError
 from stream.events import CaptionEvent
 from stream.frames import read_sampled_frames
@@ -97,10 +97,7 @@ def for_gpu(plan: Plan) -> Plan:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench", description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = doc_parser("python -m bench", __doc__)
     parser.add_argument("--quick", action="store_true",
                         help="a short run (under 2 minutes) for development")
     parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE,

@@ -17,7 +17,6 @@ share of values that differ) and writes it as JSON with ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from stream.archive import discover
+from stream.arguments import doc_parser
 from stream.bundle import read_bundle
 from stream.errors import StreamError
 from stream.files import write_text_atomically
@@ -78,10 +78,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.hwaccel", description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = doc_parser("python -m bench.hwaccel", __doc__)
     parser.add_argument("inputs", nargs="*", type=Path, default=[SAMPLE_VIDEO],
                         help="videos, or directories searched for them (default: the bundled "
                              "sample)")

@@ -12,22 +12,19 @@ brackets the threshold. Videos without annotations (``--video``) give the key-fr
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from stream.arguments import doc_parser
 from stream.frames import read_sampled_frames
 from stream.keyframes import KeyFrameRule, key_frames, sample_slot, signature, thumbnails
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.keyframes",
-                                     description=__doc__.split("\n\n")[0],
-                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = doc_parser("python -m bench.keyframes", __doc__)
     parser.add_argument("--data", type=Path, help="a captioned split (folder or annotation JSON)")
     parser.add_argument("--video", type=Path, nargs="*", default=[],
                         help="videos without annotations (key-frame rate only)")

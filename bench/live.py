@@ -7,9 +7,8 @@ lavfi cameras (``bench.inputs.paced_source``: FFmpeg's movie filter decodes, on 
 with ``--cameras files`` the video file played in real time by the runtime's own decoder
 (``--realtime``), which can decode on a hardware decoder (``--hwaccel cuda``: NVDEC).
 
-Prints one JSON object: frames captioned, frames dropped, the
-latency from decode to caption event (percentiles over the frames after a warm-up), peak RSS and
-CPU use.
+Prints one JSON object: frames captioned, frames dropped, the latency from decode to caption
+event (percentiles over the frames after a warm-up), peak RSS and CPU use.
 """
 
 from __future__ import annotations

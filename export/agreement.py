@@ -12,7 +12,6 @@ The two bundles must share their input size, sample rate and vocabulary.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.archive import discover
+from stream.arguments import doc_parser
 from stream.bundle import LoadedBundle, open_bundle
 from stream.captioning import Caption, CaptionCore, caption_sequences
 from stream.errors import StreamError
@@ -72,10 +72,7 @@ def _logprob_gap(x: Caption, y: Caption) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m export.agreement", description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = doc_parser("python -m export.agreement", __doc__)
     parser.add_argument("first", type=Path, help="a bundle directory")
     parser.add_argument("second", type=Path, help="the bundle to compare with (may be the same)")
     parser.add_argument("inputs", nargs="+",

@@ -17,7 +17,6 @@ Needs onnx and onnxconverter-common (the ``train`` extra), not torch.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import shutil
@@ -28,6 +27,7 @@ from typing import Any
 from export.agreement import caption_agreement
 from export.precision import compute_fp16
 from stream.archive import discover
+from stream.arguments import doc_parser
 from stream.bundle import BUNDLE_FILE, check_files, open_bundle, read_bundle, sha256_file
 from stream.errors import BundleError, StreamError
 from stream.files import write_directory_atomically, write_text_atomically
@@ -75,10 +75,7 @@ def convert_fp16(source: str | Path, out: str | Path,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m export.fp16", description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = doc_parser("python -m export.fp16", __doc__)
     parser.add_argument("bundle", type=Path, help="the bundle to convert (e.g. models/shapes)")
     parser.add_argument("--out", type=Path, required=True,
                         help="where to write the float16 bundle (replaced if it exists)")

@@ -44,6 +44,7 @@ from stream.archive import (
     video_record,
     write_outputs,
 )
+from stream.arguments import doc_parser
 from stream.bundle import open_bundle
 from stream.engines import run_local, run_ray
 from stream.errors import BundleError, DeviceError, reason
@@ -55,10 +56,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUNDLE, EXIT_OUTPUT, EXIT_INTERRUPTED = 0
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="run_archive.py", description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = doc_parser("run_archive.py", __doc__)
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="a directory (searched recursively for videos), a glob pattern "
                              "(quote it), a video file, or @FILE: a text file of paths, one "

@@ -23,6 +23,7 @@ from types import FrameType
 
 import numpy as np
 
+from stream.arguments import frame_size
 from stream.bundle import open_bundle
 from stream.decoder import ReconnectPolicy
 from stream.errors import BundleError, DeviceError, StreamError, reason
@@ -404,17 +405,6 @@ def _non_negative(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
     return value
-
-
-def frame_size(text: str) -> tuple[int, int]:
-    """An argparse type: "640x480" -> (640, 480)."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
-    if width < 1 or height < 1:
-        raise argparse.ArgumentTypeError(f"width and height must be positive, got {text!r}")
-    return width, height
 
 
 if __name__ == "__main__":

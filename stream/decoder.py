@@ -191,10 +191,11 @@ class Decoder(threading.Thread):
                                               self.stop)
                 for pts, frame in sampled_frames(container, stream, TimeSampler(self.sample_fps),
                                                  counter, packets):
-                    if pace is not None and pts < self.source.start:
-                        continue  # decoded from the key frame before the start: not shown
-                    if pace is not None and not pace.wait(pts, self.stop):
-                        return None
+                    if pace is not None:
+                        if pts < self.source.start:
+                            continue  # decoded from the key frame before the start: not shown
+                        if not pace.wait(pts, self.stop):
+                            return None
                     if self.stop.is_set():
                         return None
                     rgb = frame_to_rgb(frame, self.size)
