@@ -42,7 +42,7 @@ import numpy as np
 from stream.captioning import CaptionCore
 from stream.errors import MediaError, StreamError, reason
 from stream.events import CaptionEvent
-from stream.files import sync, write_text_atomically
+from stream.files import read_list, sync, write_text_atomically
 from stream.frames import StreamClock, TimeSampler, frame_to_rgb, open_video, sampled_frames
 from stream.sinks import JsonlSink, SubtitleSink
 from stream.sources import IMAGE_SUFFIXES
@@ -156,13 +156,10 @@ def discover(inputs: Iterable[str]) -> tuple[list[Path], Path]:
 
 def _from_list(list_file: Path) -> set[Path]:
     try:
-        # Names that are not UTF-8 survive as surrogate escapes, as os.listdir gives them.
-        lines = list_file.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+        entries = read_list(list_file)
     except OSError as error:
         raise ArchiveError(f"{list_file}: cannot read the list ({reason(error)})") from error
-    base = list_file.parent
-    return {(base / line.strip()) for line in lines
-            if line.strip() and not line.lstrip().startswith("#")}
+    return {list_file.parent / entry for entry in entries}
 
 
 def fingerprint(path: Path) -> str:

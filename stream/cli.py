@@ -26,9 +26,10 @@ import numpy as np
 from stream.arguments import frame_size
 from stream.bundle import open_bundle
 from stream.decoder import ReconnectPolicy
-from stream.errors import BundleError, DeviceError, StreamError, reason
+from stream.errors import BundleError, DeviceError, MediaError, StreamError, reason
 from stream.events import ENDED, CaptionEvent, Event
 from stream.hwaccel import HWACCELS
+from stream.mqtt import MqttSink, parse_mqtt_url
 from stream.overlay import write_overlay
 from stream.pipeline import (
     DEFAULT_BUNDLE,
@@ -38,9 +39,16 @@ from stream.pipeline import (
     open_sources,
     stream_ids,
 )
+from stream.ray_pipeline import RayPipeline, RaySettings
 from stream.sessions import DEVICES, SessionSettings
-from stream.sinks import ConsoleSink, JsonlSink, Sink, SubtitleSink
-from stream.sources import Source, SourceOptions, list_devices, redact
+from stream.sinks import STDOUT, ConsoleSink, JsonlSink, Sink, SubtitleSink
+from stream.sources import (
+    Source,
+    SourceOptions,
+    expand_source_lists,
+    list_devices,
+    redact,
+)
 from stream.webview import TOKEN_ENV, WebView, parse_address
 
 _LATENCY_BINS = 60_000  # 1 ms bins up to a minute
@@ -59,9 +67,17 @@ sources:
   lavfi:GRAPH                   an FFmpeg filter graph, e.g. lavfi:testsrc2=size=640x480:rate=30
                                 (add ,realtime to pace it like a live camera)
   /tmp/cam.fifo                 a named pipe a producer writes a live stream into
+  @cams.txt                     a list of sources, one per line (# starts a comment line;
+                                relative paths are taken from the list's directory)
 
 outputs: --jsonl/--srt/--vtt take a file for one source, or a directory (an existing one, a
-path ending in /, or any path when there are several sources) that gets STREAM.jsonl etc.
+path ending in /, or any path when there are several sources) that gets STREAM.jsonl etc.;
+--jsonl - writes every stream's events to standard output (the console's lines go to stderr).
+--mqtt mqtt://[user:pw@]host[:port]/TOPIC publishes every event to TOPIC/STREAM (QoS 1).
+
+engines: --engine local runs every stream in this process; --engine ray spreads them over
+Ray actors (--workers), on this machine or a cluster (--ray-address), restarting an actor
+whose process dies (its streams reopen and carry on).
 """
 
 
@@ -84,7 +100,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where the model runs; auto picks CUDA when it works (default: auto)")
     parser.add_argument("--threads", type=_positive_int, default=None,
-                        help="ONNX Runtime intra-op threads (default: usable cores)")
+                        help="ONNX Runtime intra-op threads (default: usable cores); with "
+                             "--engine ray, the CPUs of each worker (default: 1)")
     parser.add_argument("--hwaccel", choices=HWACCELS, default="none",
                         help="decode files and network streams on the GPU (cuda: NVDEC), or "
                              "the first hardware decoder that works (auto); where none works, "
@@ -97,6 +114,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     out.add_argument("--overlay", type=Path, metavar="PATH",
                      help="video files only: write a copy with the caption burned into every "
                           "frame (H.264, same frame rate and timing, audio copied)")
+    out.add_argument("--mqtt", metavar="URL", default=None,
+                     help="publish every event to an MQTT broker, on TOPIC/STREAM with QoS 1, "
+                          "reconnecting by itself: mqtt://[user:pw@]host[:port]/TOPIC "
+                          "(mqtts:// for TLS)")
     out.add_argument("--quiet", action="store_true", help="print no captions on the console")
     out.add_argument("--serve", metavar="HOST:PORT", default=None,
                      help="serve the live view (video, caption, history and stats per stream) "
@@ -141,6 +162,21 @@ def get_args_parser() -> argparse.ArgumentParser:
     live.add_argument("--realtime", action="store_true",
                       help="play video files at their own speed, as live cameras: frames are "
                            "dropped when captioning falls behind (demos, load tests)")
+    engine = parser.add_argument_group("engine")
+    engine.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local: every stream in this process; ray: the streams spread over "
+                             "Ray actors, here or on a cluster (default: local)")
+    engine.add_argument("--workers", type=_positive_int, default=None,
+                        help="Ray actors (default: as many as the cluster's CPUs allow at "
+                             "--threads each, at most one per source)")
+    engine.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                        help="Ray cluster to join, e.g. 10.0.0.1:6379 (default: $RAY_ADDRESS, "
+                             "else a Ray started for this run)")
+    engine.add_argument("--ray-gpus-per-worker", type=_non_negative, default=0.0, metavar="G",
+                        help="GPUs each actor asks for, for its encoder (default: 0)")
+    engine.add_argument("--ray-max-restarts", type=_non_negative_int, default=3, metavar="N",
+                        help="restarts of an actor whose process died, before its streams end "
+                             "with an error (default: 3)")
     parser.add_argument("--list-devices", action="store_true",
                         help="list the cameras FFmpeg finds and exit")
     parser.add_argument("--log-level", default="info",
@@ -173,15 +209,12 @@ def _main(argv: Sequence[str] | None) -> int:
             sources=SourceOptions(timeout=args.timeout, rtsp_transport=args.rtsp_transport,
                                   camera_fps=args.camera_fps, camera_size=args.camera_size,
                                   hwaccel=args.hwaccel, realtime=args.realtime))
-    except ValueError as error:
-        parser.error(str(error))
-    specs = args.sources or [str(SAMPLE_VIDEO)]
-    try:
-        loaded = open_bundle(args.model, SessionSettings(device=args.device,
-                                                         threads=args.threads))
-    except (BundleError, DeviceError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BUNDLE
+        ray_settings = _ray_settings(args)
+        if args.mqtt is not None:
+            parse_mqtt_url(args.mqtt)
+        specs = expand_source_lists(args.sources) or [str(SAMPLE_VIDEO)]
+    except (ValueError, MediaError) as error:
+        parser.error(redact(str(error)))
     ids = stream_ids(specs)
     try:
         paths = {kind: _output_paths(getattr(args, kind), ids, kind)
@@ -201,31 +234,83 @@ def _main(argv: Sequence[str] | None) -> int:
                              f"written from files)")
             if isinstance(source, Source):
                 overlays[stream] = (source.url, targets[stream])
-    pipeline = Pipeline(sources, loaded, settings)
-    interval = 1.0 / loaded.bundle.sample_fps  # positive: the bundle's validation says so
-    view = None
-    if args.serve:
-        try:
-            host, port = parse_address(args.serve)
-            view = WebView(host, port, ids, args.serve_token).start()
-        except ValueError as error:
-            parser.error(str(error))
-        except OSError as error:
-            print(f"error: --serve {args.serve}: {error}", file=sys.stderr)
-            return EXIT_USAGE
-        except ImportError as error:
-            print(f"error: --serve needs the web extra (pip install '.[web]'): {error}",
-                  file=sys.stderr)
-            return EXIT_USAGE
-        pipeline.frame_listeners.append(view.frame)
-        shown = f"[{host}]" if ":" in host else host
-        print(f"live view: http://{shown}:{view.port}/", file=sys.stderr)
-    return _run(pipeline, ids, paths, interval, quiet=args.quiet, view=view, overlays=overlays)
+    pipeline: Pipeline | RayPipeline
+    try:
+        if ray_settings is None:
+            loaded = open_bundle(args.model, SessionSettings(device=args.device,
+                                                             threads=args.threads))
+            pipeline, sample_fps = Pipeline(sources, loaded, settings), loaded.bundle.sample_fps
+        else:
+            pipeline = RayPipeline(sources, args.model, args.device, settings, ray_settings)
+            sample_fps = pipeline.bundle.sample_fps
+    except (BundleError, DeviceError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BUNDLE
+    except ImportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except StreamError as error:
+        print(f"error: {redact(str(error))}", file=sys.stderr)
+        return EXIT_PIPELINE
+    with contextlib.ExitStack() as undo:  # a failure below leaves no Ray or server behind
+        undo.callback(pipeline.close)
+        shared: list[Sink] = []
+        if args.serve:
+            try:
+                host, port = parse_address(args.serve)
+                view = WebView(host, port, ids, args.serve_token).start()
+            except ValueError as error:
+                parser.error(str(error))
+            except OSError as error:
+                print(f"error: --serve {args.serve}: {error}", file=sys.stderr)
+                return EXIT_USAGE
+            except ImportError as error:
+                print(f"error: --serve needs the web extra (pip install '.[web]'): {error}",
+                      file=sys.stderr)
+                return EXIT_USAGE
+            undo.callback(view.close)
+            shared.append(view)
+            pipeline.frame_listeners.append(view.frame)
+            shown = f"[{host}]" if ":" in host else host
+            print(f"live view: http://{shown}:{view.port}/", file=sys.stderr)
+        if args.mqtt is not None:
+            try:
+                mqtt = MqttSink(args.mqtt)
+            except ImportError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return EXIT_USAGE
+            undo.callback(mqtt.close)
+            shared.append(mqtt)
+        undo.pop_all()  # from here on, _run closes them
+    # JSON Lines on standard output leave it to them: the console's lines go to stderr.
+    console = None if args.quiet else ConsoleSink(
+        sys.stderr if str(args.jsonl) == STDOUT else sys.stdout, show_stream=len(ids) > 1)
+    interval = 1.0 / sample_fps  # positive: the bundle's validation says so
+    return _run(pipeline, ids, paths, interval, console=console, shared=shared,
+                overlays=overlays)
 
 
-def _run(pipeline: Pipeline, ids: list[str], paths: dict[str, dict[str, Path]],
-         interval: float, quiet: bool, view: WebView | None = None,
+def _ray_settings(args: argparse.Namespace) -> RaySettings | None:
+    """The Ray engine's settings, or None for the local engine (whose command line must not
+    carry Ray's options)."""
+    if args.engine == "ray":
+        return RaySettings(workers=args.workers, cpus_per_worker=args.threads or 1,
+                           gpus_per_worker=args.ray_gpus_per_worker, address=args.ray_address,
+                           max_restarts=args.ray_max_restarts)
+    given = [name for name, value, default in (
+        ("--workers", args.workers, None), ("--ray-address", args.ray_address, None),
+        ("--ray-gpus-per-worker", args.ray_gpus_per_worker, 0.0),
+        ("--ray-max-restarts", args.ray_max_restarts, 3)) if value != default]
+    if given:
+        raise ValueError(f"{', '.join(given)}: only with --engine ray")
+    return None
+
+
+def _run(pipeline: Pipeline | RayPipeline, ids: list[str], paths: dict[str, dict[str, Path]],
+         interval: float, console: ConsoleSink | None = None, shared: list[Sink] | None = None,
          overlays: dict[str, tuple[str, Path]] | None = None) -> int:
+    """Run the pipeline into the outputs: per stream files (``paths``), and ``shared`` sinks
+    (the live view, MQTT) and the ``console`` that get every event; return the exit code."""
     summary = {stream: _Summary() for stream in ids}
     overlays = overlays or {}
     burned: dict[str, list[tuple[float, str]]] = {stream: [] for stream in overlays}
@@ -238,20 +323,18 @@ def _run(pipeline: Pipeline, ids: list[str], paths: dict[str, dict[str, Path]],
             # give up).
             pipeline.join_on_exit = False
             stack.callback(pipeline.close)
-            if view is not None:
-                stack.enter_context(view)
+            everyone = [stack.enter_context(sink) for sink in shared or []]
             sinks = {stream: _sinks(stack, stream, paths, interval) for stream in ids}
-            console = stack.enter_context(ConsoleSink(show_stream=len(ids) > 1))
+            if console is not None:
+                everyone.append(stack.enter_context(console))
             events = stack.enter_context(contextlib.closing(iter(pipeline)))
             for event in events:
                 for sink in sinks[event.stream]:
                     sink.write(event)
-                if view is not None:
-                    view.write(event)
+                for sink in everyone:
+                    sink.write(event)
                 if event.stream in burned and isinstance(event, CaptionEvent):
                     burned[event.stream].append((event.pts, event.caption))
-                if not quiet:
-                    console.write(event)
                 summary[event.stream].add(event)
         _write_overlays(overlays, burned, summary)  # still under the SIGTERM handler
     except KeyboardInterrupt:
@@ -304,6 +387,10 @@ def _output_paths(path: Path, ids: list[str], kind: str,
                   option: str | None = None) -> dict[str, Path]:
     """One file for one source; a directory of STREAM.KIND files otherwise (``option``: the
     command-line option named in errors, by default ``--KIND``)."""
+    if str(path) == STDOUT:
+        if kind != "jsonl":
+            raise ValueError(f"--{option or kind} -: only --jsonl writes to standard output")
+        return dict.fromkeys(ids, path)
     as_dir = len(ids) > 1 or path.is_dir() or str(path).endswith(("/", "\\"))
     if not as_dir:
         return {ids[0]: path}

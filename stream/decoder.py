@@ -74,12 +74,31 @@ class ReconnectPolicy:
         return float(min(self.max_delay, self.delay * 2 ** (failures - 1)))
 
 
+@dataclass(frozen=True)
+class Resume:
+    """Where a stream that was captioned elsewhere carries on (another process took over).
+
+    Attributes:
+        index: the index of its next sampled frame (indexes are never emitted twice).
+        pts: the presentation time of its last captioned frame.
+        decoded_at: the wall-clock time that frame was decoded.
+    """
+
+    index: int
+    pts: float
+    decoded_at: float
+
+
 class Decoder(threading.Thread):
     """Decode one source into ``mailbox`` until it ends, gives up, or ``stop`` is set.
 
     A failure of the source (cannot open, no video, decode error, reconnects exhausted) ends the
     stream with an ``ended`` status carrying the error; other streams are unaffected. Any other
     exception is a bug: it is kept in :attr:`error` for the pipeline to re-raise.
+
+    With ``resume``, the stream continues one that ran elsewhere: its indexes go on from
+    ``resume.index``; a file is decoded from just after ``resume.pts``; a live source's clock
+    goes on from ``resume.pts`` plus the time since that frame, as after a reconnect.
     """
 
     def __init__(
@@ -91,6 +110,7 @@ class Decoder(threading.Thread):
         size: tuple[int, int],
         reconnect: ReconnectPolicy,
         stop: threading.Event,
+        resume: Resume | None = None,
     ) -> None:
         super().__init__(name=f"decoder-{stream}", daemon=True)
         self.stream = stream
@@ -106,6 +126,13 @@ class Decoder(threading.Thread):
         self._last: tuple[float, float] | None = None  # (pts, monotonic time) of the last frame
         self._frames_since_open = 0
         self._pipe: PipeReader | None = None  # a named pipe stays open across reopenings
+        if resume is not None:
+            self.index = resume.index
+            if source.kind == "file":  # the frames after the last one captioned
+                self.source = replace(source, start=max(source.start, resume.pts + 1e-6))
+            else:
+                since = max(0.0, time.time() - resume.decoded_at)
+                self._last = (resume.pts, time.monotonic() - since)
 
     def run(self) -> None:
         try:
@@ -172,7 +199,7 @@ class Decoder(threading.Thread):
                 self.mailbox.set_live(self.stream, bool(self.source.live))
             if not self.source.live:
                 use_file_threading(stream)
-            if self.source.paced and self.source.start > 0 and stream.time_base is not None:
+            if self.source.start > 0 and stream.time_base is not None:
                 container.seek(int(self.source.start / stream.time_base), stream=stream)
             report_software_fallback(self.source.name, stream, self.source.hwaccel)
             context = stream.codec_context
@@ -191,11 +218,10 @@ class Decoder(threading.Thread):
                                               self.stop)
                 for pts, frame in sampled_frames(container, stream, TimeSampler(self.sample_fps),
                                                  counter, packets):
-                    if pace is not None:
-                        if pts < self.source.start:
-                            continue  # decoded from the key frame before the start: not shown
-                        if not pace.wait(pts, self.stop):
-                            return None
+                    if pts < self.source.start:
+                        continue  # decoded from the key frame before the start: not shown
+                    if pace is not None and not pace.wait(pts, self.stop):
+                        return None
                     if self.stop.is_set():
                         return None
                     rgb = frame_to_rgb(frame, self.size)

@@ -1,4 +1,5 @@
-"""Crash-safe file writing: a file appears under its name only once it is complete."""
+"""Crash-safe file writing (a file appears under its name only once it is complete), and the
+reading of list files."""
 
 from __future__ import annotations
 
@@ -92,3 +93,15 @@ def write_directory_atomically(path: str | os.PathLike[str],
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def read_list(path: str | os.PathLike[str]) -> list[str]:
+    """The entries of a list file (``@FILE`` arguments): one per line, stripped, without empty
+    lines and ``#`` comment lines. Names that are not UTF-8 survive as surrogate escapes, as
+    ``os.listdir`` gives them.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    lines = Path(path).read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]

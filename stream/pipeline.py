@@ -34,17 +34,21 @@ import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from stream.bundle import LoadedBundle, open_bundle
 from stream.captioning import Caption, CaptionCore
-from stream.decoder import Decoder, ReconnectPolicy
+from stream.decoder import Decoder, ReconnectPolicy, Resume
 from stream.errors import MediaError, StreamError, reason
 from stream.events import DROPPED, ENDED, RECONNECTING, CaptionEvent, Event, StatusEvent
 from stream.mailbox import FrameItem, Item, Mailbox
 from stream.sessions import SessionSettings
 from stream.sources import Source, SourceOptions, parse_source, redact
+
+if TYPE_CHECKING:
+    from stream.ray_pipeline import RaySettings
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +141,8 @@ class Pipeline:
             stream ends at once with the error, the others run).
         loaded: the bundle, from :func:`stream.bundle.open_bundle`.
         settings: batching, queues, reconnects.
+        resume: stream id -> where that stream carries on, for streams taken over from a
+            process that died (see :class:`~stream.decoder.Resume`).
     """
 
     def __init__(
@@ -144,8 +150,10 @@ class Pipeline:
         sources: dict[str, Source | MediaError],
         loaded: LoadedBundle,
         settings: PipelineSettings | None = None,
+        resume: dict[str, Resume] | None = None,
     ) -> None:
         self.settings = settings or PipelineSettings()
+        resume = resume or {}
         self.loaded = loaded
         self.stop = threading.Event()
         self.mailbox = Mailbox(self.settings.queue_size, self.stop)
@@ -162,7 +170,8 @@ class Pipeline:
             self.mailbox.register(stream, live=bool(source.live))
             sample_fps = None if self.settings.every_frame else bundle.sample_fps
             self.decoders.append(Decoder(stream, source, self.mailbox, sample_fps, size,
-                                         self.settings.reconnect, self.stop))
+                                         self.settings.reconnect, self.stop,
+                                         resume.get(stream)))
         self.worker = threading.Thread(target=self._work, name="inference", daemon=True)
         self.worker_error: BaseException | None = None
         # Called by the worker with (stream, rgb, pts) of every captioned frame; must be cheap
@@ -329,15 +338,19 @@ def caption_stream(
     *,
     device: str = "auto",
     settings: PipelineSettings | None = None,
+    engine: str = "local",
+    ray_settings: RaySettings | None = None,
 ) -> Iterator[Event]:
     """Caption one or more sources live; yield a :class:`CaptionEvent` per sampled frame and
     :class:`StatusEvent` s (opened, reconnecting, dropped, ended) as they happen.
 
     Args:
         sources: a source string or several (see :mod:`stream.sources` for the forms).
-        bundle: a bundle directory, or one already opened.
+        bundle: a bundle directory, or one already opened (local engine only).
         device: auto, cpu, cuda or tensorrt (when ``bundle`` is a path).
         settings: batching, queues, reconnects, source options.
+        engine: "local" (this process) or "ray" (Ray actors, see :mod:`stream.ray_pipeline`).
+        ray_settings: workers, their resources and the cluster, for the Ray engine.
 
     Raises:
         BundleError, DeviceError: before any stream starts.
@@ -350,6 +363,16 @@ def caption_stream(
     specs = [sources] if isinstance(sources, str) else list(sources)
     if not specs:
         raise ValueError("no sources given")
+    if engine not in ("local", "ray"):
+        raise ValueError(f"engine must be local or ray, got {engine!r}")
+    parsed = open_sources(specs, settings.sources)
+    if engine == "ray":
+        from stream.ray_pipeline import RayPipeline  # Ray is an extra: imported when asked for
+
+        if isinstance(bundle, LoadedBundle):
+            bundle = bundle.bundle.path
+        yield from RayPipeline(parsed, bundle, device, settings, ray_settings)
+        return
     loaded = (bundle if isinstance(bundle, LoadedBundle)
               else open_bundle(bundle, SessionSettings(device=device)))
-    yield from Pipeline(open_sources(specs, settings.sources), loaded, settings)
+    yield from Pipeline(parsed, loaded, settings)

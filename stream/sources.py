@@ -39,7 +39,7 @@ import select
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from typing import Any
 import av
 
 from stream.errors import MediaError, reason
+from stream.files import read_list
 from stream.hwaccel import HWACCELS, resolve
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -119,8 +120,8 @@ class Source:
             filter graphs and still images always decode in software.
         paced: a file played in real time (``SourceOptions.realtime``): its frames are released
             at their timestamps from ``start`` seconds on.
-        start: seconds into a paced file where playing starts (seeking to the key frame
-            before it).
+        start: seconds into a file where captioning starts (seeking to the key frame before
+            it; a paced file plays from there, a resumed stream goes on from there).
     """
 
     kind: str
@@ -152,6 +153,38 @@ def redact(text: str) -> str:
     # Control characters (newlines, terminal escapes) are shown escaped: one line, inert.
     text = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
     return _SECRET_PARAMS.sub(r"\g<key>***", _CREDENTIALS.sub(r"\g<scheme>***@", text))
+
+
+def expand_source_lists(specs: Sequence[str]) -> list[str]:
+    """``specs`` with every ``@FILE`` replaced by the sources its lines name (one per line,
+    ``#`` comment lines and empty lines skipped). A relative file path in a list is taken from
+    the list's own directory.
+
+    Raises:
+        MediaError: a list cannot be read, or names no source.
+    """
+    expanded: list[str] = []
+    for spec in specs:
+        if not spec.startswith("@"):
+            expanded.append(spec)
+            continue
+        path = Path(spec[1:]).expanduser()
+        try:
+            entries = read_list(path)
+        except OSError as error:
+            raise MediaError(f"{spec}: cannot read the source list ({reason(error)})") from error
+        if not entries:
+            raise MediaError(f"{spec}: the source list names no source")
+        expanded += [_from_list_dir(entry, path.parent) for entry in entries]
+    return expanded
+
+
+def _from_list_dir(entry: str, base: Path) -> str:
+    lowered = entry.lower()
+    if ("://" in entry or lowered.startswith(("lavfi:", "webcam")) or Path(entry).is_absolute()
+            or entry.startswith("~")):
+        return entry
+    return str(base / entry)
 
 
 def parse_source(

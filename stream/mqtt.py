@@ -1,0 +1,190 @@
+"""Events to an MQTT broker, as camera analytics systems publish them (``--mqtt``).
+
+Each event is one JSON message (the JSON Lines form, plus ``seq``) on ``TOPIC/STREAM``,
+published with QoS 1: the broker acknowledges each, and unacknowledged messages are sent again
+after a reconnect, in order. QoS 1 is at-least-once: a consumer may see a message twice, and a
+broker that restarts may deliver a message it held at shutdown after those that came while it
+was away (mosquitto 2.0 does); ``seq`` numbers each stream's messages from 0, so that a consumer
+can drop repeats and put them back in order.
+
+The client connects in the background and reconnects by itself (1 s to 10 s apart); while the
+broker is away, messages queue in memory up to a bound and are sent once it is back,
+so a broker restart loses nothing and never stops the captioning. Beyond the bound the newest
+messages are dropped and counted, said in one log line every few seconds. ``close()`` waits a
+bounded time for the acknowledgements of what was sent.
+
+URL form: ``mqtt://[user:password@]host[:port]/topic`` (port 1883), or ``mqtts://`` for TLS
+(port 8883, the system's certificate authorities). Credentials never appear in logs or errors.
+
+Example:
+    >>> with MqttSink("mqtt://broker.local/lrcn/events") as mqtt:
+    ...     for event in caption_stream("rtsp://cam1/live"):
+    ...         mqtt.write(event)          # on lrcn/events/cam1-live
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
+
+from stream.events import Event
+from stream.sinks import Sink, event_json
+from stream.sources import redact
+
+log = logging.getLogger(__name__)
+
+_QUEUE_LIMIT = 100_000  # messages held while the broker is away (a few hours of one camera)
+_INFLIGHT = 20  # messages sent and not yet acknowledged, at most
+_CLOSE_TIMEOUT = 10.0  # seconds close() waits for the last acknowledgements
+_WARN_EVERY = 5.0  # seconds between log lines about the same trouble
+_MQTT_EXTRA = "pip install 'lrcn-stream[mqtt]'"
+
+
+@dataclass(frozen=True)
+class MqttTarget:
+    """A parsed ``--mqtt`` URL (``password`` is never shown: ``name`` is the redacted URL)."""
+
+    host: str
+    port: int
+    topic: str
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    name: str = ""
+
+
+def parse_mqtt_url(url: str) -> MqttTarget:
+    """Read ``mqtt[s]://[user:password@]host[:port]/topic``.
+
+    Raises:
+        ValueError: not such a URL (the message shows it without credentials).
+    """
+    name = redact(url)
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValueError(f"{name}: an MQTT URL starts with mqtt:// or mqtts://")
+    topic = parts.path.strip("/")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{name}: the port is not a number from 1 to 65535") from None
+    if not parts.hostname:
+        raise ValueError(f"{name}: no broker host")
+    if not topic or any(c in topic for c in "#+") or parts.query or parts.fragment:
+        raise ValueError(f"{name}: give a topic without wildcards, e.g. mqtt://host/lrcn/events")
+    tls = parts.scheme == "mqtts"
+    return MqttTarget(host=parts.hostname, port=port or (8883 if tls else 1883), topic=topic,
+                      tls=tls, name=name,
+                      username=unquote(parts.username) if parts.username else None,
+                      password=unquote(parts.password) if parts.password else None)
+
+
+class MqttSink(Sink):
+    """Publish every event to ``TOPIC/STREAM`` on the broker at ``url`` (see the module doc).
+
+    Args:
+        url: ``mqtt[s]://[user:password@]host[:port]/topic``.
+        queue_limit: messages held while the broker cannot be reached, at most.
+
+    Raises:
+        ValueError: the URL is malformed (a broker that cannot be reached is retried, not
+            raised).
+        ImportError: paho-mqtt is not installed.
+    """
+
+    def __init__(self, url: str, queue_limit: int = _QUEUE_LIMIT) -> None:
+        try:
+            import paho.mqtt.client as mqtt
+        except ImportError as error:
+            raise ImportError(f"--mqtt needs paho-mqtt ({_MQTT_EXTRA}): {error}") from error
+        self._mqtt = mqtt
+        self.target = parse_mqtt_url(url)
+        self.name = self.target.name
+        self.sent = 0  # messages handed to the client
+        self.acknowledged = 0
+        self.dropped = 0  # beyond the queue limit
+        self._lock = threading.Lock()
+        self._warned: dict[str, float] = {}
+        self._seq: dict[str, int] = {}  # the next seq of each stream
+        self._connected_once = False
+        client_id = f"lrcn-stream-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                   protocol=mqtt.MQTTv311, clean_session=True)
+        if self.target.username is not None:
+            self._client.username_pw_set(self.target.username, self.target.password)
+        if self.target.tls:
+            self._client.tls_set()
+        self._client.reconnect_delay_set(min_delay=1, max_delay=10)
+        self._client.max_queued_messages_set(queue_limit)
+        self._client.max_inflight_messages_set(_INFLIGHT)
+        self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        self._client.connect_async(self.target.host, self.target.port, keepalive=30)
+        self._client.loop_start()
+        self._open = True
+
+    def write(self, event: Event) -> None:
+        if not self._open:
+            raise ValueError(f"{self.name}: sink is closed")
+        seq = self._seq.get(event.stream, 0)
+        self._seq[event.stream] = seq + 1  # a dropped message leaves a gap: seen, not hidden
+        info = self._client.publish(f"{self.target.topic}/{event.stream}",
+                                    event_json(event, seq=seq), qos=1)
+        if info.rc == self._mqtt.MQTT_ERR_QUEUE_SIZE:
+            self.dropped += 1
+            self._warn("queue", f"MQTT {self.name}: {self.dropped} message(s) dropped so far, "
+                                f"the broker has been away for too long")
+            return
+        self.sent += 1
+
+    def close(self) -> None:
+        """Wait (at most a bounded time) for the broker's acknowledgements, then disconnect."""
+        if not self._open:
+            return
+        self._open = False
+        deadline = time.monotonic() + _CLOSE_TIMEOUT
+        while self.acknowledged < self.sent and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._client.disconnect()
+        self._client.loop_stop()
+        missing = self.sent - self.acknowledged
+        if missing > 0 or self.dropped:
+            log.warning("MQTT %s: %d message(s) not acknowledged by the broker, %d dropped",
+                        self.name, max(0, missing), self.dropped)
+
+    def _on_connect(self, client: object, userdata: object, flags: object, code: object,
+                    properties: object = None) -> None:
+        if getattr(code, "is_failure", False):
+            self._warn("connect", f"MQTT {self.name}: the broker refused the connection ({code})")
+            return
+        self._warned.clear()
+        again = " again" if self._connected_once else ""
+        self._connected_once = True
+        log.info("MQTT %s: connected%s", self.name, again)
+
+    def _on_connect_fail(self, client: object, userdata: object) -> None:
+        self._warn("connect", f"MQTT {self.name}: cannot reach the broker; retrying")
+
+    def _on_disconnect(self, client: object, userdata: object, flags: object, code: object,
+                       properties: object = None) -> None:
+        if self._open:
+            self._warn("connect", f"MQTT {self.name}: disconnected ({code}); reconnecting, "
+                                  f"events queue meanwhile")
+
+    def _on_publish(self, client: object, userdata: object, mid: int, code: object,
+                    properties: object = None) -> None:
+        with self._lock:
+            self.acknowledged += 1
+
+    def _warn(self, what: str, message: str) -> None:
+        now = time.monotonic()
+        if now - self._warned.get(what, -_WARN_EVERY) >= _WARN_EVERY:
+            self._warned[what] = now
+            log.warning("%s", message)

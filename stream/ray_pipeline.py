@@ -1,0 +1,463 @@
+"""Live captioning on Ray: the sources spread over actors, each owning a Pipeline for its streams.
+
+::
+
+    driver (run_stream.py --engine ray)                 Ray actors (LiveWorker), one per worker
+    sinks ◄── RayPipeline ◄── one poll at a time ◄───── bounded queue ◄── Pipeline (its streams)
+
+A stream's recurrent state lives in the one actor that captions it. The driver keeps one poll
+in flight per actor and hands each batch of events to its caller before it asks again, so a
+slow consumer fills the actors' bounded queues and then their pipelines' mailboxes: files wait,
+live sources drop their oldest frames at the source, and memory does not grow. For the live
+view, each actor also sends the newest frame of each stream at a reduced rate
+(:attr:`RaySettings.frames_every`).
+
+Faults. An actor whose process dies (killed, its node lost) is restarted by Ray, up to
+:attr:`RaySettings.max_restarts` times. Its streams get a ``reconnecting`` status, then reopen
+in the new actor with a reset: indexes go on after the last one the driver received (none is
+emitted twice), files from the frame after the last caption received, live sources at their
+present. Other actors are not touched. When restarts are used up, its streams end with an error
+and the rest go on. :meth:`RayPipeline.close` stops the actors within a bounded time.
+
+The bundle travels to the actors through Ray's object store, so the nodes of a cluster need the
+package (``pip install 'lrcn-stream[ray]'``) but not the model; video files must be readable at
+the same path on every node (cameras and network streams are reached from wherever the actor is).
+
+Example:
+    >>> for event in caption_stream(["rtsp://cam1/live", "rtsp://cam2/live"], engine="ray"):
+    ...     print(event)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stream.bundle import BUNDLE_FILE, check_files, open_bundle, read_bundle
+from stream.decoder import Resume
+from stream.errors import MediaError, StreamError, reason
+from stream.events import ENDED, RECONNECTING, CaptionEvent, Event, StatusEvent
+from stream.pipeline import Pipeline, PipelineSettings
+from stream.sessions import SessionSettings
+from stream.sources import Source, redact
+
+log = logging.getLogger(__name__)
+
+_POLL_WAIT = 0.1  # seconds an actor's poll waits for its first event (bounds a stop's wait)
+_POLL_EVENTS = 256  # events per poll at most
+_STOP_TIMEOUT = 15.0  # longest wait for the actors to stop before they are killed
+_RAY_EXTRA = "pip install 'lrcn-stream[ray]'"
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """Where and how the actors run.
+
+    Attributes:
+        workers: actors (None: as many as the cluster's CPUs allow at ``cpus_per_worker``
+            each, at most one per source).
+        cpus_per_worker: CPUs each actor asks for; its ONNX Runtime uses as many threads.
+        gpus_per_worker: GPUs each actor asks for (its encoder runs there with --device cuda).
+        address: the Ray cluster to join (None: $RAY_ADDRESS, else a Ray started here).
+        max_restarts: restarts of a dead actor before its streams end with an error.
+        frames_every: seconds between the frames of one stream sent for the live view (only
+            when the pipeline has frame listeners).
+    """
+
+    workers: int | None = None
+    cpus_per_worker: int = 1
+    gpus_per_worker: float = 0.0
+    address: str | None = None
+    max_restarts: int = 3
+    frames_every: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if self.cpus_per_worker < 1:
+            raise ValueError(f"CPUs per worker must be at least 1, got {self.cpus_per_worker}")
+        if self.gpus_per_worker < 0 or self.max_restarts < 0 or self.frames_every < 0:
+            raise ValueError("GPUs per worker, restarts and the frame interval must be >= 0")
+
+
+@dataclass
+class Polled:
+    """What one poll of an actor returns: its events in order, frames for the live view, and
+    whether its pipeline is over (then ``error`` says why it failed, if it did)."""
+
+    events: list[Event]
+    frames: list[tuple[str, np.ndarray, float]]
+    done: bool
+    error: str | None = None
+
+
+class LiveWorker:
+    """The actor: one Pipeline for the streams it is given.
+
+    Ray restarts a dead actor by constructing it anew, so the constructor takes nothing and
+    :meth:`start` brings everything (the bundle travels as an argument of a call, which Ray
+    keeps no longer than the call, rather than of the constructor, which it would keep for
+    restarts).
+    """
+
+    def __init__(self) -> None:
+        self._events: queue.Queue[Event] = queue.Queue(_POLL_EVENTS)
+        self._pipeline: Pipeline | None = None
+        self._thread: threading.Thread | None = None
+        self._done = threading.Event()
+        self._stopping = threading.Event()
+        self._error: str | None = None
+        self._newest: dict[str, tuple[np.ndarray, float]] = {}
+        self._sent: dict[str, float] = {}
+        self._frames_every = 0.0
+
+    def start(self, bundle_files: dict[str, bytes], session: SessionSettings,
+              sources: dict[str, Source], settings: PipelineSettings,
+              resume: dict[str, Resume], frames_every: float) -> dict[str, Any]:
+        """Open the bundle (its file names and contents) and start captioning ``sources``;
+        returns where this actor runs (for the driver's log).
+
+        Raises:
+            BundleError, DeviceError: the bundle or the device cannot be used here.
+        """
+        if self._thread is not None:
+            raise RuntimeError("a worker starts once")
+        unpacked = Path(tempfile.mkdtemp(prefix="lrcn-bundle-"))
+        try:
+            for name, data in bundle_files.items():
+                (unpacked / name).write_bytes(data)
+            # The sessions hold the graphs in memory: the files are not needed after this.
+            loaded = open_bundle(unpacked, session)
+        finally:
+            shutil.rmtree(unpacked, ignore_errors=True)
+        self._frames_every = frames_every
+        self._pipeline = Pipeline(dict(sources), loaded, settings, resume)
+        if frames_every > 0:
+            self._pipeline.frame_listeners.append(self._keep_frame)
+        self._thread = threading.Thread(target=self._pump, name="events", daemon=True)
+        self._thread.start()
+        return {"pid": os.getpid(), "host": socket.gethostname()}
+
+    def poll(self, max_events: int = _POLL_EVENTS, wait: float = _POLL_WAIT) -> Polled:
+        """The events ready (waiting up to ``wait`` s for the first), and the frames due."""
+        finished = self._done.is_set()  # before draining: every event was queued by then
+        events: list[Event] = []
+        with contextlib.suppress(queue.Empty):
+            events.append(self._events.get(timeout=wait))
+            while len(events) < max_events:
+                events.append(self._events.get_nowait())
+        done = finished and self._events.empty()
+        return Polled(events, self._frames_due(), done, self._error if done else None)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the pipeline and wait for it (at most ``timeout`` s)."""
+        self._stopping.set()
+        if self._pipeline is not None:
+            self._pipeline.stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _pump(self) -> None:
+        assert self._pipeline is not None
+        try:
+            with contextlib.closing(iter(self._pipeline)) as events:
+                for event in events:
+                    while not self._stopping.is_set():
+                        try:
+                            self._events.put(event, timeout=_POLL_WAIT)
+                            break
+                        except queue.Full:  # the driver is behind: so is this pipeline
+                            continue
+                    if self._stopping.is_set():
+                        break
+        except BaseException as error:  # noqa: BLE001 - handed to the driver, which raises it
+            self._error = f"{type(error).__name__}: {redact(reason(error))}"
+        finally:
+            self._done.set()
+
+    def _keep_frame(self, stream: str, rgb: np.ndarray, pts: float) -> None:
+        self._newest[stream] = (rgb, pts)
+
+    def _frames_due(self) -> list[tuple[str, np.ndarray, float]]:
+        now = time.monotonic()
+        due = []
+        for stream, (rgb, pts) in list(self._newest.items()):
+            if now - self._sent.get(stream, -1e9) >= self._frames_every:
+                due.append((stream, rgb, pts))
+                self._sent[stream] = now
+                del self._newest[stream]
+        return due
+
+
+@dataclass
+class _Worker:
+    """The driver's view of one actor."""
+
+    number: int
+    handle: Any
+    sources: dict[str, Source]
+    open: set[str] = field(default_factory=set)  # its streams that have not ended
+    restarts: int = 0
+
+
+@dataclass
+class _Progress:
+    """What the driver has received of one stream: where it resumes, and the counts that go on
+    across actors."""
+
+    last: CaptionEvent | None = None
+    dropped_before: int = 0  # drops and reconnects of earlier actors
+    reconnects_before: int = 0
+    dropped: int = 0
+    reconnects: int = 0
+
+
+class RayPipeline:
+    """The Ray counterpart of :class:`~stream.pipeline.Pipeline`: iterate for the events.
+
+    It has the same ``frame_listeners``, ``join_on_exit`` and ``close()``, so the CLI runs the
+    same sinks over either. Ray is started (or joined) here, in the constructor, so that signal
+    handlers installed afterwards by the caller stay in force.
+
+    Args:
+        sources: stream id -> parsed source, or the :class:`MediaError` its string raised.
+        bundle: the bundle directory (read and checked here, sent to the actors).
+        device: where the actors run the model.
+        settings: batching, queues, reconnects (as for the local pipeline).
+        ray_settings: workers, their resources, the cluster, restarts.
+
+    Raises:
+        BundleError: the bundle is missing or damaged.
+        ImportError: Ray is not installed.
+        StreamError: the cluster cannot be reached.
+    """
+
+    def __init__(self, sources: dict[str, Source | MediaError], bundle: str | Path,
+                 device: str = "auto", settings: PipelineSettings | None = None,
+                 ray_settings: RaySettings | None = None) -> None:
+        self.settings = settings or PipelineSettings()
+        self.ray_settings = ray_settings or RaySettings()
+        self.device = device
+        self.sources = sources
+        self.bundle = read_bundle(bundle)
+        check_files(self.bundle)
+        self.frame_listeners: list[Callable[[str, np.ndarray, float], None]] = []
+        self.join_on_exit = True
+        self.progress = {stream: _Progress() for stream in sources}
+        self._workers: list[_Worker] = []
+        self._bundle_ref: Any = None
+        self._started = False
+        self._closed = False
+        self._ray = _import_ray()
+        self._started_ray = not self._ray.is_initialized()
+        if self._started_ray:
+            self._init_ray()
+
+    # ------------------------------------------------------------------ the driver's loop
+
+    def __iter__(self) -> Generator[Event, None, None]:
+        if self._started:
+            raise RuntimeError("a pipeline runs once")
+        self._started = True
+        ray = self._ray
+        for stream, source in self.sources.items():
+            if isinstance(source, MediaError):
+                yield StatusEvent(stream=stream, kind=ENDED, at=time.time(), message=str(source),
+                                  error=str(source))
+        try:
+            pending = self._start_workers()
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=_POLL_WAIT)
+                for ref in ready:
+                    worker, call = pending.pop(ref)
+                    yield from self._handle(ref, worker, call, pending)
+        finally:
+            if self.join_on_exit:
+                self.close()
+            else:
+                self._ask_to_stop()
+
+    def _start_workers(self) -> dict[Any, tuple[_Worker, str]]:
+        ray = self._ray
+        live = {s: src for s, src in self.sources.items() if isinstance(src, Source)}
+        if not live:
+            return {}
+        count = self.ray_settings.workers or self._default_workers(len(live))
+        count = min(count, len(live))
+        assigned: list[dict[str, Source]] = [{} for _ in range(count)]
+        for k, (stream, source) in enumerate(live.items()):
+            assigned[k % count][stream] = source
+        files = {BUNDLE_FILE: (self.bundle.path / BUNDLE_FILE).read_bytes()}
+        files |= {name: (self.bundle.path / name).read_bytes() for name in self.bundle.checksums}
+        self._bundle_ref = ray.put(files)  # once, however many actors and restarts
+        actor = ray.remote(LiveWorker).options(
+            num_cpus=self.ray_settings.cpus_per_worker,
+            num_gpus=self.ray_settings.gpus_per_worker,
+            max_restarts=self.ray_settings.max_restarts, max_task_retries=0)
+        pending: dict[Any, tuple[_Worker, str]] = {}
+        for number, streams in enumerate(assigned, 1):
+            handle = actor.remote()
+            worker = _Worker(number, handle, streams, open=set(streams))
+            self._workers.append(worker)
+            pending[self._start(worker)] = (worker, "start")
+        return pending
+
+    def _start(self, worker: _Worker) -> Any:
+        resume = {}
+        for stream in worker.open:
+            last = self.progress[stream].last
+            if last is not None:
+                resume[stream] = Resume(last.index + 1, last.pts, last.decoded_at)
+        sources = {s: src for s, src in worker.sources.items() if s in worker.open}
+        every = self.ray_settings.frames_every if self.frame_listeners else 0.0
+        session = SessionSettings(device=self.device, threads=self.ray_settings.cpus_per_worker)
+        return worker.handle.start.remote(self._bundle_ref, session, sources, self.settings,
+                                          resume, every)
+
+    def _handle(self, ref: Any, worker: _Worker, call: str,
+                pending: dict[Any, tuple[_Worker, str]]) -> Generator[Event, None, None]:
+        ray = self._ray
+        try:
+            result = ray.get(ref)
+        except ray.exceptions.ActorUnavailableError:  # Ray restarts it
+            worker.restarts += 1
+            why = "its process died or cannot be reached"
+            log.warning("worker %d lost (%s); restarting it (%d/%d)", worker.number, why,
+                        worker.restarts, self.ray_settings.max_restarts)
+            for stream in sorted(worker.open):
+                yield self._lost(stream, f"worker {worker.number} lost ({why}); restarting it "
+                                         f"(restart {worker.restarts}/"
+                                         f"{self.ray_settings.max_restarts})")
+            pending[self._start(worker)] = (worker, "start")
+            return
+        except ray.exceptions.RayActorError as error:  # dead for good
+            why = _ray_reason(error)
+            message = (f"worker {worker.number} died and cannot be restarted "
+                       f"({worker.restarts} restart(s) used): {why}")
+            log.error("%s", message)
+            for stream in sorted(worker.open):
+                yield self._ended(stream, message)
+            worker.open.clear()
+            return
+        if call == "start":
+            log.info("worker %d (pid %s on %s): %s", worker.number, result["pid"],
+                     result["host"], ", ".join(sorted(worker.open)))
+            pending[worker.handle.poll.remote()] = (worker, "poll")
+            return
+        polled: Polled = result
+        for received in polled.events:
+            event = self._account(received, worker)
+            if event is not None:
+                yield event
+        for stream, rgb, pts in polled.frames:
+            for listener in self.frame_listeners:
+                listener(stream, rgb, pts)
+        if polled.error is not None:
+            raise StreamError(f"the pipeline of worker {worker.number} stopped: {polled.error}")
+        if not polled.done:
+            pending[worker.handle.poll.remote()] = (worker, "poll")
+
+    def _account(self, event: Event, worker: _Worker) -> Event | None:
+        """The event as the driver emits it: counts carried over restarts, repeats dropped."""
+        progress = self.progress[event.stream]
+        if isinstance(event, CaptionEvent):
+            if progress.last is not None and event.index <= progress.last.index:
+                return None  # never emitted twice
+            progress.last = event
+            return event
+        event = replace(event, dropped=progress.dropped_before + event.dropped,
+                        reconnects=progress.reconnects_before + event.reconnects)
+        progress.dropped, progress.reconnects = event.dropped, event.reconnects
+        if event.kind == ENDED:
+            worker.open.discard(event.stream)
+        return event
+
+    def _lost(self, stream: str, message: str) -> StatusEvent:
+        progress = self.progress[stream]
+        progress.reconnects += 1
+        progress.dropped_before, progress.reconnects_before = progress.dropped, progress.reconnects
+        return StatusEvent(stream=stream, kind=RECONNECTING, at=time.time(), message=message,
+                           dropped=progress.dropped, reconnects=progress.reconnects)
+
+    def _ended(self, stream: str, message: str) -> StatusEvent:
+        progress = self.progress[stream]
+        return StatusEvent(stream=stream, kind=ENDED, at=time.time(), message=message,
+                           dropped=progress.dropped, reconnects=progress.reconnects,
+                           error=message)
+
+    # ------------------------------------------------------------------ Ray itself
+
+    def _init_ray(self) -> None:
+        ray = self._ray
+        address = self.ray_settings.address or os.environ.get("RAY_ADDRESS")
+        try:
+            if address:
+                ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+            else:
+                cpus = os.cpu_count() or 1
+                if self.ray_settings.workers:
+                    cpus = max(cpus, self.ray_settings.workers * self.ray_settings.cpus_per_worker)
+                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.ERROR)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            where = f"the Ray cluster at {redact(address)}" if address else "a local Ray"
+            raise StreamError(f"cannot start {where}: {reason(error)}") from error
+
+    def _default_workers(self, sources: int) -> int:
+        cpus = int(self._ray.cluster_resources().get("CPU", 1))
+        return max(1, min(sources, cpus // self.ray_settings.cpus_per_worker))
+
+    def _ask_to_stop(self) -> list[Any]:
+        refs = []
+        for worker in self._workers:
+            with contextlib.suppress(Exception):  # a dead actor has nothing to stop
+                refs.append(worker.handle.stop.remote())
+        return refs
+
+    def close(self) -> None:
+        """Stop every actor (within a bounded time, then killed) and a Ray started here."""
+        if self._closed:
+            return
+        self._closed = True
+        ray = self._ray
+        refs = self._ask_to_stop()
+        if refs:
+            ray.wait(refs, num_returns=len(refs), timeout=_STOP_TIMEOUT)
+        for worker in self._workers:
+            with contextlib.suppress(Exception):
+                ray.kill(worker.handle)
+        if self._started_ray:
+            ray.shutdown()
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+        import ray.exceptions
+    except ImportError as error:
+        raise ImportError(f"--engine ray needs Ray ({_RAY_EXTRA}): {error}") from error
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    return ray
+
+
+def _ray_reason(error: BaseException) -> str:
+    """One line of why Ray says an actor failed (its messages run over many lines)."""
+    text = str(error)
+    for line in text.splitlines():
+        if "exit detail:" in line.lower():
+            return redact(line.split("detail:", 1)[1].strip().rstrip("."))[:200]
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return redact(first or type(error).__name__)[:200]
