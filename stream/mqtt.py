@@ -75,7 +75,8 @@ def parse_mqtt_url(url: str) -> MqttTarget:
         raise ValueError(f"{name}: the port is not a number from 1 to 65535") from None
     if not parts.hostname:
         raise ValueError(f"{name}: no broker host")
-    if not topic or any(c in topic for c in "#+") or parts.query or parts.fragment:
+    wildcard = "+" in topic or "#" in url.rsplit("@", 1)[-1]  # "#" would start a fragment
+    if not topic or wildcard or parts.query:
         raise ValueError(f"{name}: give a topic without wildcards, e.g. mqtt://host/lrcn/events")
     tls = parts.scheme == "mqtts"
     return MqttTarget(host=parts.hostname, port=port or (8883 if tls else 1883), topic=topic,

@@ -211,6 +211,8 @@ class _Worker:
     sources: dict[str, Source]
     open: set[str] = field(default_factory=set)  # its streams that have not ended
     restarts: int = 0
+    pid: int | None = None  # its process, once started (again)
+    host: str | None = None
 
 
 @dataclass
@@ -353,6 +355,7 @@ class RayPipeline:
             worker.open.clear()
             return
         if call == "start":
+            worker.pid, worker.host = result["pid"], result["host"]
             log.info("worker %d (pid %s on %s): %s", worker.number, result["pid"],
                      result["host"], ", ".join(sorted(worker.open)))
             pending[worker.handle.poll.remote()] = (worker, "poll")
@@ -398,6 +401,10 @@ class RayPipeline:
                            dropped=progress.dropped, reconnects=progress.reconnects,
                            error=message)
 
+    def placement(self) -> dict[str, tuple[int, int | None, str | None]]:
+        """stream id -> (worker number, its process id, its host) as last started."""
+        return {stream: (w.number, w.pid, w.host) for w in self._workers for stream in w.sources}
+
     # ------------------------------------------------------------------ Ray itself
 
     def _init_ray(self) -> None:
@@ -405,6 +412,7 @@ class RayPipeline:
         address = self.ray_settings.address or os.environ.get("RAY_ADDRESS")
         try:
             if address:
+                _probe(address)
                 ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
             else:
                 cpus = os.cpu_count() or 1
@@ -412,7 +420,7 @@ class RayPipeline:
                     cpus = max(cpus, self.ray_settings.workers * self.ray_settings.cpus_per_worker)
                 ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
                          logging_level=logging.ERROR)
-        except (ConnectionError, RuntimeError, ValueError) as error:
+        except (OSError, RuntimeError, ValueError) as error:
             where = f"the Ray cluster at {redact(address)}" if address else "a local Ray"
             raise StreamError(f"cannot start {where}: {reason(error)}") from error
 
@@ -451,6 +459,20 @@ def _import_ray() -> Any:
         raise ImportError(f"--engine ray needs Ray ({_RAY_EXTRA}): {error}") from error
     logging.getLogger("ray").setLevel(logging.ERROR)
     return ray
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail fast when a cluster's HOST:PORT takes no connection (Ray itself retries for minutes).
+    Other forms (``auto``, ``ray://...``) are left to Ray.
+
+    Raises:
+        OSError: nothing answers there.
+    """
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+        pass
 
 
 def _ray_reason(error: BaseException) -> str:

@@ -1,0 +1,137 @@
+"""--mqtt against Debian's mosquitto broker, started (and restarted) by the tests: every event
+arrives, in order per stream, credentials stay hidden, and a broker restart stops nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stream.events import CaptionEvent
+from stream.mqtt import MqttSink, parse_mqtt_url
+from stream.pipeline import DEFAULT_BUNDLE, SAMPLE_VIDEO, caption_stream
+from tests.conftest import STRICT
+from tests.tools.mqtt_broker import Broker, Subscriber, find_mosquitto
+from tests.tools.rtsp import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+CAMERA = "lavfi:testsrc2=size=160x120:rate=10,realtime"
+
+pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(180)]
+
+
+@pytest.fixture()
+def broker(tmp_path):
+    executable = find_mosquitto()
+    if executable is None:
+        message = "mosquitto is not installed (apt-get install mosquitto)"
+        if STRICT:
+            pytest.fail(f"LRCN_STRICT is set but {message}")
+        pytest.skip(message)
+    broker = Broker(executable, tmp_path, free_port()).start()
+    yield broker
+    broker.stop()
+
+
+def by_stream(messages):
+    streams: dict[str, list[dict]] = {}
+    for topic, payload in messages:
+        streams.setdefault(topic.rsplit("/", 1)[1], []).append(payload)
+    return streams
+
+
+def test_mqtt_urls():
+    target = parse_mqtt_url("mqtt://bob:p%40ss@broker.local/site/events")
+    assert (target.host, target.port, target.topic, target.tls) == (
+        "broker.local", 1883, "site/events", False)
+    assert (target.username, target.password) == ("bob", "p@ss")
+    assert "p%40ss" not in repr(target) and "p@ss" not in repr(target)
+    assert target.name == "mqtt://***@broker.local/site/events"
+    assert parse_mqtt_url("mqtts://broker:9999/t").port == 9999
+    assert parse_mqtt_url("mqtts://broker/t").port == 8883
+    for bad, message in (("mqtt://u:secret@host:99999/t", "port"), ("mqtt:///t", "no broker"),
+                         ("mqtt://host/a/#", "without wildcards"), ("tcp://host/t", "mqtt://")):
+        with pytest.raises(ValueError, match=message) as raised:
+            parse_mqtt_url(bad)
+        assert "secret" not in str(raised.value)
+
+
+def test_every_event_arrives_in_order_per_stream_and_credentials_stay_hidden(broker, tmp_path):
+    subscriber = Subscriber(broker.port)
+    try:
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "run_stream.py"), str(SAMPLE_VIDEO), str(SAMPLE_VIDEO),
+             "--mqtt", broker.url("bob:s3cret"), "--jsonl", str(tmp_path / "out"),
+             "--log-level", "info"], capture_output=True, text=True, timeout=150, cwd=ROOT)
+        assert result.returncode == 0, result.stderr
+        written = {stream: [json.loads(line) for line in
+                            (tmp_path / "out" / f"{stream}.jsonl").read_text().splitlines()]
+                   for stream in ("shapes_s5_00000", "shapes_s5_00000-2")}
+        received = by_stream(subscriber.wait_for(sum(map(len, written.values()))))
+    finally:
+        subscriber.close()
+    assert set(received) == set(written)
+    for stream, events in written.items():
+        got = received[stream]
+        assert [m["seq"] for m in got] == list(range(len(events)))  # all, in order, once
+        assert [{k: v for k, v in m.items() if k != "seq"} for m in got] == events
+    assert sum(m["type"] == "caption" for m in received["shapes_s5_00000"]) == 89
+    assert "s3cret" not in result.stderr + result.stdout
+    assert "MQTT mqtt://***@127.0.0.1" in result.stderr
+
+
+def test_the_run_goes_on_while_the_broker_restarts_and_nothing_is_lost(broker):
+    """A live camera captioned into MqttSink; the broker is stopped after 10 captions and
+    started again 3 s later. Captions go on meanwhile; once the broker is back, every message
+    arrives. A restarting mosquitto may deliver a message it held at shutdown late: ``seq``
+    puts it back in place."""
+    subscriber = Subscriber(broker.port)
+    sent: list[CaptionEvent] = []
+    during_outage = 0
+    try:
+        sink = MqttSink(broker.url())
+        with sink:
+            stopped_at = None
+            for event in caption_stream(CAMERA, DEFAULT_BUNDLE, device="cpu"):
+                sink.write(event)
+                sent.append(event)
+                captions = sum(isinstance(e, CaptionEvent) for e in sent)
+                if captions == 10 and stopped_at is None:
+                    broker.stop()
+                    stopped_at = time.monotonic()
+                if stopped_at is not None and broker.process.poll() is not None:
+                    during_outage += isinstance(event, CaptionEvent)
+                    if time.monotonic() - stopped_at > 3:
+                        broker.start()
+                if captions >= 70:
+                    break
+        assert sink.acknowledged == sink.sent == len(sent) and sink.dropped == 0
+        got = by_stream(subscriber.wait_for(len(sent)))["lavfi"]
+    finally:
+        subscriber.close()
+    assert during_outage >= 20  # 10 fps for 3 s: the captioning did not wait for the broker
+    unique = {m["seq"]: m for m in got}
+    assert sorted(unique) == list(range(len(sent)))  # every one arrived
+    assert [unique[k]["index"] for k in sorted(unique) if unique[k]["type"] == "caption"] == [
+        e.index for e in sent if isinstance(e, CaptionEvent)]
+    # Arrival order: in order but for the few messages in flight when the broker stopped.
+    first_arrivals = list(dict.fromkeys(m["seq"] for m in got))
+    out_of_place = sum(a > b for a, b in zip(first_arrivals, first_arrivals[1:], strict=False))
+    assert out_of_place <= 20
+
+
+def test_a_broker_that_is_not_there_is_retried_and_said_without_stopping_the_run(caplog):
+    port = free_port()  # nothing listens there
+    with caplog.at_level("WARNING"), MqttSink(f"mqtt://u:secret@127.0.0.1:{port}/t") as sink:
+        for event in caption_stream(str(SAMPLE_VIDEO), DEFAULT_BUNDLE, device="cpu"):
+            sink.write(event)
+        assert sink.sent > 89
+        time.sleep(1.5)
+    lines = [r.getMessage() for r in caplog.records if r.name == "stream.mqtt"]
+    assert any("cannot reach the broker" in line for line in lines)
+    assert any("not acknowledged" in line for line in lines)
+    assert not any("secret" in line for line in lines)
