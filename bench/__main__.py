@@ -321,6 +321,8 @@ def live_run(args: argparse.Namespace, video: Path, streams: int, seconds: float
                str(settings.max_wait_ms)] + ["--encode-every-frame"] * settings.encode_every_frame
     if args.hwaccel != "none":  # NVDEC decodes in the runtime's decoder, not inside lavfi
         command += ["--cameras", "files", "--hwaccel", args.hwaccel]
+    if getattr(args, "engine", "local") == "ray":
+        command += ["--engine", "ray"] + (["--workers", str(args.workers)] if args.workers else [])
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
                           timeout=seconds + 120)
     if done.returncode != 0:
@@ -348,6 +350,7 @@ def capacity_search(args: argparse.Namespace, video: Path, plan: Plan,
             log.info("capacity: %d stream(s), %.0f s", n, plan.capacity_seconds)
             result = live_run(args, video, n, plan.capacity_seconds, settings)
             result.pop("latency_samples")
+            result.pop("delivered_samples", None)
             result["sustained"] = (result["dropped_fraction"] < CAPACITY_DROPS
                                    and result["latency_ms"]["p99"] < CAPACITY_P99_MS)
             done = [*done, result]

@@ -7,8 +7,14 @@ lavfi cameras (``bench.inputs.paced_source``: FFmpeg's movie filter decodes, on 
 with ``--cameras files`` the video file played in real time by the runtime's own decoder
 (``--realtime``), which can decode on a hardware decoder (``--hwaccel cuda``: NVDEC).
 
+With ``--engine ray`` the cameras run on Ray actors of a local Ray (``--workers``), and the
+latency is measured from decode to this process's receipt of the event, so that the Ray hop
+is in it; ``delivered_latency_ms`` is that measure for either engine, and
+``handoff_latency_ms`` the time from an event's making to its receipt (for Ray: the hop).
+
 Prints one JSON object: frames captioned, frames dropped, the latency from decode to caption
-event (percentiles over the frames after a warm-up), peak RSS and CPU use.
+event (percentiles over the frames after a warm-up, counted from the first caption), peak RSS
+and CPU use.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from stream.errors import MediaError
 from stream.events import CaptionEvent
 from stream.hwaccel import HWACCELS
 from stream.pipeline import Pipeline, PipelineSettings, open_sources
+from stream.ray_pipeline import RayPipeline, RaySettings
 from stream.sessions import SessionSettings
 from stream.sources import Source, SourceOptions, parse_source
 
@@ -55,37 +62,65 @@ def cameras(video: Path, streams: int, seconds: float, kind: str,
 
 
 def measure(bundle: Path, video: Path, streams: int, seconds: float, device: str,
-            settings: PipelineSettings, kind: str = "lavfi") -> dict[str, object]:
-    loaded = open_bundle(bundle, SessionSettings(device=device))
+            settings: PipelineSettings, kind: str = "lavfi", engine: str = "local",
+            workers: int | None = None) -> dict[str, object]:
+    """Caption ``streams`` cameras for ``seconds`` from the first caption on; the figures."""
     sources = cameras(video, streams, seconds, kind, settings.sources)
-    pipeline = Pipeline(sources, loaded, settings)
-    latencies: list[float] = []
+    pipeline: Pipeline | RayPipeline
+    if engine == "ray":
+        pipeline = RayPipeline(sources, bundle, device, settings, RaySettings(workers=workers))
+    else:
+        pipeline = Pipeline(sources, open_bundle(bundle, SessionSettings(device=device)),
+                            settings)
+    latencies: list[float] = []  # decode to caption event, where the event was made
+    delivered: list[float] = []  # decode to this process's receipt (the Ray hop included)
+    handoff: list[float] = []  # the event's making to its receipt here: the hop itself
+    dropped: dict[str, int] = {}
     captioned = encoded = 0
-    cpu0, start = time.process_time(), time.monotonic()
+    cpu0, start = time.process_time(), None
     events = iter(pipeline)
     for event in events:
+        received = time.time()
+        start = start or time.monotonic()
         now = time.monotonic() - start
         if isinstance(event, CaptionEvent):
             captioned += 1
             encoded += event.encoded
             if now >= WARM_UP:
                 latencies.append(event.latency_ms)
+                delivered.append((received - event.decoded_at) * 1000)
+                handoff.append((received - event.emitted_at) * 1000)
+        else:
+            dropped[event.stream] = max(dropped.get(event.stream, 0), event.dropped)
         if now >= seconds:
             break
-    dropped = sum(pipeline.mailbox.dropped(d.stream) for d in pipeline.decoders)
-    elapsed, cpu = time.monotonic() - start, time.process_time() - cpu0
+    if isinstance(pipeline, Pipeline):  # the counts not yet reported in a status
+        dropped = {d.stream: pipeline.mailbox.dropped(d.stream) for d in pipeline.decoders}
+    elapsed = time.monotonic() - (start or time.monotonic())
+    cpu = time.process_time() - cpu0
     events.close()
-    lat = np.array(latencies) if latencies else np.array([np.nan])
     return {
-        "streams": streams, "seconds": round(elapsed, 2), "captioned": captioned,
+        "engine": engine, "streams": streams, "seconds": round(elapsed, 2),
+        "captioned": captioned,
         "encoder_calls_per_frame": round(encoded / max(1, captioned), 4),
-        "dropped": dropped, "dropped_fraction": dropped / max(1, captioned + dropped),
-        "latency_ms": {f"p{q}": round(float(np.percentile(lat, q)), 1) for q in (50, 95, 99)}
-        | {"max": round(float(lat.max()), 1)},
+        "dropped": sum(dropped.values()),
+        "dropped_fraction": sum(dropped.values()) / max(1, captioned + sum(dropped.values())),
+        "latency_ms": percentiles(delivered if engine == "ray" else latencies),
+        "emitted_latency_ms": percentiles(latencies),
+        "delivered_latency_ms": percentiles(delivered),
+        "handoff_latency_ms": percentiles(handoff),
         "latency_samples": [round(v, 1) for v in latencies],
-        "cpu_percent": round(100 * cpu / elapsed, 1),
+        "delivered_samples": [round(v, 1) for v in delivered],
+        "cpu_percent": round(100 * cpu / max(elapsed, 1e-9), 1),  # this process: the driver
         "peak_rss_mb": peak_rss_mb(),
     }
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    """p50, p95, p99 and max (NaN when there are none)."""
+    values = np.array(samples) if samples else np.array([np.nan])
+    return {f"p{q}": round(float(np.percentile(values, q)), 1) for q in (50, 95, 99)} | {
+        "max": round(float(values.max()), 1)}
 
 
 def peak_rss_mb() -> float:
@@ -113,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
                              "played in real time by the runtime's decoder (default: lavfi)")
     parser.add_argument("--hwaccel", choices=HWACCELS, default="none",
                         help="decoding of played files (--cameras files)")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="this process, or Ray actors on a local Ray (their latency is "
+                             "then measured to this process's receipt: the hop included)")
+    parser.add_argument("--workers", type=int, default=None, help="Ray actors")
     args = parser.parse_args(argv)
     if args.hwaccel != "none" and args.cameras == "lavfi":
         parser.error("--hwaccel needs --cameras files (lavfi cameras decode inside FFmpeg)")
@@ -120,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                                 encode_every_frame=args.encode_every_frame,
                                 sources=SourceOptions(hwaccel=args.hwaccel))
     result = measure(args.bundle, args.video, args.streams, args.seconds, args.device, settings,
-                     args.cameras)
+                     args.cameras, args.engine, args.workers)
     json.dump(result, sys.stdout)
     return 0
 
