@@ -334,6 +334,12 @@ class RayPipeline:
         ray = self._ray
         try:
             result = ray.get(ref)
+        except ray.exceptions.RayTaskError as error:  # the call raised in the actor
+            cause = getattr(error, "cause", None)
+            if isinstance(cause, StreamError):  # the bundle or the device cannot be used there
+                raise cause from None
+            raise StreamError(f"worker {worker.number} failed: {type(cause).__name__}: "
+                              f"{redact(reason(cause or error))}") from error
         except ray.exceptions.ActorUnavailableError:  # Ray restarts it
             worker.restarts += 1
             why = "its process died or cannot be reached"

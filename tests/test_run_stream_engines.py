@@ -149,6 +149,14 @@ def test_bad_engine_and_list_options_exit_2_with_one_line(args, message):
     assert "Traceback" not in result.stderr
 
 
+def test_a_device_an_actor_cannot_use_is_one_line_exit_3():
+    result = run_stream(str(SAMPLE), "--engine", "ray", "--workers", "1", "--device", "cuda",
+                        timeout=120)
+    assert result.returncode == 3, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: device cuda: ") and "Traceback" not in result.stderr
+
+
 def test_a_ray_cluster_that_cannot_be_reached_is_one_line_exit_4():
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     result = subprocess.run(

@@ -41,11 +41,13 @@ def start_serving(*args: str) -> tuple[subprocess.Popen[str], str]:
     raise AssertionError("run_stream.py did not start serving")
 
 
-def test_a_browser_sees_captions_change_and_frames_arrive(tmp_path):
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_a_browser_sees_captions_change_and_frames_arrive(tmp_path, engine):
+    """On either engine (Ray's actors send each stream's newest frame twice a second)."""
     chromium = require_tool("chromium", "the live view's browser test")
     from playwright.sync_api import sync_playwright
 
-    process, url = start_serving(LIVE)
+    process, url = start_serving(LIVE, "--engine", engine)
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium,
