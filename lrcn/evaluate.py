@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from lrcn.checkpoint import CheckpointError, load_checkpoint
 from lrcn.data import (
@@ -55,7 +56,7 @@ from lrcn.metrics import (
     normalize_caption,
     wrong_runs,
 )
-from lrcn.train import predict, video_key_frames
+from lrcn.predict import predict, video_key_frames
 from stream.bundle import BundleError, open_bundle, record_evaluation
 from stream.captioning import CaptionCore, caption_sequences
 from stream.errors import StreamError
@@ -64,7 +65,7 @@ from stream.frames import read_sampled_frames
 from stream.keyframes import EVERY_FRAME
 from stream.sessions import DEVICES, SessionSettings
 
-log = logging.getLogger("lrcn.evaluate")
+log = logging.getLogger(__name__)
 
 
 def score_split(
@@ -229,7 +230,8 @@ def _evaluate_bundle(args: argparse.Namespace) -> dict[str, Any]:
         times: list[np.ndarray] = []
         captions: dict[int, list[list[str]]] = {beam: [] for beam in cores}
         encoded = 0
-        bar = _progress(not args.no_progress, name, len(items))
+        bar = tqdm(total=len(items), desc=name, unit="video", dynamic_ncols=True,
+                   disable=args.no_progress)
         for start in range(0, len(items), _STREAMS):
             # Each group of videos is decoded once and captioned by every decoding.
             decoded = [read_sampled_frames(it.path, sample_fps, size)
@@ -240,10 +242,8 @@ def _evaluate_bundle(args: argparse.Namespace) -> dict[str, Any]:
                                               times=[t for _, t in decoded], streams=_STREAMS):
                     captions[beam].append([c.text for c in caps])
                     encoded += sum(c.encoded for c in caps) if beam == 1 else 0
-            if bar is not None:
-                bar.update(len(decoded))
-        if bar is not None:
-            bar.close()
+            bar.update(len(decoded))
+        bar.close()
         frames = sum(len(t) for t in times)
         split: dict[str, Any] = {"data": str(path), "frames_encoded": encoded,
                                  "encoder_calls_per_frame": round(encoded / max(frames, 1), 4)}
@@ -259,14 +259,6 @@ def _evaluate_bundle(args: argparse.Namespace) -> dict[str, Any]:
 
 
 _STREAMS = 16  # videos captioned side by side as concurrent streams
-
-
-def _progress(enabled: bool, desc: str, total: int):  # type: ignore[no-untyped-def]
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="video", dynamic_ncols=True)
 
 
 def _headline(scores: dict[str, Any]) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from lrcn.data import VideoItem
 from lrcn.model import FrameEncoder
@@ -63,7 +64,8 @@ def decode_videos(
 ) -> list[DecodedVideo]:
     """Decode every item's sampled frames at ``size`` x ``size`` (kept in memory)."""
     out = []
-    for item in _progress(items, progress, "decoding frames"):
+    for item in tqdm(items, desc="decoding frames", unit="video", dynamic_ncols=True,
+                     disable=not progress):
         frames, times = read_sampled_frames(item.path, sample_fps, (size, size))
         out.append(DecodedVideo(item, frames, times))
     return out
@@ -145,7 +147,8 @@ def encode_videos(
     runner: Callable[[np.ndarray], np.ndarray] | None = None
     size = encoder.config.input_size
     out = []
-    for item in _progress(items, progress, "encoding frames"):
+    for item in tqdm(items, desc="encoding frames", unit="video", dynamic_ncols=True,
+                     disable=not progress):
         file = cache / f"{_video_key(item.path, fingerprint)}.npz" if cache else None
         if file is not None and file.is_file():
             with np.load(file) as saved:
@@ -174,9 +177,3 @@ def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(handle, **arrays)  # type: ignore[arg-type]
 
 
-def _progress(items: Sequence[VideoItem], enabled: bool, desc: str):  # type: ignore[no-untyped-def]
-    if not enabled:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, unit="video", dynamic_ncols=True)

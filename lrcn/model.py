@@ -24,7 +24,7 @@ step graphs that carry per-stream state.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lrcn.backbones import (
+    BACKBONE_NAMES,
     IMAGENET_MEAN,
     IMAGENET_STD,
     backbone_channels,
@@ -49,33 +50,48 @@ from stream.keyframes import (
 )
 
 
+def option(default: Any, help: str, **argparse_settings: Any) -> Any:
+    """A config field that is also a command-line option (``lrcn.train`` generates its options
+    from these: ``--field-name``, typed by the field, with this help and default)."""
+    return field(default=default, metadata={"help": help, **argparse_settings})
+
+
 @dataclass(frozen=True)
 class LRCNConfig:
     """Every hyperparameter that rebuilds the model (saved in checkpoints and bundles)."""
 
     vocab_size: int
-    backbone: str = "efficientnet_lite0"
-    pretrained: bool = True
-    input_size: int = 224  # square RGB input, pixels
-    pool: str = "grid"  # "avg" (global average) or "grid" (k x k average cells)
-    grid: int = 3
-    finetune: bool = False  # train the backbone too (otherwise frozen, features cacheable)
-    feature_dim: int = 256  # projection of the pooled appearance features
-    motion: bool = True  # the frame-difference motion stream
-    motion_pool: int = 4  # thumbnail = input averaged over motion_pool x motion_pool pixels
-    motion_channels: int = 48
-    motion_dim: int = 128
-    motion_decay: float = 0.7  # running-average weight of the past thumbnails
-    motion_stats: bool = False  # also feed the change maps' mass and centroid (size signal)
-    memory_layers: int = 2
-    memory_hidden: int = 384
-    word_embed: int = 64
-    word_hidden: int = 256
-    max_caption_len: int = 16  # tokens including <eos>
-    dropout: float = 0.1
-    key_every: int = 1  # key frames at most this many sample slots apart (1: CNN on every frame)
-    key_threshold: float = 0.0  # cell-mean change that makes a key frame (stream.keyframes)
-    key_cells: int = 7
+    backbone: str = option("efficientnet_lite0", "frame CNN", choices=BACKBONE_NAMES)
+    # On the command line: --weights imagenet|none.
+    pretrained: bool = option(True, "start from ImageNet weights (installed offline)")
+    input_size: int = option(224, "square RGB input, pixels")
+    pool: str = option("grid", "global average, or a GRID x GRID average grid (keeps position)",
+                       choices=("avg", "grid"))
+    grid: int = option(3, "grid cells per side")
+    finetune: bool = option(False, "train the backbone too, end to end (frames are decoded into "
+                                   "memory, no feature cache; slow on a CPU); otherwise it is "
+                                   "frozen and its features are cached")
+    feature_dim: int = option(256, "projection of the pooled appearance features")
+    motion: bool = option(True, "the frame-difference motion stream (--no-motion drops it)")
+    motion_pool: int = option(4, "thumbnail downscale factor for the motion stream (the input "
+                                 "averaged over MOTION_POOL x MOTION_POOL pixels)")
+    motion_channels: int = option(48, "channels of the motion stream's convolutions")
+    motion_dim: int = option(128, "the motion stream's feature size")
+    motion_decay: float = option(0.7, "running-average weight of past thumbnails")
+    motion_stats: bool = option(False, "also feed the motion stream's change maps' mass and "
+                                       "centroid (a size signal for slow growing and shrinking)")
+    memory_layers: int = option(2, "stacked LSTM layers of the memory")
+    memory_hidden: int = option(384, "the memory's hidden size")
+    word_embed: int = option(64, "word embedding size")
+    word_hidden: int = option(256, "the word LSTM's hidden size")
+    max_caption_len: int = option(16, "tokens per caption including <eos>")
+    dropout: float = option(0.1, "dropout")
+    key_every: int = option(1, "key frames (the CNN runs on them, the others hold their "
+                               "features) at most this many sampled frames apart; 1: every "
+                               "frame")
+    key_threshold: float = option(0.0, "a frame whose cell-mean colours differ from the last key "
+                                       "frame's by more than this (0..1) is a key frame")
+    key_cells: int = option(7, "cells per side of the grid that change is measured on")
 
     def __post_init__(self) -> None:
         if self.pool not in ("avg", "grid"):

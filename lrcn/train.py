@@ -24,13 +24,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
-from lrcn.backbones import BACKBONE_NAMES, BackboneError
+from lrcn.backbones import BackboneError
 from lrcn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from lrcn.data import (
     DataError,
@@ -47,8 +48,8 @@ from lrcn.features import (
     encode_decoded,
     encode_videos,
 )
-from lrcn.metrics import frame_exact_match
-from lrcn.model import LRCN, LRCNConfig, caption_targets
+from lrcn.model import LRCN, LRCNConfig, caption_targets, option
+from lrcn.predict import frame_accuracy
 from lrcn.vocab import PAD_ID, Vocabulary
 from stream.files import write_text_atomically
 from stream.keyframes import (
@@ -60,23 +61,25 @@ from stream.keyframes import (
     thumbnails,
 )
 
-log = logging.getLogger("lrcn.train")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings (the model's own settings live in LRCNConfig)."""
 
-    sample_fps: float = 10.0
-    epochs: int = 30
-    minutes: float = 30.0  # wall-clock budget for training (feature caching excluded); 0: none
-    batch_size: int = 16
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    tbptt: int = 40  # frames per truncated back-propagation chunk
-    clip: float = 1.0
-    random_start: float = 0.5  # probability of starting a training sequence mid-video
-    seed: int = 0
+    sample_fps: float = option(10.0, "frames sampled per second of video, by presentation time")
+    epochs: int = option(30, "cosine schedule length")
+    minutes: float = option(30.0, "stop training after this many minutes (feature caching "
+                                  "excluded; counted across --resume); 0 for no time limit, so "
+                                  "that only --epochs bounds training")
+    batch_size: int = option(16, "videos per batch")
+    lr: float = option(2e-3, "peak learning rate (AdamW, cosine schedule)")
+    weight_decay: float = option(1e-4, "AdamW weight decay")
+    tbptt: int = option(40, "frames per truncated back-propagation chunk")
+    clip: float = option(1.0, "gradient norm clip")
+    random_start: float = option(0.5, "probability that a training sequence starts mid-video")
+    seed: int = option(0, "random seed")
 
 
 @dataclass
@@ -196,7 +199,8 @@ def train_epoch(
     batches += [singles[i : i + wide] for i in range(0, len(singles), wide)]
     rng.shuffle(batches)
     total, count = 0.0, 0
-    bar = _bar(len(batches), progress, "train")
+    bar = tqdm(total=len(batches), desc="train", unit="batch", disable=not progress, leave=False,
+               dynamic_ncols=True)
     for indices in batches:
         if time.monotonic() > deadline:
             break
@@ -233,45 +237,11 @@ def train_epoch(
     return total / max(count, 1)
 
 
-def predict(model: LRCN, videos: Sequence[EncodedVideo], vocab: Vocabulary, sample_fps: float,
-            beam: int = 1, rule: KeyFrameRule | None = None) -> list[list[str]]:
-    """Caption every sampled frame of each video (fresh state per video, features held between
-    the key frames of ``rule``, by default the model's, as the runtime holds them)."""
-    model.eval()
-    rule = rule or model.config.keyframes
-    out = []
-    for video in videos:
-        held = held_index(video_key_frames(rule, video, sample_fps))
-        ids = model.caption_features(torch.from_numpy(video.appearance[held]),
-                                     torch.from_numpy(video.thumbs), beam=beam)
-        out.append([vocab.decode(i) for i in ids])
-    return out
-
-
-def video_key_frames(rule: KeyFrameRule, video: EncodedVideo, sample_fps: float) -> np.ndarray:
-    """The key-frame flags (T,) of an encoded video captioned from its start."""
-    return key_frames(rule, signature(rule, video.thumbs),
-                      [sample_slot(t, sample_fps) for t in video.times])
-
-
-def frame_accuracy(model: LRCN, videos: Sequence[EncodedVideo], vocab: Vocabulary,
-                   sample_fps: float) -> float:
-    """Greedy per-frame exact match over ``videos`` against what each frame may say (the
-    appearance until a motion is evident, as training teaches)."""
-    correct = counted = 0
-    for video, captions in zip(videos, predict(model, videos, vocab, sample_fps), strict=True):
-        c, n = frame_exact_match(captions, frame_truthful_targets(video.item, video.times))
-        correct, counted = correct + c, counted + n
-    return correct / max(counted, 1)
-
-
 def get_args_parser() -> argparse.ArgumentParser:
     """The command-line interface (every option is also a --config JSON key)."""
     p = argparse.ArgumentParser(
         prog="python -m lrcn.train", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    d = LRCNConfig(vocab_size=1)
-    t = TrainConfig()
     io = p.add_argument_group("data and output")
     io.add_argument("--config", type=Path, help="JSON file of option defaults "
                     "(keys are option names with underscores); command-line options override it")
@@ -287,61 +257,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     io.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     io.add_argument("--no-progress", action="store_true", help="no progress bars")
     m = p.add_argument_group("model")
-    m.add_argument("--backbone", choices=BACKBONE_NAMES, default=d.backbone, help="frame CNN")
     m.add_argument("--weights", choices=["imagenet", "none"], default="imagenet",
                    help="ImageNet weights (installed offline) or random init (train from scratch)")
-    m.add_argument("--input-size", type=int, default=d.input_size, help="square input, pixels")
-    m.add_argument("--pool", choices=["avg", "grid"], default=d.pool,
-                   help="global average, or a GRID x GRID average grid (keeps position)")
-    m.add_argument("--grid", type=int, default=d.grid, help="grid cells per side")
-    m.add_argument("--finetune", action="store_true",
-                   help="train the backbone too, end to end (frames are decoded into memory, "
-                        "no feature cache; slow on a CPU)")
-    m.add_argument("--feature-dim", type=int, default=d.feature_dim)
-    m.add_argument("--no-motion", action="store_true", help="drop the frame-difference stream")
-    m.add_argument("--motion-pool", type=int, default=d.motion_pool,
-                   help="thumbnail downscale factor for the motion stream")
-    m.add_argument("--motion-channels", type=int, default=d.motion_channels)
-    m.add_argument("--motion-dim", type=int, default=d.motion_dim)
-    m.add_argument("--motion-decay", type=float, default=d.motion_decay,
-                   help="running-average weight of past thumbnails")
-    m.add_argument("--motion-stats", action="store_true",
-                   help="also feed the motion stream's change maps' mass and centroid (a size "
-                        "signal for slow growing and shrinking)")
-    m.add_argument("--memory-layers", type=int, default=d.memory_layers)
-    m.add_argument("--memory-hidden", type=int, default=d.memory_hidden)
-    m.add_argument("--word-embed", type=int, default=d.word_embed)
-    m.add_argument("--word-hidden", type=int, default=d.word_hidden)
-    m.add_argument("--max-caption-len", type=int, default=d.max_caption_len,
-                   help="tokens per caption including <eos>")
-    m.add_argument("--dropout", type=float, default=d.dropout)
-    m.add_argument("--key-every", type=int, default=d.key_every,
-                   help="key frames (the CNN runs on them, the others hold their features) at "
-                        "most this many sampled frames apart; 1: every frame "
-                        "(default: %(default)s)")
-    m.add_argument("--key-threshold", type=float, default=d.key_threshold,
-                   help="a frame whose cell-mean colours differ from the last key frame's by "
-                        "more than this (0..1) is a key frame (default: %(default)s)")
-    m.add_argument("--key-cells", type=int, default=d.key_cells,
-                   help="cells per side of the grid that change is measured on")
+    add_config_options(m, LRCNConfig, skip=frozenset({"vocab_size", "pretrained"}))
     m.add_argument("--min-word-count", type=int, default=1,
                    help="rarer training words become <unk>")
-    o = p.add_argument_group("optimisation")
-    o.add_argument("--sample-fps", type=float, default=t.sample_fps,
-                   help="frames sampled per second of video, by presentation time")
-    o.add_argument("--epochs", type=int, default=t.epochs, help="cosine schedule length")
-    o.add_argument("--minutes", type=float, default=t.minutes,
-                   help="stop training after this many minutes (feature caching excluded; "
-                        "counted across --resume); 0 for no time limit, so that only --epochs "
-                        "bounds training (default: %(default)s)")
-    o.add_argument("--batch-size", type=int, default=t.batch_size, help="videos per batch")
-    o.add_argument("--lr", type=float, default=t.lr)
-    o.add_argument("--weight-decay", type=float, default=t.weight_decay)
-    o.add_argument("--tbptt", type=int, default=t.tbptt, help="frames per BPTT chunk")
-    o.add_argument("--clip", type=float, default=t.clip, help="gradient norm clip")
-    o.add_argument("--random-start", type=float, default=t.random_start,
-                   help="probability that a training sequence starts mid-video")
-    o.add_argument("--seed", type=int, default=t.seed)
+    add_config_options(p.add_argument_group("optimisation"), TrainConfig)
     return p
 
 
@@ -354,7 +275,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             defaults = json.loads(pre.config.read_text())
         except (OSError, json.JSONDecodeError) as error:
             parser.error(f"{pre.config}: cannot read config ({error})")
-        known = {a.dest for a in parser._actions}
+        known = set(vars(pre))  # every option's destination, with its default
         unknown = sorted(set(defaults) - known)
         if unknown:
             parser.error(f"{pre.config}: unknown option(s) {', '.join(unknown)}")
@@ -368,21 +289,47 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+class _Options(Protocol):
+    """A parser or an argument group: whatever takes options."""
+
+    def add_argument(self, *names: str, **settings: Any) -> Any: ...
+
+
+def add_config_options(group: _Options, cls: type, skip: frozenset[str] = frozenset()) -> None:
+    """One option per field of the config dataclass ``cls`` (but ``skip``): ``--field-name``,
+    typed by the field, with the field's default, help and choices (:func:`lrcn.model.option`);
+    a bool gets ``--field``/``--no-field``."""
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        settings = dict(f.metadata)
+        settings["help"] = f"{settings.get('help', '')} (default: %(default)s)"
+        if f.type in (bool, "bool"):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                               **settings)
+        else:
+            group.add_argument(flag, type=_TYPES[str(getattr(f.type, "__name__", f.type))],
+                               default=default, **settings)
+
+
+_TYPES: dict[str, type] = {"int": int, "float": float, "str": str}
+
+
+def _config(cls: type[Any], args: argparse.Namespace, **given: Any) -> Any:
+    """An instance of the config dataclass ``cls`` from the options of its fields."""
+    return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if f.name not in given},
+               **given)
+
+
 def _model_config(args: argparse.Namespace, vocab_size: int) -> LRCNConfig:
-    return LRCNConfig(
-        vocab_size=vocab_size, backbone=args.backbone, pretrained=args.weights == "imagenet",
-        input_size=args.input_size, pool=args.pool, grid=args.grid, finetune=args.finetune,
-        feature_dim=args.feature_dim, motion=not args.no_motion, motion_pool=args.motion_pool,
-        motion_channels=args.motion_channels, motion_dim=args.motion_dim,
-        motion_decay=args.motion_decay, motion_stats=args.motion_stats,
-        memory_layers=args.memory_layers,
-        memory_hidden=args.memory_hidden, word_embed=args.word_embed,
-        word_hidden=args.word_hidden, max_caption_len=args.max_caption_len, dropout=args.dropout,
-        key_every=args.key_every, key_threshold=args.key_threshold, key_cells=args.key_cells)
+    return _config(LRCNConfig, args, vocab_size=vocab_size,
+                   pretrained=args.weights == "imagenet")
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    return _config(TrainConfig, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -507,13 +454,6 @@ def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
     return {k: str(v) if isinstance(v, Path)
             else [str(p) for p in v] if isinstance(v, list) and v and isinstance(v[0], Path)
             else v for k, v in values.items()}
-
-
-def _bar(total: int, enabled: bool, desc: str):  # type: ignore[no-untyped-def]
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="batch", disable=not enabled, leave=False,
-                dynamic_ncols=True)
 
 
 if __name__ == "__main__":

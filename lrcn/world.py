@@ -42,7 +42,7 @@ import math
 import multiprocessing
 import os
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -52,6 +52,7 @@ from typing import Any, TypeAlias, cast
 import av
 import numpy as np
 from av.video.stream import VideoStream
+from tqdm import tqdm
 
 from stream.files import write_atomically, write_text_atomically
 
@@ -508,7 +509,7 @@ def generate_split(out_dir: str | os.PathLike[str], videos: int, seed: int,
         workers: processes encoding in parallel; the output does not depend on it. Workers are
             spawned (not forked), so a script calling this with ``workers > 1`` needs the usual
             ``if __name__ == "__main__":`` guard.
-        progress: show a tqdm progress bar (when tqdm is installed).
+        progress: show a tqdm progress bar.
 
     Returns:
         The path of the written ``captions.json``.
@@ -800,8 +801,8 @@ def _cpu_flags() -> frozenset[str]:
             for line in cpuinfo:
                 if line.startswith("flags"):
                     return frozenset(line.partition(":")[2].split())
-    except OSError:
-        pass
+    except OSError as error:
+        logger.debug("no CPU flags from /proc/cpuinfo (%s); x264 chooses its own", error)
     # Elsewhere x264 keeps its own choice, AVX-512 included: encoding may then not be
     # byte-identical from run to run (rendered frames and annotations still are).
     return frozenset()
@@ -835,24 +836,15 @@ def _map(function: Any, jobs: list[Any], workers: int, progress: bool,
          unit: str) -> Iterator[Any]:
     """``function`` over ``jobs``, in worker processes when ``workers > 1``, in any order."""
     if workers == 1:
-        yield from _progress(map(function, jobs), len(jobs), progress, unit)
+        yield from tqdm(map(function, jobs), total=len(jobs), unit=unit, desc="ShapesWorld",
+                        disable=not progress)
         return
     # spawn, not fork: the caller may hold threads (tqdm, torch) that fork would copy
     # mid-operation.
     context = multiprocessing.get_context("spawn")
     with context.Pool(min(workers, len(jobs))) as pool:
-        yield from _progress(pool.imap_unordered(function, jobs), len(jobs), progress, unit)
-
-
-def _progress(items: Iterable[Any], total: int, enabled: bool, unit: str) -> Iterable[Any]:
-    """Wrap ``items`` in a tqdm progress bar when enabled and tqdm is installed."""
-    if not enabled:
-        return items
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return items
-    return tqdm(items, total=total, unit=unit, desc="ShapesWorld")
+        yield from tqdm(pool.imap_unordered(function, jobs), total=len(jobs), unit=unit,
+                        desc="ShapesWorld", disable=not progress)
 
 
 if __name__ == "__main__":

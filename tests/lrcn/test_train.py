@@ -124,3 +124,31 @@ def test_trains_on_videos_and_still_images_together(tiny_world, tmp_path, capsys
     assert train.main([*args, "--train", str(stills), str(stills)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "is also in" in err
+
+
+def test_every_config_field_is_an_option_with_its_default_and_configs_name_them(tmp_path):
+    """lrcn.train's options are generated from LRCNConfig and TrainConfig: each field is an
+    option, defaults are the fields', and the model built from the options is what the options
+    and a --config file say."""
+    from dataclasses import fields
+
+    from lrcn.model import LRCNConfig
+
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"motion": False, "key_every": 4, "lr": 0.01,
+                                  "weights": "none"}))
+    args = train.parse_args(["--train", "t", "--out", "o", "--config", str(config),
+                             "--memory-hidden", "32", "--motion-stats"])
+    model = train._model_config(args, vocab_size=9)
+    defaults = LRCNConfig(vocab_size=9)
+    for f in fields(LRCNConfig):
+        expected = {"vocab_size": 9, "pretrained": False, "motion": False, "key_every": 4,
+                    "memory_hidden": 32, "motion_stats": True}.get(f.name,
+                                                                   getattr(defaults, f.name))
+        assert getattr(model, f.name) == expected, f.name
+    optimisation = train._train_config(args)
+    assert optimisation == train.TrainConfig(lr=0.01)
+    assert not train.parse_args(["--train", "t", "--out", "o", "--no-motion"]).motion
+    with pytest.raises(SystemExit):
+        config.write_text(json.dumps({"no_such_option": 1}))
+        train.parse_args(["--train", "t", "--out", "o", "--config", str(config)])
