@@ -49,11 +49,12 @@ from stream.errors import StreamError
 from stream.events import CaptionEvent
 from stream.frames import read_sampled_frames
 from stream.hwaccel import HWACCELS, resolve
-from stream.pipeline import DEFAULT_BUNDLE, ROOT, PipelineSettings, caption_stream
+from stream.paths import DEFAULT_BUNDLE, ROOT
+from stream.pipeline import PipelineSettings, caption_stream
 from stream.sessions import DEVICES, SessionSettings
 from stream.sources import SourceOptions
 
-log = logging.getLogger("bench")
+log = logging.getLogger(__name__)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CHECKPOINT = ROOT / "runs" / "shapes" / "best.pt"

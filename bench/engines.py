@@ -31,9 +31,10 @@ from bench.inputs import CACHE, bench_video
 from bench.machine import describe
 from stream.arguments import doc_parser
 from stream.files import write_text_atomically
-from stream.pipeline import DEFAULT_BUNDLE, PipelineSettings
+from stream.paths import DEFAULT_BUNDLE
+from stream.pipeline import PipelineSettings
 
-log = logging.getLogger("bench")
+log = logging.getLogger(__name__)
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -25,22 +25,21 @@ from typing import Any
 
 import numpy as np
 
-from stream.archive import discover
+from stream.archive.inputs import discover
 from stream.arguments import doc_parser
 from stream.bundle import read_bundle
 from stream.errors import StreamError
 from stream.files import write_text_atomically
 from stream.frames import TimeSampler, frame_to_rgb, iter_sampled_frames, open_video, sampled_frames
 from stream.hwaccel import HWACCELS, resolve
-from stream.pipeline import DEFAULT_BUNDLE, SAMPLE_VIDEO
+from stream.paths import DEFAULT_BUNDLE, SAMPLE_VIDEO
 
 
 def simulated_frames(path: Path, fps: float, size: tuple[int, int],
                      layout: str) -> Iterator[np.ndarray]:
     """Software-decoded frames re-laid in ``layout`` (a hardware decoder's download format),
     then converted as every frame is."""
-    container, stream = open_video(path)
-    with container:
+    with open_video(path) as (container, stream):
         for _, frame in sampled_frames(container, stream, TimeSampler(fps)):
             yield frame_to_rgb(frame.reformat(format=layout), size)
 

@@ -36,10 +36,10 @@ from stream.bundle import open_bundle
 from stream.errors import MediaError
 from stream.events import CaptionEvent
 from stream.hwaccel import HWACCELS
-from stream.pipeline import Pipeline, PipelineSettings, open_sources
+from stream.pipeline import Pipeline, PipelineSettings
 from stream.ray_pipeline import RayPipeline, RaySettings
 from stream.sessions import SessionSettings
-from stream.sources import Source, SourceOptions, parse_source
+from stream.sources import Source, SourceOptions, open_sources, parse_source
 
 WARM_UP = 2.0  # seconds of events left out of the latency figures (start-up, first batches)
 

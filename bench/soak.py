@@ -28,8 +28,10 @@ from bench.machine import proc_status
 from stream.bundle import open_bundle
 from stream.events import CaptionEvent
 from stream.files import write_text_atomically
-from stream.pipeline import DEFAULT_BUNDLE, Pipeline, PipelineSettings, open_sources
+from stream.paths import DEFAULT_BUNDLE
+from stream.pipeline import Pipeline, PipelineSettings
 from stream.sessions import SessionSettings
+from stream.sources import open_sources
 
 GROWTH_LIMIT = 0.05
 

@@ -76,8 +76,7 @@ def _decode(video: Path, size: tuple[int, int], convert: bool, fps: float | None
     """Decode every frame, converting those sampled at ``fps`` when ``convert``; frame count."""
     sampler = TimeSampler(fps)
     count = 0
-    container, stream = open_video(video, hwaccel)
-    with container:
+    with open_video(video, hwaccel) as (container, stream):
         use_file_threading(stream)  # as the runtime's decoder does for files
         for time_, frame in sampled_frames(container, stream, TimeSampler(None)):
             count += 1

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from stream.archive import discover
+from stream.archive.inputs import discover
 from stream.arguments import doc_parser
 from stream.bundle import LoadedBundle, open_bundle
 from stream.captioning import Caption, CaptionCore, caption_sequences

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +11,8 @@ from export.precision import compute_fp16, store_weights_fp16
 from lrcn.checkpoint import load_checkpoint
 from lrcn.onnx_export import OPSET
 from lrcn.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
-from stream.bundle import BUNDLE_FILE, FORMAT_VERSION, open_bundle, sha256_file
-from stream.files import write_directory_atomically, write_text_atomically
+from stream.bundle import Bundle, open_bundle, sha256_file
+from stream.files import write_directory_atomically
 from stream.sessions import SessionSettings
 
 
@@ -51,29 +50,22 @@ def export_bundle(
         if fp16:
             compute_fp16(tmp / graphs["encoder"].file)
         cfg = model.config
-        files = {g.file: {"sha256": sha256_file(tmp / g.file),
-                          "bytes": (tmp / g.file).stat().st_size} for g in graphs.values()}
-        manifest = {
-            "format": FORMAT_VERSION,
-            "name": out.name,
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "model": {"backbone": cfg.backbone, "input_size": cfg.input_size,
-                      "config": cfg.to_dict()},
-            "sample_fps": provenance["sample_fps"],
-            "keyframes": cfg.keyframes.to_json(),
-            "max_caption_len": cfg.max_caption_len,
-            "vocabulary": {"tokens": vocab.to_json(), "pad": PAD_ID, "bos": BOS_ID,
-                           "eos": EOS_ID, "unk": UNK_ID},
-            "precision": {"weights": weights, "compute": "float16" if fp16 else "float32"},
-            "opset": opset,
-            "graphs": {role: g.to_json() for role, g in graphs.items()},
-            "files": files,
-            "provenance": {**provenance, "checkpoint": checkpoint.name,
-                           "checkpoint_sha256": sha256_file(checkpoint),
-                           "epoch": payload.get("epoch"), "train_seconds": payload.get("elapsed")},
-            "evaluation": {"checkpoint_val": payload.get("metrics"), **(evaluation or {})},
-        }
-        write_text_atomically(tmp / BUNDLE_FILE, json.dumps(manifest, indent=1) + "\n")
+        bundle = Bundle(
+            path=tmp, name=out.name,
+            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            backbone=cfg.backbone, input_size=cfg.input_size, config=cfg.to_dict(),
+            sample_fps=provenance["sample_fps"], keyframes=cfg.keyframes,
+            max_caption_len=cfg.max_caption_len, tokens=tuple(vocab.to_json()),
+            specials={"pad": PAD_ID, "bos": BOS_ID, "eos": EOS_ID, "unk": UNK_ID},
+            precision={"weights": weights, "compute": "float16" if fp16 else "float32"},
+            opset=opset, graphs=graphs, checksums={},
+            provenance={**provenance, "checkpoint": checkpoint.name,
+                        "checkpoint_sha256": sha256_file(checkpoint),
+                        "epoch": payload.get("epoch"), "train_seconds": payload.get("elapsed")},
+            evaluation={"checkpoint_val": payload.get("metrics"), **(evaluation or {})})
+        for graph in graphs.values():
+            bundle = bundle.with_file(graph.file)
+        bundle.write()
         open_bundle(tmp, SessionSettings(device="cpu"))
 
     return write_directory_atomically(out, fill)

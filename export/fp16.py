@@ -18,20 +18,20 @@ Needs onnx and onnxconverter-common (the ``train`` extra), not torch.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from export.agreement import caption_agreement
 from export.precision import compute_fp16
-from stream.archive import discover
+from stream.archive.inputs import discover
 from stream.arguments import doc_parser
-from stream.bundle import BUNDLE_FILE, check_files, open_bundle, read_bundle, sha256_file
+from stream.bundle import BUNDLE_FILE, check_files, open_bundle, read_bundle
 from stream.errors import BundleError, StreamError
-from stream.files import write_directory_atomically, write_text_atomically
-from stream.pipeline import SAMPLE_VIDEO
+from stream.files import write_directory_atomically
+from stream.paths import SAMPLE_VIDEO
 from stream.sessions import SessionSettings
 
 
@@ -52,23 +52,19 @@ def convert_fp16(source: str | Path, out: str | Path,
         shutil.copytree(source, tmp, dirs_exist_ok=True)
         encoder = bundle.graphs["encoder"].file
         compute_fp16(tmp / encoder)
-        manifest = json.loads((source / BUNDLE_FILE).read_text(encoding="utf-8"))
-        manifest["files"][encoder] = {"sha256": sha256_file(tmp / encoder),
-                                      "bytes": (tmp / encoder).stat().st_size}
-        manifest["precision"] = {**bundle.precision, "compute": "float16"}
-        manifest["name"] = out.name
-        manifest["created"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        manifest["provenance"] = {**bundle.provenance, "converted_from": {
-            "bundle": source.name, "fingerprint": bundle.fingerprint(),
-            "evaluation": bundle.evaluation}}
-        manifest["evaluation"] = {}
-        write_text_atomically(tmp / BUNDLE_FILE, json.dumps(manifest, indent=1) + "\n")
+        converted = replace(
+            bundle, path=tmp, name=out.name, precision={**bundle.precision, "compute": "float16"},
+            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            provenance={**bundle.provenance, "converted_from": {
+                "bundle": source.name, "fingerprint": bundle.fingerprint(),
+                "evaluation": bundle.evaluation}},
+            evaluation={}).with_file(encoder)
+        converted.write()
         cpu = SessionSettings(device="cpu")
         videos, _ = discover(check or [str(SAMPLE_VIDEO)])
         result.update(caption_agreement(open_bundle(source, cpu), open_bundle(tmp, cpu), videos))
         result["checked"] = [str(v) for v in videos]
-        manifest["evaluation"] = {"fp16_agreement_cpu": result}
-        write_text_atomically(tmp / BUNDLE_FILE, json.dumps(manifest, indent=1) + "\n")
+        replace(converted, evaluation={"fp16_agreement_cpu": result}).write()
 
     write_directory_atomically(out, fill)
     return result

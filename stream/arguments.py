@@ -1,9 +1,15 @@
 """Command-line helpers shared by the project's programs: a parser whose help is its module's
-docstring, and argparse types."""
+docstring, the log-level option, the run of a command (logging, Ctrl-C before the run itself
+handles it), and argparse types."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+EXIT_INTERRUPTED = 130
 
 
 def doc_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
@@ -24,3 +30,26 @@ def frame_size(text: str) -> tuple[int, int]:
     if width < 1 or height < 1:
         raise argparse.ArgumentTypeError(f"width and height must be positive, got {text!r}")
     return width, height
+
+
+def add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--log-level debug|info|warning|error`` (log detail on stderr)."""
+    parser.add_argument("--log-level", default=default,
+                        choices=("debug", "info", "warning", "error"),
+                        help=f"log detail on stderr (default: {default})")
+
+
+def run_command(parser: argparse.ArgumentParser,
+                run: Callable[[argparse.Namespace, argparse.ArgumentParser], int],
+                argv: Sequence[str] | None) -> int:
+    """Parse ``argv``, log at its ``--log-level`` (one ``LEVEL message`` line per record, on
+    stderr), and return ``run(args, parser)``; a Ctrl-C that the run does not handle itself
+    (while the model loads: nothing to finish yet) is one line, exit 130."""
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(message)s",
+                        stream=sys.stderr)
+    try:
+        return run(args, parser)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

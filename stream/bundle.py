@@ -21,14 +21,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from stream.errors import BundleError
+from stream.errors import BundleError, reason
 from stream.files import write_text_atomically
 from stream.keyframes import KeyFrameRule
 from stream.sessions import SessionSettings, choose_providers, create_session
@@ -108,6 +108,43 @@ class Bundle:
     keyframes: KeyFrameRule = KeyFrameRule()
     provenance: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+    created: str = ""  # ISO 8601, UTC
+    config: dict[str, Any] = field(default_factory=dict)  # the model's settings, for training
+    sizes: dict[str, int] = field(default_factory=dict)  # file name -> bytes
+
+    def to_json(self) -> dict[str, Any]:
+        """bundle.json's content: what :func:`read_bundle` reads back into an equal Bundle."""
+        return {
+            "format": FORMAT_VERSION,
+            "name": self.name,
+            "created": self.created,
+            "model": {"backbone": self.backbone, "input_size": self.input_size,
+                      "config": self.config},
+            "sample_fps": self.sample_fps,
+            "keyframes": self.keyframes.to_json(),
+            "max_caption_len": self.max_caption_len,
+            "vocabulary": {"tokens": list(self.tokens), **self.specials},
+            "precision": self.precision,
+            "opset": self.opset,
+            "graphs": {role: graph.to_json() for role, graph in self.graphs.items()},
+            "files": {name: {"sha256": sha, "bytes": self.sizes.get(name)}
+                      for name, sha in self.checksums.items()},
+            "provenance": self.provenance,
+            "evaluation": self.evaluation,
+        }
+
+    def write(self) -> Path:
+        """Write bundle.json into the bundle's directory (atomically); returns its path."""
+        file = self.path / BUNDLE_FILE
+        write_text_atomically(file, json.dumps(self.to_json(), indent=1) + "\n")
+        return file
+
+    def with_file(self, name: str) -> Bundle:
+        """This bundle with file ``name``'s checksum and size taken anew from the disk."""
+        file = self.path / name
+        return replace(self, checksums={**self.checksums, name: sha256_file(file)},
+                       sizes={**self.sizes, name: file.stat().st_size})
 
     @property
     def vocab_size(self) -> int:
@@ -246,9 +283,12 @@ def read_bundle(path: str | Path) -> Bundle:
     graphs_data = r.get(data, "graphs", dict)
     graphs = {role: r.graph(r.get(graphs_data, role, dict, "graphs"), role) for role in GRAPH_IO}
     files = r.get(data, "files", dict)
-    checksums = {}
+    checksums, sizes = {}, {}
     for name in files:
-        checksums[name] = r.get(r.get(files, name, dict, "files"), "sha256", str, f"files.{name}")
+        entry = r.get(files, name, dict, "files")
+        checksums[name] = r.get(entry, "sha256", str, f"files.{name}")
+        if isinstance(entry.get("bytes"), int):
+            sizes[name] = entry["bytes"]
     sample_fps = r.get(data, "sample_fps", (int, float))
     input_size = r.get(model, "input_size", int, "model")
     max_len = r.get(data, "max_caption_len", int)
@@ -279,6 +319,10 @@ def read_bundle(path: str | Path) -> Bundle:
         keyframes=keyframes,
         provenance=data.get("provenance") or {},
         evaluation=data.get("evaluation") or {},
+        name=str(data.get("name") or ""),
+        created=str(data.get("created") or ""),
+        config=model.get("config") or {},
+        sizes=sizes,
     )
 
 
@@ -332,8 +376,7 @@ def open_bundle(path: str | Path, settings: SessionSettings | None = None) -> Lo
         try:
             sessions[role] = create_session(files[role], settings, providers)
         except Exception as err:  # noqa: BLE001 - ONNX Runtime raises several unrelated types
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise BundleError(f"{files[role]}: not a loadable ONNX graph ({first})") from None
+            raise BundleError(f"{files[role]}: not a loadable ONNX graph ({reason(err)})") from None
         _check_interface(files[role], graph, sessions[role])
     loaded = LoadedBundle(bundle, sessions, providers)
     _dummy_run(loaded)
@@ -411,7 +454,7 @@ def _dummy_run(loaded: LoadedBundle) -> None:
         try:
             outputs = loaded.sessions[role].run(None, feeds)
         except Exception as err:  # noqa: BLE001
-            raise BundleError(f"{file}: a dummy run failed ({str(err).splitlines()[0]})") from None
+            raise BundleError(f"{file}: a dummy run failed ({reason(err)})") from None
         for spec, value in zip(loaded.sessions[role].get_outputs(), outputs, strict=True):
             expected = graph.output(spec.name).concrete(1)
             if value.shape != expected or not np.all(np.isfinite(value)):
@@ -426,7 +469,5 @@ def record_evaluation(path: str | Path, key: str, results: dict[str, Any]) -> No
 
     bundle.json is not among the checksummed files, so this does not invalidate the bundle.
     """
-    file = Path(path) / BUNDLE_FILE
-    manifest = json.loads(file.read_text(encoding="utf-8"))
-    manifest.setdefault("evaluation", {})[key] = results
-    write_text_atomically(file, json.dumps(manifest, indent=1) + "\n")
+    bundle = read_bundle(path)
+    replace(bundle, evaluation={**bundle.evaluation, key: results}).write()

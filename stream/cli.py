@@ -13,45 +13,35 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import signal
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-import numpy as np
-
-from stream.arguments import frame_size
+from stream.arguments import add_log_level, frame_size, run_command
 from stream.bundle import open_bundle
 from stream.decoder import ReconnectPolicy
 from stream.errors import BundleError, DeviceError, MediaError, StreamError, reason
-from stream.events import ENDED, CaptionEvent, Event
 from stream.hwaccel import HWACCELS
 from stream.mqtt import MqttSink, parse_mqtt_url
-from stream.overlay import write_overlay
-from stream.pipeline import (
-    DEFAULT_BUNDLE,
-    SAMPLE_VIDEO,
-    Pipeline,
-    PipelineSettings,
-    open_sources,
-    stream_ids,
-)
+from stream.overlay import OverlayRecorder
+from stream.paths import DEFAULT_BUNDLE, SAMPLE_VIDEO
+from stream.pipeline import FrameListener, Pipeline, PipelineSettings
 from stream.ray_pipeline import RayPipeline, RaySettings
 from stream.sessions import DEVICES, SessionSettings
-from stream.sinks import STDOUT, ConsoleSink, JsonlSink, Sink, SubtitleSink
+from stream.sinks import STDOUT, ConsoleSink, JsonlSink, PerStream, Sink, SubtitleSink
 from stream.sources import (
     Source,
     SourceOptions,
     expand_source_lists,
     list_devices,
+    open_sources,
     redact,
+    stream_ids,
 )
+from stream.summary import SummarySink
 from stream.webview import TOKEN_ENV, WebView, parse_address
-
-_LATENCY_BINS = 60_000  # 1 ms bins up to a minute
 
 EXIT_OK, EXIT_SOURCE, EXIT_USAGE, EXIT_BUNDLE, EXIT_PIPELINE = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
@@ -179,25 +169,15 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "with an error (default: 3)")
     parser.add_argument("--list-devices", action="store_true",
                         help="list the cameras FFmpeg finds and exit")
-    parser.add_argument("--log-level", default="info",
-                        choices=("debug", "info", "warning", "error"),
-                        help="log detail on stderr (default: info)")
+    add_log_level(parser, "info")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        return _main(argv)
-    except KeyboardInterrupt:  # before streaming started (loading the model): nothing to finish
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    return run_command(get_args_parser(), _main, argv)
 
 
-def _main(argv: Sequence[str] | None) -> int:
-    parser = get_args_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(message)s",
-                        stream=sys.stderr)
+def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.list_devices:
         return _list_devices()
     try:
@@ -234,27 +214,9 @@ def _main(argv: Sequence[str] | None) -> int:
                              f"written from files)")
             if isinstance(source, Source):
                 overlays[stream] = (source.url, targets[stream])
-    pipeline: Pipeline | RayPipeline
-    try:
-        if ray_settings is None:
-            loaded = open_bundle(args.model, SessionSettings(device=args.device,
-                                                             threads=args.threads))
-            pipeline, sample_fps = Pipeline(sources, loaded, settings), loaded.bundle.sample_fps
-        else:
-            pipeline = RayPipeline(sources, args.model, args.device, settings, ray_settings)
-            sample_fps = pipeline.bundle.sample_fps
-    except (BundleError, DeviceError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BUNDLE
-    except ImportError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except StreamError as error:
-        print(f"error: {redact(str(error))}", file=sys.stderr)
-        return EXIT_PIPELINE
-    with contextlib.ExitStack() as undo:  # a failure below leaves no Ray or server behind
-        undo.callback(pipeline.close)
-        shared: list[Sink] = []
+    with contextlib.ExitStack() as undo:  # a failure below leaves no server or client behind
+        shared: list[Sink] = []  # the sinks that get every stream's events
+        listeners: list[FrameListener] = []
         if args.serve:
             try:
                 host, port = parse_address(args.serve)
@@ -270,7 +232,7 @@ def _main(argv: Sequence[str] | None) -> int:
                 return EXIT_USAGE
             undo.callback(view.close)
             shared.append(view)
-            pipeline.frame_listeners.append(view.frame)
+            listeners.append(view.frame)
             shown = f"[{host}]" if ":" in host else host
             print(f"live view: http://{shown}:{view.port}/", file=sys.stderr)
         if args.mqtt is not None:
@@ -281,13 +243,29 @@ def _main(argv: Sequence[str] | None) -> int:
                 return EXIT_USAGE
             undo.callback(mqtt.close)
             shared.append(mqtt)
+        pipeline: Pipeline | RayPipeline
+        try:
+            if ray_settings is None:
+                loaded = open_bundle(args.model, SessionSettings(device=args.device,
+                                                                 threads=args.threads))
+                pipeline = Pipeline(sources, loaded, settings, frame_listeners=listeners,
+                                    join_on_exit=False)
+                sample_fps = loaded.bundle.sample_fps
+            else:
+                pipeline = RayPipeline(sources, args.model, args.device, settings,
+                                       ray_settings, frame_listeners=listeners,
+                                       join_on_exit=False)
+                sample_fps = pipeline.bundle.sample_fps
+        except (StreamError, ImportError) as error:
+            return _failed(error)
         undo.pop_all()  # from here on, _run closes them
     # JSON Lines on standard output leave it to them: the console's lines go to stderr.
-    console = None if args.quiet else ConsoleSink(
-        sys.stderr if str(args.jsonl) == STDOUT else sys.stdout, show_stream=len(ids) > 1)
+    if not args.quiet:
+        shared.append(ConsoleSink(sys.stderr if str(args.jsonl) == STDOUT else sys.stdout,
+                                  show_stream=len(ids) > 1))
     interval = 1.0 / sample_fps  # positive: the bundle's validation says so
-    return _run(pipeline, ids, paths, interval, console=console, shared=shared,
-                overlays=overlays)
+    return _run(pipeline, shared, lambda: _file_sinks(ids, paths, interval),
+                SummarySink(ids), OverlayRecorder(overlays))
 
 
 def _ray_settings(args: argparse.Namespace) -> RaySettings | None:
@@ -306,81 +284,69 @@ def _ray_settings(args: argparse.Namespace) -> RaySettings | None:
     return None
 
 
-def _run(pipeline: Pipeline | RayPipeline, ids: list[str], paths: dict[str, dict[str, Path]],
-         interval: float, console: ConsoleSink | None = None, shared: list[Sink] | None = None,
-         overlays: dict[str, tuple[str, Path]] | None = None) -> int:
-    """Run the pipeline into the outputs: per stream files (``paths``), and ``shared`` sinks
-    (the live view, MQTT) and the ``console`` that get every event; return the exit code."""
-    summary = {stream: _Summary() for stream in ids}
-    overlays = overlays or {}
-    burned: dict[str, list[tuple[float, str]]] = {stream: [] for stream in overlays}
+def _run(pipeline: Pipeline | RayPipeline, shared: list[Sink], files: Callable[[], PerStream],
+         summary: SummarySink, overlays: OverlayRecorder) -> int:
+    """Run the pipeline into every sink: the per-stream files (opened by ``files``), the
+    ``shared`` sinks (live view, MQTT, console), the summary and the overlay recorder; write
+    the overlays of a run that ended; print the summary; return the exit code."""
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         with contextlib.ExitStack() as stack:
             # Unwound in reverse order of entry: the generator (entered last) stops the threads
-            # without waiting, the sinks finish their files, the live view closes, and only
-            # then are the threads joined (a network read can take up to --timeout seconds to
-            # give up).
-            pipeline.join_on_exit = False
+            # without waiting, the files finish, the broker client waits (bounded) for its
+            # acknowledgements, the live view closes, and only then are the threads joined (a
+            # network read can take up to --timeout seconds to give up).
             stack.callback(pipeline.close)
-            everyone = [stack.enter_context(sink) for sink in shared or []]
-            sinks = {stream: _sinks(stack, stream, paths, interval) for stream in ids}
-            if console is not None:
-                everyone.append(stack.enter_context(console))
+            sinks = [stack.enter_context(sink) for sink in shared]
+            sinks.insert(0, stack.enter_context(files()))  # written first, closed first
+            sinks += [summary, overlays]
             events = stack.enter_context(contextlib.closing(iter(pipeline)))
             for event in events:
-                for sink in sinks[event.stream]:
+                for sink in sinks:
                     sink.write(event)
-                for sink in everyone:
-                    sink.write(event)
-                if event.stream in burned and isinstance(event, CaptionEvent):
-                    burned[event.stream].append((event.pts, event.caption))
-                summary[event.stream].add(event)
-        _write_overlays(overlays, burned, summary)  # still under the SIGTERM handler
+        failed = {stream for stream, s in summary.streams.items() if s.error}
+        for stream, error in overlays.write_overlays(skip=failed).items():
+            summary.streams[stream].error = error  # still under the SIGTERM handler
     except KeyboardInterrupt:
-        _report(summary, stopped="interrupted")
+        summary.report(stopped="interrupted")
         return EXIT_INTERRUPTED
     except _Terminated:
-        _report(summary, stopped="terminated")
+        summary.report(stopped="terminated")
         return EXIT_TERMINATED
-    except (BundleError, DeviceError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BUNDLE
-    except StreamError as error:
-        print(f"error: {redact(str(error))}", file=sys.stderr)
-        return EXIT_PIPELINE
-    except OSError as error:  # an output cannot be written (no space, no permission, ...)
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_PIPELINE
+    except (StreamError, OSError) as error:  # OSError: an output cannot be written
+        return _failed(error)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    _report(summary)
-    return EXIT_SOURCE if any(s.error for s in summary.values()) else EXIT_OK
+    summary.report()
+    return EXIT_SOURCE if summary.failed else EXIT_OK
 
 
-def _write_overlays(overlays: dict[str, tuple[str, Path]],
-                    burned: dict[str, list[tuple[float, str]]],
-                    summary: dict[str, _Summary]) -> None:
-    for stream, (source, target) in overlays.items():
-        if summary[stream].error is None:
-            try:
-                write_overlay(source, target, burned[stream])
-                print(f"overlay: {target}", file=sys.stderr)
-            except (StreamError, OSError, ValueError) as error:
-                summary[stream].error = f"--overlay {target}: {error}"
+def _failed(error: StreamError | ImportError | OSError) -> int:
+    """Say why the run cannot go on, in one line; its exit code: 3 for the bundle or the
+    device, 2 for a missing extra, 4 for the pipeline or an output."""
+    print(f"error: {redact(str(error))}", file=sys.stderr)
+    if isinstance(error, (BundleError, DeviceError)):
+        return EXIT_BUNDLE
+    return EXIT_USAGE if isinstance(error, ImportError) else EXIT_PIPELINE
 
 
-def _sinks(stack: contextlib.ExitStack, stream: str, paths: dict[str, dict[str, Path]],
-           interval: float) -> list[Sink]:
-    sinks: list[Sink] = []
-    for kind, by_stream in paths.items():
-        path = by_stream[stream]
-        try:
-            sink = JsonlSink(path) if kind == "jsonl" else SubtitleSink(path, interval, kind)
-        except OSError as error:
-            raise StreamError(f"--{kind} {path}: cannot write ({reason(error)})") from error
-        sinks.append(stack.enter_context(sink))
-    return sinks
+def _file_sinks(ids: list[str], paths: dict[str, dict[str, Path]],
+                interval: float) -> PerStream:
+    """The JSON Lines and subtitle files of every stream, opened (all, or none)."""
+    with contextlib.ExitStack() as opened:
+        sinks: dict[str, list[Sink]] = {stream: [] for stream in ids}
+        for stream in ids:
+            for kind, by_stream in paths.items():
+                path = by_stream[stream]
+                try:
+                    sink = (JsonlSink(path) if kind == "jsonl"
+                            else SubtitleSink(path, interval, kind))
+                except OSError as error:
+                    raise StreamError(f"--{kind} {path}: cannot write "
+                                      f"({reason(error)})") from error
+                sinks[stream].append(opened.enter_context(sink))
+        opened.pop_all()
+    return PerStream(sinks)
 
 
 def _output_paths(path: Path, ids: list[str], kind: str,
@@ -398,55 +364,6 @@ def _output_paths(path: Path, ids: list[str], kind: str,
         raise ValueError(f"--{option or kind} {path}: several sources need a directory, "
                          f"not a file")
     return {stream: path / f"{stream}.{kind}" for stream in ids}
-
-
-@dataclass
-class _Summary:
-    frames: int = 0
-    encoded: int = 0  # frames the CNN ran on (key frames)
-    changes: int = 0
-    # Counts per whole millisecond (the last bin holds everything slower): percentiles in
-    # constant memory, however many weeks a live run lasts.
-    latency_ms: np.ndarray = field(default_factory=lambda: np.zeros(_LATENCY_BINS, np.int64))
-    dropped: int = 0
-    reconnects: int = 0
-    error: str | None = None
-
-    def add(self, event: Event) -> None:
-        if isinstance(event, CaptionEvent):
-            self.frames += 1
-            self.encoded += event.encoded
-            self.changes += event.changed
-            self.latency_ms[min(_LATENCY_BINS - 1, max(0, int(event.latency_ms)))] += 1
-        else:
-            self.dropped = max(self.dropped, event.dropped)
-            self.reconnects = max(self.reconnects, event.reconnects)
-            if event.kind == ENDED and event.error:
-                self.error = event.error
-
-
-def _report(summary: dict[str, _Summary], stopped: str | None = None) -> None:
-    """A table of what each stream did, and one line per failed source, on stderr."""
-    lines = [f"{'stream':24} {'frames':>7} {'encoded':>8} {'changes':>8} {'dropped':>8} "
-             f"{'reconnects':>10} {'p50 ms':>7} {'p99 ms':>7}"]
-    for stream, s in summary.items():
-        p50, p99 = (_percentile(s.latency_ms, q) for q in (0.5, 0.99))
-        lines.append(f"{stream[:24]:24} {s.frames:>7} {s.encoded:>8} {s.changes:>8} "
-                     f"{s.dropped:>8} {s.reconnects:>10} {p50:>7} {p99:>7}")
-    if stopped:
-        lines.append(f"({stopped}; outputs are complete up to the last caption)")
-    print("\n".join(lines), file=sys.stderr)
-    for s in summary.values():
-        if s.error:
-            print(f"error: {s.error}", file=sys.stderr)
-
-
-def _percentile(counts: np.ndarray, q: float) -> str:
-    """The ``q`` quantile (whole ms) of a latency histogram, or "-" when it is empty."""
-    total = int(counts.sum())
-    if total == 0:
-        return "-"
-    return str(int(np.searchsorted(np.cumsum(counts), q * total, side="left")))
 
 
 def _list_devices() -> int:

@@ -22,5 +22,5 @@ class DeviceError(StreamError):
 def reason(error: BaseException) -> str:
     """The first line of an exception's message (FFmpeg's and the OS's are long): for one-line
     errors that name the input."""
-    text = getattr(error, "strerror", None) or str(error)
-    return str(text).splitlines()[0] if text else type(error).__name__
+    text = str(getattr(error, "strerror", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

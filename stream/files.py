@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,17 @@ def sync(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def temporary_name(path: Path, suffix: str = "tmp") -> Path:
+    """The name ``path`` is written under until it is complete: ``.NAME.PID.tmp`` next to it
+    (hidden, and this process's own; :func:`is_temporary_name` recognises it)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{suffix}")
+
+
+def is_temporary_name(name: str) -> bool:
+    """``name`` is a :func:`temporary_name` (of some process, maybe one that was killed)."""
+    return re.fullmatch(r"\..+\.\d+\.tmp", name) is not None
+
+
 def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], object],
                      durable: bool = False) -> Path:
     """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it into place.
@@ -53,7 +65,7 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], objec
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same directory, so os.replace is an atomic rename; the leading dot keeps the file out of
     # globs such as *.mp4, and the pid keeps concurrent writers apart.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_name(path)
     try:
         write(tmp)
         if durable:
@@ -79,12 +91,12 @@ def write_directory_atomically(path: str | os.PathLike[str],
     temporary directory and leaves ``path`` as it was. Returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_name(path)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         fill(tmp)
-        old = path.with_name(f".{path.name}.{os.getpid()}.old")
+        old = temporary_name(path, "old")
         if path.exists():
             os.replace(path, old)
         os.replace(tmp, path)

@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -107,8 +108,7 @@ def iter_sampled_frames(
     """
     sampler = TimeSampler(sample_fps)
     name = str(path)
-    container, stream = open_video(name, hwaccel)
-    with container:
+    with open_video(name, hwaccel) as (container, stream):
         if thread_type is not None:
             stream.thread_type = thread_type
         index = 0
@@ -124,10 +124,13 @@ def iter_sampled_frames(
             raise MediaError(f"{name}: no decodable video frames")
 
 
+@contextlib.contextmanager
 def open_video(
     path: str | Path, hwaccel: str = "none"
-) -> tuple[av.container.InputContainer, av.VideoStream]:
-    """Open a media file and its first video stream, or raise :class:`MediaError` naming it.
+) -> Iterator[tuple[av.container.InputContainer, av.VideoStream]]:
+    """``with open_video(path) as (container, stream):`` a media file and its first video
+    stream, closed on leaving; raises :class:`MediaError` naming the file when it cannot be
+    opened or has no video.
 
     ``hwaccel`` asks for hardware decoding (see :mod:`stream.hwaccel`), software where there is
     none."""
@@ -136,13 +139,10 @@ def open_video(
         container = av.open(str(path), hwaccel=accel)
     except (av.FFmpegError, OSError) as error:
         raise MediaError(f"{path}: cannot open ({reason(error)})") from error
-    try:
+    with container:
         stream = video_stream(container, str(path))
-    except MediaError:
-        container.close()
-        raise
-    report_software_fallback(str(path), stream, hwaccel)
-    return container, stream
+        report_software_fallback(str(path), stream, hwaccel)
+        yield container, stream
 
 
 def video_stream(container: av.container.InputContainer, name: str) -> av.VideoStream:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import sys
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,11 @@ from typing import Any
 import av
 import numpy as np
 
-from stream.errors import MediaError, reason
+from stream.errors import MediaError, StreamError, reason
+from stream.events import CaptionEvent, Event
 from stream.files import write_atomically
 from stream.frames import StreamClock, open_video
+from stream.sinks import Sink
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,37 @@ def write_overlay(source: str | Path, out: str | Path,
                                                      texts))
 
 
+class OverlayRecorder(Sink):
+    """Keeps the captions of the streams that get an overlay; :meth:`write_overlays` writes
+    them once the run is over (a run cut short writes none).
+
+    Args:
+        targets: stream id -> (the video file, the overlay to write).
+    """
+
+    def __init__(self, targets: dict[str, tuple[str, Path]]) -> None:
+        self.targets = targets
+        self.captions: dict[str, list[tuple[float, str]]] = {s: [] for s in targets}
+
+    def write(self, event: Event) -> None:
+        if event.stream in self.captions and isinstance(event, CaptionEvent):
+            self.captions[event.stream].append((event.pts, event.caption))
+
+    def write_overlays(self, skip: set[str]) -> dict[str, str]:
+        """Write each overlay but those of the streams in ``skip`` (they failed); returns
+        stream -> the error of an overlay that could not be written."""
+        errors = {}
+        for stream, (source, target) in self.targets.items():
+            if stream in skip:
+                continue
+            try:
+                write_overlay(source, target, self.captions[stream])
+                print(f"overlay: {target}", file=sys.stderr)
+            except (StreamError, OSError, ValueError) as error:
+                errors[stream] = f"--overlay {target}: {error}"
+        return errors
+
+
 def _encode(source: Path, tmp: Path, suffix: str, times: list[float],
             texts: list[str]) -> None:
     try:
@@ -97,8 +131,7 @@ def _encode_unchecked(source: Path, tmp: Path, suffix: str, times: list[float],
                       texts: list[str]) -> None:
     if suffix.lower() not in CONTAINERS:
         raise ValueError(f"write the overlay as {', '.join(sorted(CONTAINERS))}, not {suffix!r}")
-    container, video = open_video(source)
-    with container:
+    with open_video(source) as (container, video):
         audio = container.streams.audio[0] if container.streams.audio else None
         with av.open(str(tmp), "w", format=CONTAINERS[suffix.lower()]) as output:
             rate = video.average_rate or video.guessed_rate or Fraction(30)

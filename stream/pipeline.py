@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -44,17 +43,16 @@ from stream.decoder import Decoder, ReconnectPolicy, Resume
 from stream.errors import MediaError, StreamError, reason
 from stream.events import DROPPED, ENDED, RECONNECTING, CaptionEvent, Event, StatusEvent
 from stream.mailbox import FrameItem, Item, Mailbox
+from stream.paths import DEFAULT_BUNDLE
 from stream.sessions import SessionSettings
-from stream.sources import Source, SourceOptions, parse_source, redact
+from stream.sources import Source, SourceOptions, open_sources, redact
 
 if TYPE_CHECKING:
     from stream.ray_pipeline import RaySettings
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_BUNDLE = ROOT / "models" / "shapes"
-SAMPLE_VIDEO = ROOT / "examples" / "shapes" / "videos" / "shapes_s5_00000.mp4"
+FrameListener = Callable[[str, np.ndarray, float], None]  # (stream, rgb, pts) of a frame
 
 _POLL = 0.1  # seconds between stop checks in waits that would otherwise be unbounded
 _JOIN_TIMEOUT = 10.0  # longest wait for the threads at shutdown (a network read times out first)
@@ -100,39 +98,6 @@ class PipelineSettings:
             raise ValueError(f"beam must be at least 1, got {self.beam}")
 
 
-def stream_ids(specs: Sequence[str]) -> list[str]:
-    """A short, unique, file-name-safe id per source string, free of credentials.
-
-    Files give their stem, network sources their host and path, cameras ``webcam0``...
-
-    Example:
-        >>> stream_ids(["a/cam.mp4", "b/cam.mp4", "rtsp://u:p@10.0.0.5/live", "webcam"])
-        ['cam', 'cam-2', '10.0.0.5-live', 'webcam0']
-    """
-    ids: list[str] = []
-    for spec in specs:
-        text = spec.strip()
-        lowered = text.lower()
-        if lowered.startswith("lavfi:"):
-            base = "lavfi"
-        elif lowered == "webcam" or lowered.startswith("webcam:"):
-            base = "webcam" + (text.split(":", 1)[1] if ":" in text else "0")
-        elif "://" in text:
-            rest = text.split("://", 1)[1]
-            rest = rest.rsplit("@", 1)[-1] if "@" in rest.split("/", 1)[0] else rest
-            host, _, path = rest.partition("/")
-            base = "-".join(p for p in (host.split(":")[0], path.split("?")[0]) if p)
-        else:
-            base = Path(text).stem or "source"
-        base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip(".-")[:64] or "source"
-        name, n = base, 1
-        while name.lower() in (i.lower() for i in ids):  # case-insensitive file systems
-            n += 1
-            name = f"{base}-{n}"
-        ids.append(name)
-    return ids
-
-
 class Pipeline:
     """Decoder threads + one inference worker over a loaded bundle; iterate for the events.
 
@@ -143,6 +108,10 @@ class Pipeline:
         settings: batching, queues, reconnects.
         resume: stream id -> where that stream carries on, for streams taken over from a
             process that died (see :class:`~stream.decoder.Resume`).
+        frame_listeners: called by the worker with (stream, rgb, pts) of every captioned frame;
+            each must be cheap and never block (the live view keeps the newest frame).
+        join_on_exit: leaving the iteration joins the threads; a caller with outputs to
+            finish first (the CLI) passes False and calls :meth:`close` itself afterwards.
     """
 
     def __init__(
@@ -151,6 +120,8 @@ class Pipeline:
         loaded: LoadedBundle,
         settings: PipelineSettings | None = None,
         resume: dict[str, Resume] | None = None,
+        frame_listeners: Sequence[FrameListener] = (),
+        join_on_exit: bool = True,
     ) -> None:
         self.settings = settings or PipelineSettings()
         resume = resume or {}
@@ -174,12 +145,8 @@ class Pipeline:
                                          resume.get(stream)))
         self.worker = threading.Thread(target=self._work, name="inference", daemon=True)
         self.worker_error: BaseException | None = None
-        # Called by the worker with (stream, rgb, pts) of every captioned frame; must be cheap
-        # and never block (the live view keeps a reference to the newest frame).
-        self.frame_listeners: list[Callable[[str, np.ndarray, float], None]] = []
-        # Leaving the iteration joins the threads; a caller with outputs to finish first (the
-        # CLI) sets this False and calls close() itself afterwards.
-        self.join_on_exit = True
+        self.frame_listeners = list(frame_listeners)
+        self.join_on_exit = join_on_exit
         self._started = False
 
     def __iter__(self) -> Generator[Event, None, None]:
@@ -317,19 +284,6 @@ class Pipeline:
             except queue.Full:
                 continue
         return False
-
-
-def open_sources(
-    specs: Sequence[str], options: SourceOptions | None = None
-) -> dict[str, Source | MediaError]:
-    """Parse source strings under unique stream ids; a bad string maps to its error."""
-    parsed: dict[str, Source | MediaError] = {}
-    for stream, spec in zip(stream_ids(specs), specs, strict=True):
-        try:
-            parsed[stream] = parse_source(spec, options)
-        except MediaError as error:
-            parsed[stream] = error
-    return parsed
 
 
 def caption_stream(

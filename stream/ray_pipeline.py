@@ -39,7 +39,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,7 @@ from stream.bundle import BUNDLE_FILE, check_files, open_bundle, read_bundle
 from stream.decoder import Resume
 from stream.errors import MediaError, StreamError, reason
 from stream.events import ENDED, RECONNECTING, CaptionEvent, Event, StatusEvent
-from stream.pipeline import Pipeline, PipelineSettings
+from stream.pipeline import FrameListener, Pipeline, PipelineSettings
 from stream.sessions import SessionSettings
 from stream.sources import Source, redact
 
@@ -144,9 +144,8 @@ class LiveWorker:
         finally:
             shutil.rmtree(unpacked, ignore_errors=True)
         self._frames_every = frames_every
-        self._pipeline = Pipeline(dict(sources), loaded, settings, resume)
-        if frames_every > 0:
-            self._pipeline.frame_listeners.append(self._keep_frame)
+        listeners = [self._keep_frame] if frames_every > 0 else []
+        self._pipeline = Pipeline(dict(sources), loaded, settings, resume, listeners)
         self._thread = threading.Thread(target=self._pump, name="events", daemon=True)
         self._thread.start()
         return {"pid": os.getpid(), "host": socket.gethostname()}
@@ -240,6 +239,8 @@ class RayPipeline:
         device: where the actors run the model.
         settings: batching, queues, reconnects (as for the local pipeline).
         ray_settings: workers, their resources, the cluster, restarts.
+        frame_listeners, join_on_exit: as for the local pipeline (frames arrive at
+            ``ray_settings.frames_every``).
 
     Raises:
         BundleError: the bundle is missing or damaged.
@@ -249,15 +250,17 @@ class RayPipeline:
 
     def __init__(self, sources: dict[str, Source | MediaError], bundle: str | Path,
                  device: str = "auto", settings: PipelineSettings | None = None,
-                 ray_settings: RaySettings | None = None) -> None:
+                 ray_settings: RaySettings | None = None,
+                 frame_listeners: Sequence[FrameListener] = (),
+                 join_on_exit: bool = True) -> None:
         self.settings = settings or PipelineSettings()
         self.ray_settings = ray_settings or RaySettings()
         self.device = device
         self.sources = sources
         self.bundle = read_bundle(bundle)
         check_files(self.bundle)
-        self.frame_listeners: list[Callable[[str, np.ndarray, float], None]] = []
-        self.join_on_exit = True
+        self.frame_listeners = list(frame_listeners)
+        self.join_on_exit = join_on_exit
         self.progress = {stream: _Progress() for stream in sources}
         self._workers: list[_Worker] = []
         self._bundle_ref: Any = None
@@ -486,6 +489,6 @@ def _ray_reason(error: BaseException) -> str:
     text = str(error)
     for line in text.splitlines():
         if "exit detail:" in line.lower():
-            return redact(line.split("detail:", 1)[1].strip().rstrip("."))[:200]
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return redact(first or type(error).__name__)[:200]
+            detail = line.split("detail:", 1)[1].split(" Some common causes", 1)[0]
+            return redact(detail.strip())[:200]
+    return redact(reason(error))[:200]

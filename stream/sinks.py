@@ -1,4 +1,5 @@
-"""Where events go: console, JSON Lines, SRT and WebVTT files, a Python callback.
+"""Where events go: console, JSON Lines, SRT and WebVTT files, a Python callback, and the
+per-stream routing of a stream's own files (``PerStream``).
 
 Every sink has ``write(event)`` and ``close()`` and is a context manager. Files are crash-safe:
 JSON Lines are flushed line by line, and a subtitle file only ever receives complete cues,
@@ -48,6 +49,29 @@ class Sink(ABC):
         trace: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class PerStream(Sink):
+    """Hands each event to the sinks of its own stream (a file per stream); closes them all."""
+
+    def __init__(self, sinks: dict[str, list[Sink]]) -> None:
+        self.sinks = sinks
+
+    def write(self, event: Event) -> None:
+        for sink in self.sinks.get(event.stream, ()):
+            sink.write(event)
+
+    def close(self) -> None:
+        """Close every sink, even after one failed to (the first failure is raised)."""
+        first: BaseException | None = None
+        for sinks in self.sinks.values():
+            for sink in sinks:
+                try:
+                    sink.close()
+                except Exception as error:  # noqa: BLE001 - raised below, after the rest
+                    first = first or error
+        if first is not None:
+            raise first
 
 
 class CallbackSink(Sink):

@@ -390,3 +390,49 @@ class PipeReader(io.RawIOBase):
         if not self.closed:
             os.close(self._fd)
         super().close()
+
+
+def stream_ids(specs: Sequence[str]) -> list[str]:
+    """A short, unique, file-name-safe id per source string, free of credentials.
+
+    Files give their stem, network sources their host and path, cameras ``webcam0``...
+
+    Example:
+        >>> stream_ids(["a/cam.mp4", "b/cam.mp4", "rtsp://u:p@10.0.0.5/live", "webcam"])
+        ['cam', 'cam-2', '10.0.0.5-live', 'webcam0']
+    """
+    ids: list[str] = []
+    for spec in specs:
+        text = spec.strip()
+        lowered = text.lower()
+        if lowered.startswith("lavfi:"):
+            base = "lavfi"
+        elif lowered == "webcam" or lowered.startswith("webcam:"):
+            base = "webcam" + (text.split(":", 1)[1] if ":" in text else "0")
+        elif "://" in text:
+            rest = text.split("://", 1)[1]
+            rest = rest.rsplit("@", 1)[-1] if "@" in rest.split("/", 1)[0] else rest
+            host, _, path = rest.partition("/")
+            base = "-".join(p for p in (host.split(":")[0], path.split("?")[0]) if p)
+        else:
+            base = Path(text).stem or "source"
+        base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip(".-")[:64] or "source"
+        name, n = base, 1
+        while name.lower() in (i.lower() for i in ids):  # case-insensitive file systems
+            n += 1
+            name = f"{base}-{n}"
+        ids.append(name)
+    return ids
+
+
+def open_sources(
+    specs: Sequence[str], options: SourceOptions | None = None
+) -> dict[str, Source | MediaError]:
+    """Parse source strings under unique stream ids; a bad string maps to its error."""
+    parsed: dict[str, Source | MediaError] = {}
+    for stream, spec in zip(stream_ids(specs), specs, strict=True):
+        try:
+            parsed[stream] = parse_source(spec, options)
+        except MediaError as error:
+            parsed[stream] = error
+    return parsed

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from stream import archive_cli, cli
+from stream import cli
+from stream.archive import cli as archive_cli
 from stream.sources import list_devices
 
 ROOT = Path(__file__).resolve().parents[1]

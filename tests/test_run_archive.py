@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from stream.archive import OUTPUT_KINDS, Task, discover
-from stream.engines import run_local
+from stream.archive.engines import run_local
+from stream.archive.inputs import Task, discover
+from stream.archive.outputs import OUTPUT_KINDS
 from tests.models import make_world
 from tests.stream.test_archive import SHIPPED, manifest, outputs, run_archive
 from tests.test_run_stream import core_captions, write_beam_clip

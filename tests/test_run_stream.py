@@ -197,17 +197,17 @@ def test_the_summary_keeps_latencies_in_constant_memory():
     """Weeks of captions must not grow the summary: latencies go to a fixed histogram."""
     import numpy as np
 
-    from stream.cli import _percentile, _Summary
     from stream.events import CaptionEvent
+    from stream.summary import StreamSummary, percentile
 
-    summary = _Summary()
+    summary = StreamSummary()
     rng = np.random.default_rng(0)
     values = rng.gamma(4, 8, 20_000)
     for i, ms in enumerate(values):
         summary.add(CaptionEvent("s", i, i / 10, 0.0, 0.0, "x", -1.0, float(ms), False, False))
     assert summary.latency_ms.shape == (60_000,) and summary.frames == 20_000
     for q in (0.5, 0.99):
-        assert abs(int(_percentile(summary.latency_ms, q)) - np.quantile(values, q)) <= 1.0
+        assert abs(int(percentile(summary.latency_ms, q)) - np.quantile(values, q)) <= 1.0
 
 
 # ---------------------------------------------------------------------------- beam search

@@ -9,7 +9,7 @@ import pytest
 
 from bench.hwaccel import main
 from stream import hwaccel
-from stream.pipeline import SAMPLE_VIDEO
+from stream.paths import SAMPLE_VIDEO
 
 
 def test_nv12_frames_reach_the_model_as_software_decodings_do(tmp_path, capsys):

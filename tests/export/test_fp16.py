@@ -19,7 +19,7 @@ from export.fp16 import convert_fp16
 from export.fp16 import main as fp16_main
 from stream.bundle import BUNDLE_FILE, open_bundle, read_bundle, sha256_file
 from stream.errors import BundleError
-from stream.pipeline import DEFAULT_BUNDLE, SAMPLE_VIDEO
+from stream.paths import DEFAULT_BUNDLE, SAMPLE_VIDEO
 from stream.sessions import SessionSettings
 
 ROOT = Path(__file__).resolve().parents[2]

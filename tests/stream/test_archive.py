@@ -16,7 +16,7 @@ import srt
 import webvtt
 
 from lrcn.world import WorldConfig, generate_split
-from stream.archive import ArchiveError, discover
+from stream.archive.inputs import ArchiveError, discover
 from tests.conftest import ctrl_c_as_in_a_terminal
 from tests.media import write_video
 from tests.models import make_world
@@ -230,7 +230,9 @@ def test_chunks_hold_exactly_the_whole_videos_frames(tiny_core, tmp_path, name, 
                                                     chunk, warmup):
     """Whatever the container's seeking, the chunk length (on the sampling grid or not) and a
     non-zero start time: the stitched chunks caption exactly the whole run's frames."""
-    from stream.archive import VideoInput, caption_task, plan_tasks, stitch
+    from stream.archive.inputs import VideoInput, plan_tasks
+    from stream.archive.outputs import stitch
+    from stream.archive.worker import caption_task
 
     # 10 s at 30 fps, keyframes every 2.4 s, timestamps starting at 1.4 s; the picture drifts
     # slowly enough that the model's key frames come from both the window and the change
@@ -252,19 +254,20 @@ def test_chunks_hold_exactly_the_whole_videos_frames(tiny_core, tmp_path, name, 
 
 
 def test_any_error_in_a_task_is_recorded_not_raised(tiny_core, tmp_path, monkeypatch):
-    from stream import archive
+    from stream.archive import worker
+    from stream.archive.inputs import Task
 
     def broken(*args, **kwargs):
         raise RuntimeError("unexpected")
 
-    monkeypatch.setattr(archive, "_caption_frames", broken)
-    task = archive.Task(str(tmp_path / "x.mp4"), 0, 1, 0.0, None, 0.0)
-    result = archive.caption_task(tiny_core, task)
+    monkeypatch.setattr(worker, "_caption_frames", broken)
+    task = Task(str(tmp_path / "x.mp4"), 0, 1, 0.0, None, 0.0)
+    result = worker.caption_task(tiny_core, task)
     assert result.error == f"{task.path}: RuntimeError: unexpected"
 
 
 def test_a_manifest_cut_by_a_kill_loses_no_later_record(tmp_path):
-    from stream.archive import MANIFEST, Manifest
+    from stream.archive.outputs import MANIFEST, Manifest
 
     (tmp_path / MANIFEST).write_text('{"path": "a", "status": "ok"}\n{"path": "b", "sta')
     manifest = Manifest(tmp_path)
@@ -297,7 +300,7 @@ def test_file_names_that_are_not_utf8_are_captioned(archive, tiny_bundle, tmp_pa
 
 
 def _main(*args: str) -> int:
-    from stream import archive_cli
+    from stream.archive import cli as archive_cli
 
     return archive_cli.main([*args, "--no-progress"])
 
@@ -319,7 +322,7 @@ def test_a_manifest_that_cannot_be_written_stops_the_run_and_its_workers(
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from stream import engines
+    from stream.archive import engines
 
     submitted = []
 
@@ -354,12 +357,12 @@ def test_a_manifest_that_cannot_be_written_stops_the_run_and_its_workers(
 
 def test_outputs_are_synced_before_the_manifest_vouches_for_them(two_videos, tiny_bundle,
                                                                  tmp_path, monkeypatch):
-    from stream import archive
-    from stream.archive import Manifest
+    from stream.archive import outputs
+    from stream.archive.outputs import Manifest
 
     happened: list[tuple[str, str]] = []
-    real_sync, real_append = archive.sync, Manifest.append
-    monkeypatch.setattr(archive, "sync", lambda path: (happened.append(("sync", str(path))),
+    real_sync, real_append = outputs.sync, Manifest.append
+    monkeypatch.setattr(outputs, "sync", lambda path: (happened.append(("sync", str(path))),
                                                        real_sync(path)))
     monkeypatch.setattr(Manifest, "append", lambda self, record: (
         happened.append(("record", record["output"])), real_append(self, record)))

@@ -155,3 +155,22 @@ def test_recorded_evaluation_keeps_the_bundle_valid(bundle):
     record_evaluation(bundle, "onnx_core", {"frame_exact_match": 0.5})
     loaded = open_bundle(bundle, CPU)
     assert loaded.bundle.evaluation["onnx_core"] == {"frame_exact_match": 0.5}
+
+
+@pytest.mark.parametrize("which", ["tiny", "shipped"])
+def test_bundle_json_is_written_by_its_reader_s_owner_and_reads_back_equal(which, bundle,
+                                                                           tmp_path):
+    """Bundle.to_json writes exactly what read_bundle read (export writes through it too)."""
+    from dataclasses import replace
+
+    from stream.paths import DEFAULT_BUNDLE
+
+    source = bundle if which == "tiny" else DEFAULT_BUNDLE
+    original = json.loads((source / "bundle.json").read_text())
+    parsed = read_bundle(source)
+    assert parsed.to_json() == original
+    copy = shutil.copytree(source, tmp_path / "copy")
+    replace(parsed, path=copy, name="renamed").write()
+    again = read_bundle(copy)
+    assert again.name == "renamed" and replace(again, path=source, name=parsed.name) == parsed
+    open_bundle(copy, CPU)  # still valid: bundle.json is not checksummed

@@ -50,3 +50,15 @@ def test_a_file_system_that_refuses_directory_syncs_still_writes_durably(tmp_pat
     with pytest.raises(OSError, match="I/O"):  # a real failure is still one
         write_text_atomically(target, "[]", durable=True)
     assert target.read_text() == "{}"
+
+
+def test_temporary_names_are_hidden_per_process_and_recognised(tmp_path):
+    import os
+
+    from stream.files import is_temporary_name, temporary_name
+
+    name = temporary_name(tmp_path / "a.jsonl")
+    assert name.parent == tmp_path and name.name == f".a.jsonl.{os.getpid()}.tmp"
+    assert is_temporary_name(name.name) and is_temporary_name(".x.srt.12.tmp")
+    assert not is_temporary_name("a.jsonl") and not is_temporary_name(".a.jsonl.old")
+    assert temporary_name(tmp_path / "d", "old").name == f".d.{os.getpid()}.old"

@@ -11,7 +11,8 @@ import pytest
 from stream import hwaccel
 from stream.events import CaptionEvent
 from stream.frames import iter_sampled_frames, read_sampled_frames
-from stream.pipeline import SAMPLE_VIDEO, PipelineSettings, caption_stream
+from stream.paths import SAMPLE_VIDEO
+from stream.pipeline import PipelineSettings, caption_stream
 from stream.sources import SourceOptions, parse_source
 
 

@@ -13,7 +13,8 @@ import pytest
 
 from stream.events import CaptionEvent
 from stream.mqtt import MqttSink, parse_mqtt_url
-from stream.pipeline import DEFAULT_BUNDLE, SAMPLE_VIDEO, caption_stream
+from stream.paths import DEFAULT_BUNDLE, SAMPLE_VIDEO
+from stream.pipeline import caption_stream
 from tests.conftest import STRICT
 from tests.tools.mqtt_broker import Broker, Subscriber, find_mosquitto
 from tests.tools.rtsp import free_port

@@ -16,15 +16,9 @@ from stream.errors import StreamError
 from stream.events import DROPPED, ENDED, OPENED, RECONNECTING, CaptionEvent, StatusEvent
 from stream.frames import read_sampled_frames
 from stream.mailbox import FrameItem
-from stream.pipeline import (
-    Pipeline,
-    PipelineSettings,
-    caption_stream,
-    open_sources,
-    stream_ids,
-)
+from stream.pipeline import Pipeline, PipelineSettings, caption_stream
 from stream.sessions import SessionSettings
-from stream.sources import Source
+from stream.sources import Source, open_sources, stream_ids
 from tests.media import write_image, write_video
 
 pytestmark = pytest.mark.timeout(120)

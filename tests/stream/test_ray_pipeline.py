@@ -15,17 +15,11 @@ import ray  # noqa: E402 - the ray extra, installed by make setup
 from stream.bundle import open_bundle
 from stream.decoder import ReconnectPolicy
 from stream.events import ENDED, OPENED, RECONNECTING, CaptionEvent, StatusEvent
-from stream.pipeline import (
-    DEFAULT_BUNDLE,
-    SAMPLE_VIDEO,
-    Pipeline,
-    PipelineSettings,
-    caption_stream,
-    open_sources,
-)
+from stream.paths import DEFAULT_BUNDLE, SAMPLE_VIDEO
+from stream.pipeline import Pipeline, PipelineSettings, caption_stream
 from stream.ray_pipeline import RayPipeline, RaySettings  # noqa: E402
 from stream.sessions import SessionSettings
-from stream.sources import SourceOptions
+from stream.sources import SourceOptions, open_sources
 from tests.conftest import require_rtsp_server
 from tests.media import write_video
 from tests.tools.rtsp import RtspServer, free_port
@@ -82,10 +76,11 @@ def test_the_library_api_runs_on_ray():
 
 
 def test_the_live_view_gets_frames_at_a_reduced_rate():
-    engine = RayPipeline(open_sources([str(SAMPLE_VIDEO)]), DEFAULT_BUNDLE, "cpu",
-                         ray_settings=RaySettings(workers=1, frames_every=0.5))
     frames = []
-    engine.frame_listeners.append(lambda stream, rgb, pts: frames.append((stream, rgb.shape)))
+    engine = RayPipeline(open_sources([str(SAMPLE_VIDEO)]), DEFAULT_BUNDLE, "cpu",
+                         ray_settings=RaySettings(workers=1, frames_every=0.5),
+                         frame_listeners=[lambda stream, rgb, pts: frames.append((stream,
+                                                                                  rgb.shape))])
     count = sum(isinstance(e, CaptionEvent) for e in engine)
     assert count == 89
     assert frames and {s for s, _ in frames} == {"shapes_s5_00000"}

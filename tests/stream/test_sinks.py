@@ -106,3 +106,40 @@ def test_callback_gets_every_event():
 def test_unknown_subtitle_format_is_refused(tmp_path):
     with pytest.raises(ValueError, match="srt or vtt"):
         SubtitleSink(tmp_path / "out.txt", frame_interval=0.1)
+
+
+def test_per_stream_routes_events_and_closes_every_sink_even_after_a_failure(tmp_path):
+    from stream.sinks import PerStream, Sink
+
+    class Broken(Sink):
+        def write(self, event):
+            pass
+
+        def close(self):
+            raise OSError("disk full")
+
+    a, b = JsonlSink(tmp_path / "a.jsonl"), JsonlSink(tmp_path / "b.jsonl")
+    sinks = PerStream({"a": [Broken(), a], "b": [b]})
+    for stream in ("a", "b", "a"):
+        sinks.write(StatusEvent(stream=stream, kind=DROPPED, at=0.0, dropped=1))
+    with pytest.raises(OSError, match="disk full"):
+        sinks.close()
+    assert a._file is None and b._file is None  # closed all the same
+    assert len((tmp_path / "a.jsonl").read_text().splitlines()) == 2
+    assert len((tmp_path / "b.jsonl").read_text().splitlines()) == 1
+
+
+def test_the_overlay_recorder_keeps_only_its_streams_captions(tmp_path, monkeypatch):
+    from stream import overlay
+
+    written = []
+    monkeypatch.setattr(overlay, "write_overlay", lambda source, target, captions:
+                        written.append((source, target, captions)))
+    recorder = overlay.OverlayRecorder({"a": ("a.mp4", tmp_path / "a.out.mp4"),
+                                        "c": ("c.mp4", tmp_path / "c.out.mp4")})
+    for stream, pts in (("a", 0.0), ("b", 0.0), ("a", 0.1), ("c", 0.0)):
+        recorder.write(CaptionEvent(stream, 0, pts, 0.0, 0.0, f"{stream}{pts}", 0.0, 1.0, True,
+                                    False))
+    recorder.write(StatusEvent(stream="a", kind=RECONNECTING, at=0.0))
+    assert recorder.write_overlays(skip={"c"}) == {}
+    assert written == [("a.mp4", tmp_path / "a.out.mp4", [(0.0, "a0.0"), (0.1, "a0.1")])]

@@ -1,8 +1,8 @@
 """Engines that run archive tasks: worker processes on this machine, or Ray.
 
-Both take the same :class:`~stream.archive.Task` list and yield
-:class:`~stream.archive.TaskResult` s as tasks finish, in any order; the driver
-(:mod:`stream.archive_cli`) stitches and writes, so both engines write the same outputs.
+Both take the same :class:`~stream.archive.inputs.Task` list and yield
+:class:`~stream.archive.worker.TaskResult` s as tasks finish, in any order; the driver
+(:mod:`stream.archive.cli`) stitches and writes, so both engines write the same outputs.
 
 Each worker holds its own ONNX Runtime sessions (one bundle opened per worker, kept for all its
 tasks) with ``threads`` intra-op threads and as many decoder threads, so that workers x threads
@@ -27,7 +27,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from stream.archive import Task, TaskResult, caption_task
+from stream.archive.inputs import Task
+from stream.archive.worker import TaskResult, caption_task
 from stream.bundle import open_bundle
 from stream.captioning import CaptionCore
 from stream.sessions import SessionSettings

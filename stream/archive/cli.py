@@ -17,7 +17,6 @@ the workers are stopped, finished videos stay recorded).
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -25,31 +24,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stream.archive import (
-    OUTPUT_KINDS,
+from stream.archive.engines import run_local, run_ray
+from stream.archive.inputs import (
     ArchiveError,
-    Manifest,
-    ManifestError,
-    TaskResult,
     VideoInput,
     describe_inputs,
     discover,
-    group_results,
     plan_tasks,
     printable,
     probe_duration,
-    remove_temporaries,
     seekable_by_time,
+)
+from stream.archive.outputs import (
+    OUTPUT_KINDS,
+    Manifest,
+    ManifestError,
+    group_results,
+    remove_temporaries,
     stitch,
     video_record,
     write_outputs,
 )
-from stream.arguments import doc_parser
+from stream.archive.worker import TaskResult
+from stream.arguments import add_log_level, doc_parser, run_command
 from stream.bundle import open_bundle
-from stream.engines import run_local, run_ray
 from stream.errors import BundleError, DeviceError, reason
 from stream.hwaccel import HWACCELS
-from stream.pipeline import DEFAULT_BUNDLE
+from stream.paths import DEFAULT_BUNDLE
 from stream.sessions import DEVICES, SessionSettings, default_threads
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUNDLE, EXIT_OUTPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -94,24 +95,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ray-gpus-per-worker", type=float, default=0.0,
                         help="GPUs each Ray actor asks for (default: 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--log-level", default="warning",
-                        choices=("debug", "info", "warning", "error"),
-                        help="log detail on stderr (default: warning)")
+    add_log_level(parser, "warning")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        return _main(argv)
-    except KeyboardInterrupt:  # before the run started (loading the model): nothing to finish
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    return run_command(get_args_parser(), _main, argv)
 
 
-def _main(argv: Sequence[str] | None) -> int:
-    parser = get_args_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(message)s")
+def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     cores = default_threads()
     # Two threads per worker: on 2 cores, 1 worker x 2 threads captioned 19.0x realtime
     # against 16.8x for 2 workers x 1 thread (ONNX Runtime and the decoder share them well).

@@ -1,0 +1,154 @@
+"""The archive's worker side: :func:`caption_task` captions one task (a video or a chunk of it)
+with a worker's :class:`~stream.captioning.CaptionCore` and returns its events, or its error,
+as a :class:`TaskResult`."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import av
+import numpy as np
+
+from stream.archive.inputs import Task, printable
+from stream.captioning import CaptionCore
+from stream.errors import MediaError, reason
+from stream.frames import StreamClock, TimeSampler, frame_to_rgb, open_video, sampled_frames
+
+_STEP_BATCH = 8  # frames encoded per call within a chunk
+
+
+@dataclass
+class TaskResult:
+    """What a worker returns for a task: its captions as JSON-ready dicts, or its error."""
+
+    path: str
+    chunk: int
+    chunks: int
+    events: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0  # wall time taken
+    duration: float = 0.0  # video seconds covered
+    error: str | None = None
+
+    def to_row(self) -> dict[str, Any]:
+        """A flat row (events as one JSON string), for engines that move tables around."""
+        row = asdict(self)
+        row["events"] = json.dumps(self.events)
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> TaskResult:
+        data = dict(row)
+        data["events"] = json.loads(data["events"])
+        data["error"] = data.get("error") or None
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+def caption_task(core: CaptionCore, task: Task, decoder_threads: int = 1) -> TaskResult:
+    """Caption one task: decode from ``start - warmup``, step every sampled frame, keep the
+    captions of frames in [start, end). Failures become the result's error, never an
+    exception (one bad file must not stop a batch)."""
+    started = time.perf_counter()
+    result = TaskResult(task.path, task.chunk, task.chunks)
+    try:
+        result.events, result.duration = _caption_frames(core, task, decoder_threads)
+    except MediaError as error:
+        result.error = printable(str(error))
+    except Exception as error:  # noqa: BLE001 - anything else is still this file's failure
+        result.error = printable(f"{task.path}: {type(error).__name__}: {reason(error)}")
+    finally:
+        core.forget(_stream_id(task))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _stream_id(task: Task) -> str:
+    return f"{task.path}#{task.chunk}"
+
+
+def _caption_frames(core: CaptionCore, task: Task,
+                    decoder_threads: int) -> tuple[list[dict[str, Any]], float]:
+    bundle = core.bundle
+    size = (bundle.input_size, bundle.input_size)
+    fps = bundle.sample_fps
+    # The warm-up starts on the sampling grid, so that the chunk's sampler keeps the same
+    # frames as the whole video's does, and spans the key-frame rule's window, so that the
+    # chunk's key frames are the whole video's from its start on.
+    warmup = max(task.warmup, core.keyframes.window(fps)) if task.start > 0 else 0.0
+    first = max(0.0, math.floor((task.start - warmup) * fps + 1e-6) / fps)
+    events: list[dict[str, Any]] = []
+    pending: list[tuple[float, np.ndarray]] = []
+    last_pts = task.start
+
+    def flush() -> None:
+        # The task's stream id is new to the core: its first frame starts from a clear state.
+        frames = np.stack([rgb for _, rgb in pending])
+        captions = core.step(frames, [_stream_id(task)] * len(pending),
+                             times=[pts for pts, _ in pending])
+        for (pts, _), caption in zip(pending, captions, strict=True):
+            if pts >= task.start - 1e-6:
+                events.append({"pts": round(pts, 6), "caption": caption.text,
+                               "logprob": round(caption.logprob, 4),
+                               "encoded": caption.encoded})
+        pending.clear()
+
+    with open_video(task.path, task.hwaccel) as (container, stream):
+        stream.codec_context.thread_count = decoder_threads
+        sampler = TimeSampler(fps)
+        decoded = 0
+        try:
+            for pts, frame in _frames_from(container, stream, first):
+                decoded += 1
+                if pts < first - 1e-6:
+                    continue  # before the warm-up (the seek lands on an earlier keyframe)
+                if task.end is not None and pts >= task.end - 1e-6:
+                    break
+                if not sampler.accept(pts):
+                    continue
+                pending.append((pts, frame_to_rgb(frame, size)))
+                last_pts = pts
+                if len(pending) == _STEP_BATCH:
+                    flush()
+        except av.FFmpegError as error:
+            raise MediaError(f"{task.path}: decode failed after {decoded} frames "
+                             f"({reason(error)})") from error
+        if pending:
+            flush()
+        if decoded == 0:
+            raise MediaError(f"{task.path}: no decodable video frames")
+    end = task.end if task.end is not None else last_pts + 1 / bundle.sample_fps
+    return events, max(0.0, end - task.start)
+
+
+def _frames_from(container: av.container.InputContainer, stream: av.VideoStream,
+                 first: float) -> Iterator[tuple[float, av.VideoFrame]]:
+    """Every frame from a keyframe at or before ``first`` seconds on, with its time.
+
+    Some containers (MPEG-TS) seek to a point after the target; then the seek is retried
+    further back, doubling the margin, down to the start of the file.
+    """
+    if first <= 0 or stream.time_base is None:
+        yield from sampled_frames(container, stream, TimeSampler(None))
+        return
+    origin = StreamClock(stream).origin
+    if origin is None:  # the stream's clock starts at its first frame: read it before seeking
+        opening = next(container.decode(stream), None)
+        origin = float(opening.time) if opening is not None and opening.time is not None else 0.0
+    margin = 0.0
+    while True:
+        target = max(0.0, first - margin)
+        container.seek(int((target + origin) / stream.time_base), stream=stream, backward=True)
+        frames = sampled_frames(container, stream, TimeSampler(None),
+                                clock=StreamClock(stream, origin=origin))
+        head = next(frames, None)
+        # Nothing decoded (a seek past the end) or a first frame after ``first``: go back.
+        if (head is not None and head[0] <= first + 1e-6) or target == 0.0:
+            break
+        margin = max(1.0, 2 * margin)
+    if head is not None:
+        yield head
+        yield from frames
