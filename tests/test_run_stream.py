@@ -27,18 +27,12 @@ from stream.frames import read_sampled_frames
 from stream.sessions import SessionSettings
 from tests.conftest import ctrl_c_as_in_a_terminal
 from tests.media import write_video
+from tests.tools.commands import LIVE, ROOT, run_stream
 
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "shapes"
 BUNDLE = ROOT / "models" / "shapes"
-LIVE = "lavfi:testsrc2=size=160x120:rate=30,realtime"
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def run_stream(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(ROOT / "run_stream.py"), *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
 def read_jsonl(path: Path) -> list[dict]:
