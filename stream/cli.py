@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from stream.arguments import add_log_level, frame_size, run_command
+from stream.arguments import EXIT_INTERRUPTED, add_log_level, frame_size, run_command
 from stream.bundle import open_bundle
 from stream.decoder import ReconnectPolicy
 from stream.errors import BundleError, DeviceError, MediaError, StreamError, reason
@@ -44,7 +44,8 @@ from stream.summary import SummarySink
 from stream.webview import TOKEN_ENV, WebView, parse_address
 
 EXIT_OK, EXIT_SOURCE, EXIT_USAGE, EXIT_BUNDLE, EXIT_PIPELINE = 0, 1, 2, 3, 4
-EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+EXIT_TERMINATED = 143
+_RAY_OPTIONS = ("workers", "ray_address", "ray_gpus_per_worker", "ray_max_restarts")
 
 SOURCE_FORMS = """\
 sources:
@@ -189,7 +190,7 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             sources=SourceOptions(timeout=args.timeout, rtsp_transport=args.rtsp_transport,
                                   camera_fps=args.camera_fps, camera_size=args.camera_size,
                                   hwaccel=args.hwaccel, realtime=args.realtime))
-        ray_settings = _ray_settings(args)
+        ray_settings = _ray_settings(args, parser)
         if args.mqtt is not None:
             parse_mqtt_url(args.mqtt)
         specs = expand_source_lists(args.sources) or [str(SAMPLE_VIDEO)]
@@ -268,17 +269,16 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 SummarySink(ids), OverlayRecorder(overlays))
 
 
-def _ray_settings(args: argparse.Namespace) -> RaySettings | None:
+def _ray_settings(args: argparse.Namespace,
+                  parser: argparse.ArgumentParser) -> RaySettings | None:
     """The Ray engine's settings, or None for the local engine (whose command line must not
     carry Ray's options)."""
     if args.engine == "ray":
         return RaySettings(workers=args.workers, cpus_per_worker=args.threads or 1,
                            gpus_per_worker=args.ray_gpus_per_worker, address=args.ray_address,
                            max_restarts=args.ray_max_restarts)
-    given = [name for name, value, default in (
-        ("--workers", args.workers, None), ("--ray-address", args.ray_address, None),
-        ("--ray-gpus-per-worker", args.ray_gpus_per_worker, 0.0),
-        ("--ray-max-restarts", args.ray_max_restarts, 3)) if value != default]
+    given = [f"--{dest.replace('_', '-')}" for dest in _RAY_OPTIONS
+             if getattr(args, dest) != parser.get_default(dest)]
     if given:
         raise ValueError(f"{', '.join(given)}: only with --engine ray")
     return None

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 FrameListener = Callable[[str, np.ndarray, float], None]  # (stream, rgb, pts) of a frame
 
 _POLL = 0.1  # seconds between stop checks in waits that would otherwise be unbounded
@@ -135,8 +136,7 @@ class Pipeline:
         self._failed: list[StatusEvent] = []
         for stream, source in sources.items():
             if isinstance(source, MediaError):
-                self._failed.append(StatusEvent(stream=stream, kind=ENDED, at=time.time(),
-                                                message=str(source), error=str(source)))
+                self._failed.append(unopened(stream, source))
                 continue
             self.mailbox.register(stream, live=bool(source.live))
             sample_fps = None if self.settings.every_frame else bundle.sample_fps
@@ -277,13 +277,25 @@ class Pipeline:
 
     def _emit(self, event: Event | None) -> bool:
         """Hand an event to the consumer; False when the pipeline stopped first."""
-        while not self.stop.is_set():
-            try:
-                self.events.put(event, timeout=_POLL)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_unless_stopped(self.events, event, self.stop)
+
+
+def put_unless_stopped(into: queue.Queue[T], item: T, stop: threading.Event) -> bool:
+    """Put ``item`` into the bounded queue ``into``, waiting while it is full; False when
+    ``stop`` was set first (the wait never outlasts a stop by more than a poll interval)."""
+    while not stop.is_set():
+        try:
+            into.put(item, timeout=_POLL)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def unopened(stream: str, error: MediaError) -> StatusEvent:
+    """The ``ended`` status of a stream whose source string could not be parsed."""
+    return StatusEvent(stream=stream, kind=ENDED, at=time.time(), message=str(error),
+                       error=str(error))
 
 
 def caption_stream(

@@ -50,7 +50,13 @@ from stream.bundle import BUNDLE_FILE, check_files, open_bundle, read_bundle
 from stream.decoder import Resume
 from stream.errors import MediaError, StreamError, reason
 from stream.events import ENDED, RECONNECTING, CaptionEvent, Event, StatusEvent
-from stream.pipeline import FrameListener, Pipeline, PipelineSettings
+from stream.pipeline import (
+    FrameListener,
+    Pipeline,
+    PipelineSettings,
+    put_unless_stopped,
+    unopened,
+)
 from stream.sessions import SessionSettings
 from stream.sources import Source, redact
 
@@ -173,14 +179,8 @@ class LiveWorker:
         assert self._pipeline is not None
         try:
             with contextlib.closing(iter(self._pipeline)) as events:
-                for event in events:
-                    while not self._stopping.is_set():
-                        try:
-                            self._events.put(event, timeout=_POLL_WAIT)
-                            break
-                        except queue.Full:  # the driver is behind: so is this pipeline
-                            continue
-                    if self._stopping.is_set():
+                for event in events:  # a full queue: the driver is behind, so is this pipeline
+                    if not put_unless_stopped(self._events, event, self._stopping):
                         break
         except BaseException as error:  # noqa: BLE001 - handed to the driver, which raises it
             self._error = f"{type(error).__name__}: {redact(reason(error))}"
@@ -280,8 +280,7 @@ class RayPipeline:
         ray = self._ray
         for stream, source in self.sources.items():
             if isinstance(source, MediaError):
-                yield StatusEvent(stream=stream, kind=ENDED, at=time.time(), message=str(source),
-                                  error=str(source))
+                yield unopened(stream, source)
         try:
             pending = self._start_workers()
             while pending:

@@ -181,10 +181,9 @@ def expand_source_lists(specs: Sequence[str]) -> list[str]:
 
 def _from_list_dir(entry: str, base: Path) -> str:
     lowered = entry.lower()
-    if ("://" in entry or lowered.startswith(("lavfi:", "webcam")) or Path(entry).is_absolute()
-            or entry.startswith("~")):
+    if "://" in entry or lowered.startswith(("lavfi:", "webcam", "~")):
         return entry
-    return str(base / entry)
+    return str(base / entry)  # an absolute path stays as it is
 
 
 def parse_source(

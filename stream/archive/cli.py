@@ -46,14 +46,14 @@ from stream.archive.outputs import (
     write_outputs,
 )
 from stream.archive.worker import TaskResult
-from stream.arguments import add_log_level, doc_parser, run_command
+from stream.arguments import EXIT_INTERRUPTED, add_log_level, doc_parser, run_command
 from stream.bundle import open_bundle
 from stream.errors import BundleError, DeviceError, reason
 from stream.hwaccel import HWACCELS
 from stream.paths import DEFAULT_BUNDLE
 from stream.sessions import DEVICES, SessionSettings, default_threads
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUNDLE, EXIT_OUTPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUNDLE, EXIT_OUTPUT = 0, 1, 2, 3, 4
 
 
 def get_args_parser() -> argparse.ArgumentParser:
