@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 DATA ?= data/shapes
 DEMO ?= data/demo
 
-.PHONY: setup run demo shapes bundle bench bench-quick gpu-check soak test lint clean
+.PHONY: setup run demo shapes bundle bench bench-quick gpu-check gpu-kit gpu-rehearsal soak test lint clean
 
 setup: $(VENV)/.installed
 
@@ -94,6 +94,18 @@ bench-quick: setup
 gpu-check: setup
 	$(VENV)/bin/pip install --quiet -e '.[gpu]'
 	PYTHON=$(PY) bench/gpu_check.sh
+
+# The offline GPU kit for a lent machine without network: wheels in parts of 40 MB and the plan of
+# calls (runs/gpu-kit/PLAN.md; see docs/gpu-kit.md). The rehearsal runs the same driver here, with
+# wheels for this Python: every GPU step fails in one line and the run goes on.
+gpu-kit:
+	$(PYTHON) -m bench.gpu_kit
+
+gpu-rehearsal: setup
+	$(PY) -m bench.gpu_kit --out runs/gpu-rehearsal/kit --python-version \
+		$$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+	$(PY) -m bench.gpu_drive --kit runs/gpu-rehearsal/kit run --seconds 900 \
+		--results runs/gpu-rehearsal/results
 
 # Ten minutes of two paced live cameras: RSS, descriptors, threads, queues and latency stay flat.
 soak: setup

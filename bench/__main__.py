@@ -322,6 +322,8 @@ def live_run(args: argparse.Namespace, video: Path, streams: int, seconds: float
                str(settings.max_wait_ms)] + ["--encode-every-frame"] * settings.encode_every_frame
     if args.hwaccel != "none":  # NVDEC decodes in the runtime's decoder, not inside lavfi
         command += ["--cameras", "files", "--hwaccel", args.hwaccel]
+    elif getattr(args, "cameras", "lavfi") == "files":  # software decoding, the same way
+        command += ["--cameras", "files"]
     if getattr(args, "engine", "local") == "ray":
         command += ["--engine", "ray"] + (["--workers", str(args.workers)] if args.workers else [])
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,

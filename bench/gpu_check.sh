@@ -1,52 +1,109 @@
 #!/usr/bin/env bash
-# The GPU check, one prepared run of a few minutes on a machine with an NVIDIA GPU (make
-# gpu-check). Every step runs even when one before it failed; the results go to RESULTS
-# (default runs/gpu-check): a log and the JSON of each comparison and of the benchmark.
+# The GPU check: one prepared run of a few minutes on a machine with an NVIDIA GPU, by
+# `make gpu-check` or by the GPU kit's driver on a lent machine (docs/gpu-kit.md). Every step
+# runs even when one before it failed, each within its own limit and all of them within
+# GPU_CHECK_SECONDS (default 1800): a step that no longer fits is skipped and said so, as is a
+# step named in GPU_CHECK_SKIP (space-separated step names, for a rerun).
 #
-#   bench/gpu_check.sh [RESULTS]        PYTHON=... selects the interpreter (default: .venv's,
-#                                       else python3); it needs the runtime and its gpu extra
-#                                       (pip install '.[gpu]'), onnx and onnxconverter-common.
+#   bench/gpu_check.sh [RESULTS]    PYTHON=... the interpreter (default: .venv's, else python3);
+#                                   it needs the runtime with onnxruntime-gpu, onnx and
+#                                   onnxconverter-common, found through its PYTHONPATH if given.
 #
-# 1. the bundle validated on CUDA; 2. the test split (seed 3, as make shapes makes it);
-# 3. fp32 captions on CUDA against the CPU, token for token; 4. the fp16 bundle, and its CUDA
-# captions against fp32 on the CPU; 5. NVDEC's model input against software decoding;
-# 6. python -m bench --device cuda (quick plan, capacity up to 256 cameras of 640x480 and
-# 1920x1080), then the same capacity with NVDEC decoding.
+# RESULTS (default runs/gpu-check) gets log.txt and results.json (every step's status and every
+# measurement, gathered again after each step); each measurement's own JSON goes to
+# GPU_CHECK_WORK (default: RESULTS). Steps, in the order a short lease wants them: the encoder's
+# speed (fp32 and fp16 bundles, batch 1 to 256); the recurrent state's host transfers per step;
+# fp32 captions on CUDA against the CPU, token for token, on the test split (seed 3, as make
+# shapes makes it); one live stream's latency; 1920x1080 cameras at growing counts on NVDEC and
+# in software (p99 latency and dropped frames at each count); NVDEC's model input against
+# software decoding; the fp16 bundle on CUDA against fp32 on the CPU; 640x480 cameras.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RESULTS=${1:-runs/gpu-check}
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 TEST=${TEST_SPLIT:-data/shapes/test}
-mkdir -p "$RESULTS"
+END=$(( $(date +%s) + ${GPU_CHECK_SECONDS:-1800} ))
+WORK=${GPU_CHECK_WORK:-$RESULTS}  # each measurement's JSON (the driver keeps them out of $OUT)
+FP16="$WORK/shapes-fp16"
+mkdir -p "$RESULTS" "$WORK"
 LOG="$RESULTS/log.txt"
+STEPS="$WORK/steps.jsonl"
+: > "$STEPS"
 export PYTHONUNBUFFERED=1
-failed=0
 
+# step NAME LIMIT COMMAND...: run COMMAND for at most LIMIT seconds (less when the run's end is
+# nearer), log it, and record its status.
 step() {
-    echo "== $(date -u +%H:%M:%S) $*" | tee -a "$LOG"
-    "$@" 2>&1 | tee -a "$LOG"
-    local status=${PIPESTATUS[0]}
-    if [ "$status" -ne 0 ]; then
-        echo "== failed ($status): $*" | tee -a "$LOG"
-        failed=1
+    local name=$1 limit=$2 left status started
+    shift 2
+    if [[ " ${GPU_CHECK_SKIP:-} " == *" $name "* ]]; then
+        echo "== skipped (GPU_CHECK_SKIP): $name" | tee -a "$LOG"
+        echo "{\"step\": \"$name\", \"status\": \"skipped\", \"seconds\": 0}" >> "$STEPS"
+        return
     fi
+    left=$(( END - $(date +%s) ))
+    (( left < limit )) && limit=$left
+    if (( limit < 5 )); then
+        echo "== skipped (out of time): $name" | tee -a "$LOG"
+        echo "{\"step\": \"$name\", \"status\": \"skipped\", \"seconds\": 0}" >> "$STEPS"
+        return
+    fi
+    echo "== $(date -u +%H:%M:%S) $name (limit ${limit} s): $*" | tee -a "$LOG"
+    started=$(date +%s)
+    timeout --kill-after=5 "$limit" "$@" 2>&1 | tee -a "$LOG"
+    status=${PIPESTATUS[0]}
+    local verdict=ok
+    if (( status == 124 || status == 137 )); then
+        verdict=timeout
+    elif (( status != 0 )); then
+        verdict="failed ($status)"
+    fi
+    [ "$verdict" = ok ] || echo "== $verdict: $name" | tee -a "$LOG"
+    echo "{\"step\": \"$name\", \"status\": \"$verdict\", \"seconds\": $(( $(date +%s) - started ))}" \
+        >> "$STEPS"
+    collect > /dev/null
 }
 
-step nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-step "$PYTHON" -m export.validate models/shapes --device cuda --speed 1 8 64
-[ -d "$TEST" ] || step "$PYTHON" -m lrcn.world --out "$TEST" --videos 150 --seed 3 \
-    --holdout default --workers "$(nproc)"
-step "$PYTHON" -m export.agreement models/shapes models/shapes "$TEST" --devices cpu cuda \
-    --out "$RESULTS/fp32-cuda-vs-cpu.json"
-step "$PYTHON" -m export.fp16 models/shapes --out "$RESULTS/shapes-fp16"
-step "$PYTHON" -m export.agreement models/shapes "$RESULTS/shapes-fp16" "$TEST" \
-    --devices cpu cuda --out "$RESULTS/fp16-cuda-vs-fp32-cpu.json"
-step "$PYTHON" -m bench.hwaccel --hwaccel cuda examples/shapes/videos "$TEST" \
-    --out "$RESULTS/nvdec-input.json"
-BENCH=(--quick --device cuda --no-baseline --out "$RESULTS" --video-seconds 20
-       --live-seconds 6 --capacity-seconds 6 --max-streams 256
-       --capacity-sizes 640x480 1920x1080)
-step "$PYTHON" -m bench "${BENCH[@]}" --name gpu-quick
-step "$PYTHON" -m bench "${BENCH[@]}" --hwaccel cuda --name gpu-quick-nvdec
-rm -rf "$RESULTS/shapes-fp16"  # 19 MB, made again in seconds
-exit "$failed"
+# results.json, gathered again after every step: a run stopped from outside keeps what it measured
+collect() {
+    "$PYTHON" -m bench.gpu_drive collect "$WORK" --into "$RESULTS/results.json"
+}
+
+step gpu 10 nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv
+step versions 30 "$PYTHON" -c "import sys, onnxruntime as o, av, numpy; print(sys.version.split()[0], \
+'onnxruntime', o.__version__, 'av', av.__version__, 'ffmpeg', av.library_versions['libavcodec'], \
+'numpy', numpy.__version__)"
+step encoder-fp32 90 "$PYTHON" -m export.validate models/shapes --device cuda \
+    --speed 1 8 64 256 --out "$WORK/encoder-fp32.json"
+step fp16-bundle 90 "$PYTHON" -m export.fp16 models/shapes --out "$FP16"
+step encoder-fp16 90 "$PYTHON" -m export.validate "$FP16" --device cuda \
+    --speed 1 8 64 256 --out "$WORK/encoder-fp16.json"
+step state-transfers 60 "$PYTHON" -m bench.state_transfers --device cuda \
+    --out "$WORK/state-transfers.json"
+[ -d "$TEST" ] || step test-split 120 "$PYTHON" -m lrcn.world --out "$TEST" --videos 150 \
+    --seed 3 --holdout default --workers "$(nproc)"
+# The first AGREEMENT_VIDEOS videos of the test split (default 50: about 40 s on an H200, where
+# CUDA's caption steps are slow; AGREEMENT_VIDEOS=150 takes the whole split).
+mapfile -t VIDEOS < <(find "$TEST" -name '*.mp4' | sort | head -n "${AGREEMENT_VIDEOS:-50}")
+step agreement-fp32 180 "$PYTHON" -m export.agreement models/shapes models/shapes "${VIDEOS[@]}" \
+    --devices cpu cuda --out "$WORK/fp32-cuda-vs-cpu.json"
+step live-one 60 "$PYTHON" -m bench.capacity_sweep --device cuda --size 640x480 --counts 1 \
+    --seconds 10 --out "$WORK/live-one-stream.json"
+# Cameras at growing counts (each stops at its first count not sustained), 1080p with NVDEC
+# first: the target (>= 100 such cameras per H200 at p99 < 500 ms, < 1% dropped).
+sweep() {
+    local name=$1 limit=$2
+    shift 2
+    step "$name" "$limit" "$PYTHON" -m bench.capacity_sweep --device cuda --seconds 6 \
+        --budget "$limit" --out "$WORK/$name.json" "$@"
+}
+sweep cameras-1080p-nvdec 100 --size 1920x1080 --hwaccel cuda --counts 4 16 64 128 256
+sweep cameras-1080p-software 100 --size 1920x1080 --counts 4 16 64 128
+step nvdec-input 60 "$PYTHON" -m bench.hwaccel --hwaccel cuda examples/shapes/videos \
+    "${VIDEOS[@]:0:20}" --out "$WORK/nvdec-input.json"
+step agreement-fp16 120 "$PYTHON" -m export.agreement models/shapes "$FP16" "${VIDEOS[@]}" \
+    --devices cpu cuda --out "$WORK/fp16-cuda-vs-fp32-cpu.json"
+sweep cameras-480p-nvdec 100 --size 640x480 --hwaccel cuda --counts 16 64 128 256
+sweep cameras-480p-software 100 --size 640x480 --counts 16 64 128 256
+rm -rf "$FP16"  # 19 MB, made again in seconds
+collect | tee -a "$LOG"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,11 +46,17 @@ def caption_agreement(a: LoadedBundle, b: LoadedBundle, videos: Sequence[Path]) 
     frames = same = same_videos = 0
     worst_logprob = 0.0
     disagreements: list[dict[str, Any]] = []
+    seconds = [0.0, 0.0]  # captioning time of each side
     for start in range(0, len(videos), GROUP):
         group = videos[start:start + GROUP]
         sampled = [read_sampled_frames(v, a.bundle.sample_fps, size) for v in group]
         pixels, times = [s[0] for s in sampled], [s[1] for s in sampled]
-        first, second = (caption_sequences(core, pixels, times=times) for core in cores)
+        captions = []
+        for k, core in enumerate(cores):
+            started = time.perf_counter()
+            captions.append(caption_sequences(core, pixels, times=times))
+            seconds[k] += time.perf_counter() - started
+        first, second = captions
         for video, one, two, at in zip(group, first, second, times, strict=True):
             matches = [x.text == y.text for x, y in zip(one, two, strict=True)]
             frames += len(matches)
@@ -64,6 +71,7 @@ def caption_agreement(a: LoadedBundle, b: LoadedBundle, videos: Sequence[Path]) 
     return {"videos": len(videos), "frames": frames, "identical_frames": same,
             "identical_share": round(same / max(1, frames), 5), "identical_videos": same_videos,
             "max_logprob_difference": round(worst_logprob, 5),
+            "captioning_seconds": [round(t, 2) for t in seconds],
             "first_disagreements": disagreements}
 
 

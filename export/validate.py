@@ -7,6 +7,7 @@ Exit status 0 when valid, 1 when not.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 
 from stream.bundle import LoadedBundle, open_bundle
 from stream.errors import StreamError
+from stream.files import write_text_atomically
 from stream.sessions import DEVICES, SessionSettings
 
 
@@ -29,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="where to run the dummy pass (default: cpu)")
     parser.add_argument("--speed", type=int, nargs="*", metavar="BATCH",
                         help="also time the encoder graph at these batch sizes (default 1 8)")
+    parser.add_argument("--out", type=Path, help="also write the speeds as JSON here")
     args = parser.parse_args(argv)
     try:
         loaded = open_bundle(args.bundle, SessionSettings(device=args.device))
@@ -40,10 +43,15 @@ def main(argv: list[str] | None = None) -> int:
           f"{b.backbone} {b.input_size}px, {b.sample_fps:g} fps, {b.vocab_size} tokens, "
           f"weights {b.precision['weights']}, compute {b.precision['compute']}, "
           f"on {loaded.providers[0]}")
+    speeds: dict[str, float] = {}
     if args.speed is not None:
         for batch in args.speed or [1, 8]:
-            fps = encoder_fps(loaded, batch)
-            print(f"encoder {batch=}: {fps:.1f} frames/s on {loaded.providers[0]}")
+            speeds[str(batch)] = round(encoder_fps(loaded, batch), 1)
+            print(f"encoder {batch=}: {speeds[str(batch)]:.1f} frames/s on {loaded.providers[0]}")
+    if args.out:
+        write_text_atomically(args.out, json.dumps(
+            {"bundle": str(b.path), "providers": loaded.providers, "precision": b.precision,
+             "encoder_frames_per_s": speeds}, indent=1) + "\n")
     return 0
 
 

@@ -107,7 +107,20 @@ def _try_session(
     # A provider whose libraries are missing makes ONNX Runtime print an "EP Error" banner to
     # stdout and fall back; the caller reports the outcome in its own words instead.
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        return ort.InferenceSession(str(path), _options(settings, severity), providers=providers)
+        return ort.InferenceSession(str(path), _options(settings, severity),
+                                    providers=[_with_options(p) for p in providers])
+
+
+# cuDNN's exhaustive search of convolution algorithms runs again for every new input shape; the
+# runtime's batches change size all the time (streams come and go, key frames are few), and on
+# an H200 the search made a 150-video caption comparison run past three minutes. The heuristic
+# choice costs nothing per shape.
+_PROVIDER_OPTIONS = {"CUDAExecutionProvider": {"cudnn_conv_algo_search": "HEURISTIC"}}
+
+
+def _with_options(provider: str) -> str | tuple[str, dict[str, str]]:
+    options = _PROVIDER_OPTIONS.get(provider)
+    return (provider, options) if options else provider
 
 
 @functools.cache
