@@ -104,8 +104,10 @@ gpu-kit:
 gpu-rehearsal: setup
 	$(PY) -m bench.gpu_kit --out runs/gpu-rehearsal/kit --python-version \
 		$$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+	rm -f runs/gpu-rehearsal/results/results.json
 	$(PY) -m bench.gpu_drive --kit runs/gpu-rehearsal/kit run --seconds 900 \
-		--results runs/gpu-rehearsal/results
+		--results runs/gpu-rehearsal/results \
+		|| test -s runs/gpu-rehearsal/results/results.json  # GPU steps fail here, by design
 
 # Ten minutes of two paced live cameras: RSS, descriptors, threads, queues and latency stay flat.
 soak: setup
