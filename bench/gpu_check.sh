@@ -26,6 +26,7 @@ END=$(( $(date +%s) + ${GPU_CHECK_SECONDS:-1800} ))
 WORK=${GPU_CHECK_WORK:-$RESULTS}  # each measurement's JSON (the driver keeps them out of $OUT)
 FP16="$WORK/shapes-fp16"
 mkdir -p "$RESULTS" "$WORK"
+rm -f "$WORK"/*.json "$RESULTS/results.json"  # an earlier run's, never gathered as this one's
 LOG="$RESULTS/log.txt"
 STEPS="$WORK/steps.jsonl"
 : > "$STEPS"
@@ -53,8 +54,10 @@ step() {
     timeout --kill-after=5 "$limit" "$@" 2>&1 | tee -a "$LOG"
     status=${PIPESTATUS[0]}
     local verdict=ok
-    if (( status == 124 || status == 137 )); then
+    if (( status == 124 )); then
         verdict=timeout
+    elif (( status == 137 )); then
+        verdict="killed (past its limit, or out of memory)"
     elif (( status != 0 )); then
         verdict="failed ($status)"
     fi
@@ -84,7 +87,8 @@ step state-transfers 60 "$PYTHON" -m bench.state_transfers --device cuda \
     --seed 3 --holdout default --workers "$(nproc)"
 # The first AGREEMENT_VIDEOS videos of the test split (default 50: about 40 s on an H200, where
 # CUDA's caption steps are slow; AGREEMENT_VIDEOS=150 takes the whole split).
-mapfile -t VIDEOS < <(find "$TEST" -name '*.mp4' | sort | head -n "${AGREEMENT_VIDEOS:-50}")
+mapfile -t VIDEOS < <(find "$TEST" -name '*.mp4' 2>/dev/null | sort \
+                      | head -n "${AGREEMENT_VIDEOS:-50}")
 step agreement-fp32 180 "$PYTHON" -m export.agreement models/shapes models/shapes "${VIDEOS[@]}" \
     --devices cpu cuda --out "$WORK/fp32-cuda-vs-cpu.json"
 step live-one 60 "$PYTHON" -m bench.capacity_sweep --device cuda --size 640x480 --counts 1 \
@@ -93,10 +97,12 @@ step live-one 60 "$PYTHON" -m bench.capacity_sweep --device cuda --size 640x480 
 # first: the target (>= 100 such cameras per H200 at p99 < 500 ms, < 1% dropped). 10 s a count:
 # in 6 s, 16 NVDEC cameras delivered a seventh of their frames (opening them takes its time).
 sweep() {
-    local name=$1 limit=$2
+    local name=$1 limit=$2 left
     shift 2
+    left=$(( END - $(date +%s) ))
+    (( left < limit )) && limit=$left  # its budget is the step's limit: no count is cut off
     step "$name" "$limit" "$PYTHON" -m bench.capacity_sweep --device cuda --seconds 10 \
-        --budget "$limit" --out "$WORK/$name.json" "$@"
+        --budget "$(( limit - 5 ))" --out "$WORK/$name.json" "$@"
 }
 sweep cameras-1080p-nvdec 100 --size 1920x1080 --hwaccel cuda --counts 4 16 64 128 256
 sweep cameras-1080p-software 100 --size 1920x1080 --counts 4 16 64 128

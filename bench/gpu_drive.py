@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -84,15 +85,21 @@ class Steps:
         shown = " ".join(c if len(c) < 200 else c[:60].strip() + " ..." for c in command)
         print(f"== {name}: {shown}", flush=True)
         start = time.monotonic()
-        try:
-            done = subprocess.run(command, env=env, capture_output=True, text=True,
-                                  timeout=seconds, cwd=ROOT)
-        except subprocess.TimeoutExpired:
-            self.record(name, "timeout", start, f"stopped after {seconds:.0f} s")
-            return None
+        try:  # its own process group: a step stopped at its limit takes its children along
+            process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                       start_new_session=True)
         except OSError as error:
             self.record(name, "failed", start, str(error))
             return None
+        try:
+            stdout, stderr = process.communicate(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            self.record(name, "timeout", start, f"stopped after {seconds:.0f} s")
+            return None
+        done = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
         for stream in (done.stdout, done.stderr):
             if stream.strip():
                 print(stream.rstrip(), flush=True)
@@ -137,8 +144,12 @@ def install(wheels: list[Path], site: Path, steps: Steps) -> bool:
         return done is not None and done.returncode == 0
     start = time.monotonic()
     for wheel in wheels:  # a wheel is a zip of its site-packages files
-        with zipfile.ZipFile(wheel) as archive:
-            archive.extractall(site)
+        try:
+            with zipfile.ZipFile(wheel) as archive:
+                archive.extractall(site)
+        except (zipfile.BadZipFile, OSError) as error:
+            steps.record("install", "failed", start, f"{wheel.name}: {error}")
+            return False
     steps.record("install", "ok", start, f"no pip here: {len(wheels)} wheels unzipped")
     return True
 
@@ -147,7 +158,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     out = os.environ.get("OUT")
     results = args.results or (Path(out) / "gpu-check" if out else ROOT / "runs" / "gpu-check")
-    (results / "driver.json").unlink(missing_ok=True)  # an earlier run's
+    for earlier in ("driver.json", "results.json"):  # an earlier run's
+        (results / earlier).unlink(missing_ok=True)
     steps = Steps(results, started + args.seconds - RESERVE)
     steps.write(started=time.strftime("%Y-%m-%d %H:%M:%S %Z"), python=sys.version.split()[0])
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -156,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
         start = time.monotonic()
         try:
             _, plan = find_plan(args.kit)
-            wheels = join_parts(args.kit, plan["parts"], Path(tmp) / "wheels")
+            wheels = join_parts(args.kit, plan["parts"], Path(tmp) / "wheels",
+                                [w["name"] for w in plan["wheels"]])
             steps.record("join", "ok", start, f"{len(plan['parts'])} parts, "
                          f"{len(wheels)} wheels: " + ", ".join(w.name for w in wheels))
             installed = install(wheels, site, steps)
@@ -214,10 +227,12 @@ def collect(results: Path, into: Path | None = None) -> dict[str, Any]:
     if (results / "steps.jsonl").is_file():
         steps = [json.loads(line) for line in (results / "steps.jsonl").read_text().splitlines()
                  if line.strip()]
-    gathered: dict[str, Any] = {"steps": steps,
-                                "failed_steps": [s["step"] for s in steps if s["status"] != "ok"]}
+    gathered: dict[str, Any] = {
+        "steps": steps,
+        "failed_steps": [s["step"] for s in steps if s["status"] not in ("ok", "skipped")],
+        "skipped_steps": [s["step"] for s in steps if s["status"] == "skipped"]}
     for path in sorted(results.glob("*.json")):
-        if path.name != "results.json":
+        if path.name not in ("results.json", "driver.json"):
             try:
                 gathered[path.stem] = json.loads(path.read_text())
             except ValueError as error:

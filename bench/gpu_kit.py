@@ -179,18 +179,31 @@ def missing_parts(root: Path, parts: list[Part]) -> list[str]:
     return lines
 
 
-def join_parts(root: Path, parts: list[Part], dest: Path) -> list[Path]:
-    """Join the parts under ``root`` (checking each one's sha256) and unpack the files into
-    ``dest``. Returns the unpacked files."""
+def join_parts(root: Path, parts: list[Part], dest: Path,
+               expected: list[str] | None = None) -> list[Path]:
+    """Join the parts under ``root`` (checking every one's size and sha256) and unpack the
+    files into ``dest``; ``expected``: the file names the plan lists. Returns the unpacked
+    files; raises :class:`KitError` naming the first part or file that is wrong."""
     lines = missing_parts(root, parts)
     if lines:
         raise KitError("; ".join(lines))
     dest.mkdir(parents=True, exist_ok=True)
+    reader = _PartReader(root, parts)
     names = []
-    with tarfile.open(fileobj=_PartReader(root, parts), mode="r|") as tar:  # type: ignore[call-overload]
-        for member in tar:
-            tar.extract(member, dest, filter="data")
-            names.append(dest / member.name)
+    try:
+        with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
+            for member in tar:
+                tar.extract(member, dest, filter="data")
+                names.append(dest / member.name)
+    except tarfile.TarError as error:
+        reader.read()  # a changed part explains a broken archive best: named by its sha256
+        raise KitError(f"{root}: the joined parts are not a whole archive ({error})") from error
+    # tarfile stops reading at the archive's end marker: the rest of the last part (and any
+    # part after a damaged header) must still be read, to be checked against its sha256
+    reader.read()
+    if expected is not None and sorted(p.name for p in names) != sorted(expected):
+        raise KitError(f"{root}: the parts unpack to {sorted(p.name for p in names)}, the plan "
+                       f"lists {sorted(expected)}")
     return names
 
 

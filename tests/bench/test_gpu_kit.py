@@ -57,14 +57,28 @@ def test_split_and_join_round_trip_byte_for_byte(tmp_path, limit):
         assert copy.read_bytes() == original.read_bytes()
 
 
-def test_a_changed_part_is_named(tmp_path):
+@pytest.mark.parametrize("damaged, offset", [
+    (0, 10),  # the first tar header
+    (1, 10),  # inside the first file's data
+    (-1, -1),  # the very end of the archive, which tarfile itself never reads
+])
+def test_a_changed_part_is_named(tmp_path, damaged, offset):
     parts = split_files(_files(tmp_path, [3000, 3000]), tmp_path / "kit", 1024)
-    second = tmp_path / "kit" / parts[1].name
-    data = bytearray(second.read_bytes())
-    data[10] ^= 0xFF
-    second.write_bytes(bytes(data))
-    with pytest.raises(KitError, match="call-2/part-2: .* sha256"):
+    path = tmp_path / "kit" / parts[damaged].name
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(KitError, match=f"{parts[damaged].name}: .* sha256"):
         join_parts(tmp_path / "kit", parts, tmp_path / "out")
+
+
+def test_an_archive_cut_short_is_refused(tmp_path):
+    """Parts whose sha256s agree with a plan but which hold less than it lists (a kit remade
+    from fewer wheels): the names are checked against the plan."""
+    files = _files(tmp_path, [100, 200])
+    parts = split_files(files[:1], tmp_path / "kit", 1024)
+    with pytest.raises(KitError, match="unpack to .*file-0.whl.* the plan lists"):
+        join_parts(tmp_path / "kit", parts, tmp_path / "out", [f.name for f in files])
 
 
 def test_a_missing_part_is_named_before_anything_is_joined(tmp_path):
@@ -120,7 +134,7 @@ def _wheel(folder: Path, name: str = "kitprobe") -> Path:
 
 # Every step of bench/gpu_check.sh but two: the rehearsal's point is the driver and the check's
 # bookkeeping, not minutes of steps that all fail the same way without a GPU.
-SKIPPED = ("versions fp16-bundle encoder-fp16 state-transfers agreement-fp32 live-one "
+SKIPPED = ("versions test-split fp16-bundle encoder-fp16 state-transfers agreement-fp32 live-one "
            "cameras-1080p-nvdec cameras-1080p-software nvdec-input agreement-fp16 "
            "cameras-480p-nvdec cameras-480p-software")
 
@@ -130,8 +144,9 @@ def test_rehearsal_of_the_driver_without_a_gpu(tmp_path):
     wheel = _wheel(tmp_path / "wheels")
     kit = tmp_path / "kit"
     parts = split_files([wheel], kit, 700)
-    plan = {"python": "3", "platform": "any", "wheels": [], "parts": [p.to_json() for p in parts],
-            "tree_bytes": 0, "call_limit_bytes": CALL_LIMIT, "calls": []}
+    plan = {"python": "3", "platform": "any", "wheels": [{"name": wheel.name}],
+            "parts": [p.to_json() for p in parts], "tree_bytes": 0,
+            "call_limit_bytes": CALL_LIMIT, "calls": []}
     (kit / "call-1" / "plan.json").write_text(json.dumps(plan))
     status = subprocess.run([sys.executable, "-m", "bench.gpu_drive", "--kit", str(kit),
                              "status", "--call", "1"], capture_output=True, text=True, cwd=ROOT)
@@ -139,7 +154,7 @@ def test_rehearsal_of_the_driver_without_a_gpu(tmp_path):
     assert status.stdout.startswith(f"call 1: {len(parts)} of {len(parts)} parts here")
 
     results = tmp_path / "results"
-    env = dict(os.environ, GPU_CHECK_SKIP=SKIPPED, PATH=os.environ["PATH"])
+    env = dict(os.environ, GPU_CHECK_SKIP=SKIPPED, TEST_SPLIT=str(tmp_path / "no-split"))
     env.pop("OUT", None)
     done = subprocess.run([sys.executable, "-m", "bench.gpu_drive", "--kit", str(kit), "run",
                            "--seconds", "200", "--results", str(results)],
@@ -156,7 +171,10 @@ def test_rehearsal_of_the_driver_without_a_gpu(tmp_path):
     steps = {s["step"]: s["status"] for s in checked["steps"]}
     assert steps["encoder-fp32"] == "failed (1)"  # --device cuda: one line, and on to the next
     assert steps["agreement-fp32"] == "skipped" and steps["cameras-480p-software"] == "skipped"
+    assert steps["test-split"] == "skipped"  # named in GPU_CHECK_SKIP: no split is generated
     assert "encoder-fp32" in checked["failed_steps"]
+    assert "agreement-fp32" not in checked["failed_steps"]  # skipped is not failed
+    assert "agreement-fp32" in checked["skipped_steps"]
     assert "gpu-check: encoder-fp32" in driver["failed_steps"]
     log = (results / "log.txt").read_text()
     assert "error: device cuda:" in log or "invalid: device cuda:" in log
