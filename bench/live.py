@@ -32,7 +32,7 @@ import numpy as np
 
 from bench.inputs import paced_source
 from bench.machine import proc_status
-from stream.bundle import open_bundle
+from stream.bundle import open_bundle, read_bundle
 from stream.errors import MediaError
 from stream.events import CaptionEvent
 from stream.hwaccel import HWACCELS
@@ -105,6 +105,11 @@ def measure(bundle: Path, video: Path, streams: int, seconds: float, device: str
         "encoder_calls_per_frame": round(encoded / max(1, captioned), 4),
         "dropped": sum(dropped.values()),
         "dropped_fraction": sum(dropped.values()) / max(1, captioned + sum(dropped.values())),
+        # sampled frames the sources delivered (captioned or dropped) against what the run's
+        # length holds: a decoder that falls behind its camera shows here, not in the drops
+        "offered_fraction": round((captioned + sum(dropped.values()))
+                                  / max(1e-9, streams * elapsed * read_bundle(bundle).sample_fps),
+                                  3),
         "latency_ms": percentiles(delivered if engine == "ray" else latencies),
         "emitted_latency_ms": percentiles(latencies),
         "delivered_latency_ms": percentiles(delivered),

@@ -47,6 +47,8 @@ def _sweep_args(tmp_path, counts):
     ({1: (0.0, 50.0), 2: (0.0, 120.0), 4: (0.2, 900.0)}, ["1", "2", "4"], 2),
     # p99 over the limit alone ends the sweep
     ({1: (0.0, 600.0)}, ["1"], 0),
+    # decoders that fell behind their cameras: nothing dropped, yet not sustained
+    ({1: (0.0, 50.0, 0.5)}, ["1"], 0),
 ])
 def test_the_sweep_stops_at_the_first_count_not_sustained(tmp_path, monkeypatch, results,
                                                           measured, most):
@@ -54,9 +56,9 @@ def test_the_sweep_stops_at_the_first_count_not_sustained(tmp_path, monkeypatch,
 
     def fake_live_run(args, video, n, seconds, settings):
         written.append(json.loads(args.out.read_text()))  # rewritten before every run
-        dropped, p99 = results[n]
+        dropped, p99, offered = (*results[n], 1.0)[:3]
         return {"streams": n, "dropped_fraction": dropped, "latency_ms": {"p99": p99},
-                "latency_samples": [1.0]}
+                "offered_fraction": offered, "latency_samples": [1.0]}
 
     monkeypatch.setattr(capacity_sweep, "live_run", fake_live_run)
     args = _sweep_args(tmp_path, [8, 4, 2, 1])
