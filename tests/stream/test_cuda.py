@@ -100,8 +100,12 @@ def test_cuda_libraries_are_preloaded_before_the_first_gpu_session(
         calls.append("preload")
         print("Failed to load libcublasLt.so.13: not here")  # kept out of the terminal
 
+    asked: list = []
+
     def session(path, options=None, providers=None, **kwargs):
-        calls.append("session " + ",".join(providers or []))
+        asked.extend(providers or [])
+        names = [p if isinstance(p, str) else p[0] for p in providers or []]
+        calls.append("session " + ",".join(names))
         return real_session(path, options, providers=["CPUExecutionProvider"])
 
     monkeypatch.setattr(ort, "preload_dlls", preload)
@@ -114,6 +118,10 @@ def test_cuda_libraries_are_preloaded_before_the_first_gpu_session(
     assert calls[0] == "preload" and gpu_sessions and min(gpu_sessions) > 0
     assert calls.count("preload") == 1
     assert cuda.prepare() == ("Failed to load libcublasLt.so.13: not here",)
+    # cuDNN picks convolutions by heuristic: an exhaustive search per new batch shape cost
+    # minutes on an H200 (README, "GPU")
+    if device != "tensorrt":  # the TensorRT probe asks for TensorRT alone
+        assert ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}) in asked
 
 
 def test_the_cpu_needs_no_cuda_libraries(tiny_bundle, fresh_choice, monkeypatch):
