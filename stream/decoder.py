@@ -35,8 +35,9 @@ from stream.events import ENDED, OPENED, RECONNECTING, StatusEvent
 from stream.frames import (
     FrameCounter,
     TimeSampler,
+    UnseekableError,
     frame_to_rgb,
-    sampled_frames,
+    frames_from,
     use_file_threading,
     video_stream,
 )
@@ -126,6 +127,7 @@ class Decoder(threading.Thread):
         self._last: tuple[float, float] | None = None  # (pts, monotonic time) of the last frame
         self._frames_since_open = 0
         self._pipe: PipeReader | None = None  # a named pipe stays open across reopenings
+        self._seekable = True  # False once a seek was refused: decoded from the start
         if resume is not None:
             self.index = resume.index
             if source.kind == "file":  # the frames after the last one captioned
@@ -192,6 +194,15 @@ class Decoder(threading.Thread):
         self._frames_since_open = 0
         if self.source.kind == "pipe" and self._pipe is None:
             self._pipe = open_pipe(self.source, self.stop)
+        try:
+            return self._decode_open()
+        except UnseekableError as error:  # reopened and decoded from its start, then skipped
+            log.info("%s: %s; decoding from the start to %.3f s", self.stream, error,
+                     self.source.start)
+            self._seekable = False
+            return self._decode_open()
+
+    def _decode_open(self) -> str | None:
         with open_source(self.source, self.stop, self._pipe) as container:
             stream = video_stream(container, self.source.name)
             if self.source.live is None:  # a network input: live unless it has a duration
@@ -199,8 +210,6 @@ class Decoder(threading.Thread):
                 self.mailbox.set_live(self.stream, bool(self.source.live))
             if not self.source.live:
                 use_file_threading(stream)
-            if self.source.start > 0 and stream.time_base is not None:
-                container.seek(int(self.source.start / stream.time_base), stream=stream)
             report_software_fallback(self.source.name, stream, self.source.hwaccel)
             context = stream.codec_context
             where = " (hardware decoding)" if context.is_hwaccel else ""
@@ -216,10 +225,10 @@ class Decoder(threading.Thread):
                 if self.source.kind == "webcam":  # opened non-blocking: retried up to a timeout
                     packets = retried_packets(container, stream, self.source.read_timeout,
                                               self.stop)
-                for pts, frame in sampled_frames(container, stream, TimeSampler(self.sample_fps),
-                                                 counter, packets):
-                    if pts < self.source.start:
-                        continue  # decoded from the key frame before the start: not shown
+                start = self.source.start
+                for pts, frame in frames_from(container, stream, start,
+                                              TimeSampler(self.sample_fps, start=start), counter,
+                                              self.source.name, self._seekable, packets):
                     if pace is not None and not pace.wait(pts, self.stop):
                         return None
                     if self.stop.is_set():

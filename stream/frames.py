@@ -53,6 +53,7 @@ class TimeSampler:
 
     A frame is kept when it is the first at or after the next sample time; the next sample time
     is then the first grid point ``k / fps`` after the kept frame. ``fps=None`` keeps every frame.
+    ``start`` begins the sampling at the first grid point at or after that time.
     Sources at 25, 30 or 60 fps therefore give the same sample times (up to a source frame).
 
     Example:
@@ -61,11 +62,15 @@ class TimeSampler:
         [0.0, 0.12, 0.2]
     """
 
-    def __init__(self, fps: float | None) -> None:
+    def __init__(self, fps: float | None, start: float = 0.0) -> None:
         if fps is not None and not (fps > 0 and math.isfinite(fps)):
             raise ValueError(f"sample fps must be a positive number, got {fps!r}")
         self.fps = fps
-        self._next = -math.inf
+        # ``start`` > 0 (a resume, a chunk): the next sample time is the first grid point at
+        # or after it, as in a run from the beginning; a fresh sampler would keep the first
+        # frame it sees, off the grid.
+        self._next = -math.inf if start <= 0 or fps is None else (
+            math.ceil(start * fps - _TIME_EPS) / fps)
 
     def accept(self, time: float) -> bool:
         """Return whether the frame at ``time`` seconds is sampled (and advance if so)."""
@@ -240,6 +245,78 @@ def sampled_frames(
             counter.decoded += 1
             if sampler.accept(time):
                 yield time, frame
+
+
+class UnseekableError(MediaError):
+    """The input cannot seek (a raw H.264 or MJPEG stream): decode it from its start instead."""
+
+
+# FFmpeg's answer to a seek in an input that has no index to seek in (EPERM)
+_UNSEEKABLE = (av.error.PermissionError,)
+
+
+def frames_from(
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    first: float,
+    sampler: TimeSampler,
+    counter: FrameCounter | None = None,
+    name: str = "",
+    seek: bool = True,
+    packets: Iterable[av.Packet] | None = None,
+) -> Iterator[tuple[float, av.VideoFrame]]:
+    """The sampled frames at or after ``first`` seconds from the stream's start: the one seek
+    of the live decoder's start and resume and of the archive's chunks.
+
+    The seek is to a keyframe at or before ``first``, on the stream's own clock (its start time
+    is the origin). Some containers (MPEG-TS) land after the target; then the seek is retried
+    further back, doubling the margin, down to the start. ``seek=False`` decodes from the start
+    and skips (for an input that cannot seek). ``counter`` counts every decoded frame.
+
+    Raises:
+        UnseekableError: the input cannot seek, or even a seek to its start lands late (raised
+            before any frame; reopen it and pass ``seek=False``).
+        MediaError: the seek failed otherwise, naming ``name``.
+    """
+    counter = counter if counter is not None else FrameCounter()
+    if first <= 0 or not seek or stream.time_base is None:
+        frames = sampled_frames(container, stream, TimeSampler(None), counter, packets)
+    else:
+        frames = _seek(container, stream, first, counter, name)
+    for time, frame in frames:
+        if time >= first - _TIME_EPS and sampler.accept(time):
+            yield time, frame
+
+
+def _seek(container: av.container.InputContainer, stream: av.VideoStream, first: float,
+          counter: FrameCounter, name: str) -> Iterator[tuple[float, av.VideoFrame]]:
+    time_base = stream.time_base
+    assert time_base is not None  # checked by the caller
+    origin = StreamClock(stream).origin
+    if origin is None:  # the stream's clock starts at its first frame: read it before seeking
+        opening = next(container.decode(stream), None)
+        origin = float(opening.time) if opening is not None and opening.time is not None else 0.0
+    margin = 0.0
+    while True:
+        target = max(0.0, first - margin)
+        try:
+            container.seek(int((target + origin) / time_base), stream=stream,
+                           backward=True)
+        except _UNSEEKABLE as error:
+            raise UnseekableError(f"{name}: cannot seek ({reason(error)})") from error
+        except (av.FFmpegError, OSError) as error:
+            raise MediaError(f"{name}: seek to {first:.3f} s failed ({reason(error)})") from error
+        frames = sampled_frames(container, stream, TimeSampler(None), counter,
+                                clock=StreamClock(stream, origin=origin))
+        head = next(frames, None)
+        if head is not None and head[0] <= first + _TIME_EPS:
+            break
+        # Nothing decoded (a seek past the end) or a first frame after ``first``: go back.
+        if target == 0.0:  # even a seek to the start lands late (MPEG-TS at times)
+            raise UnseekableError(f"{name}: seeks land after their target")
+        margin = max(1.0, 2 * margin)
+    yield head
+    yield from frames
 
 
 def read_sampled_frames(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -17,7 +16,14 @@ import numpy as np
 from stream.archive.inputs import Task, printable
 from stream.captioning import CaptionCore
 from stream.errors import MediaError, reason
-from stream.frames import StreamClock, TimeSampler, frame_to_rgb, open_video, sampled_frames
+from stream.frames import (
+    FrameCounter,
+    TimeSampler,
+    UnseekableError,
+    frame_to_rgb,
+    frames_from,
+    open_video,
+)
 
 _STEP_BATCH = 8  # frames encoded per call within a chunk
 
@@ -82,7 +88,7 @@ def _caption_frames(core: CaptionCore, task: Task,
     first = max(0.0, math.floor((task.start - warmup) * fps + 1e-6) / fps)
     events: list[dict[str, Any]] = []
     pending: list[tuple[float, np.ndarray]] = []
-    last_pts = task.start
+    last_pts = [task.start]  # the last sampled frame's time
 
     def flush() -> None:
         # The task's stream id is new to the core: its first frame starts from a clear state.
@@ -96,59 +102,33 @@ def _caption_frames(core: CaptionCore, task: Task,
                                "encoded": caption.encoded})
         pending.clear()
 
-    with open_video(task.path, task.hwaccel) as (container, stream):
-        stream.codec_context.thread_count = decoder_threads
-        sampler = TimeSampler(fps)
-        decoded = 0
-        try:
-            for pts, frame in _frames_from(container, stream, first):
-                decoded += 1
-                if pts < first - 1e-6:
-                    continue  # before the warm-up (the seek lands on an earlier keyframe)
-                if task.end is not None and pts >= task.end - 1e-6:
-                    break
-                if not sampler.accept(pts):
-                    continue
-                pending.append((pts, frame_to_rgb(frame, size)))
-                last_pts = pts
-                if len(pending) == _STEP_BATCH:
-                    flush()
-        except av.FFmpegError as error:
-            raise MediaError(f"{task.path}: decode failed after {decoded} frames "
-                             f"({reason(error)})") from error
-        if pending:
-            flush()
-        if decoded == 0:
-            raise MediaError(f"{task.path}: no decodable video frames")
-    end = task.end if task.end is not None else last_pts + 1 / bundle.sample_fps
+    def decode(seek: bool) -> int:
+        """Caption the task's frames; the number of frames decoded."""
+        with open_video(task.path, task.hwaccel) as (container, stream):
+            stream.codec_context.thread_count = decoder_threads
+            counter = FrameCounter()
+            sampler = TimeSampler(fps, start=first)
+            try:
+                for pts, frame in frames_from(container, stream, first, sampler, counter,
+                                              task.path, seek):
+                    if task.end is not None and pts >= task.end - 1e-6:
+                        break
+                    pending.append((pts, frame_to_rgb(frame, size)))
+                    last_pts[0] = pts
+                    if len(pending) == _STEP_BATCH:
+                        flush()
+            except av.FFmpegError as error:
+                raise MediaError(f"{task.path}: decode failed after {counter.decoded} frames "
+                                 f"({reason(error)})") from error
+            return counter.decoded
+
+    try:
+        decoded = decode(seek=True)
+    except UnseekableError:  # raised before any frame: decoded from the start and skipped
+        decoded = decode(seek=False)
+    if pending:
+        flush()
+    if decoded == 0:
+        raise MediaError(f"{task.path}: no decodable video frames")
+    end = task.end if task.end is not None else last_pts[0] + 1 / bundle.sample_fps
     return events, max(0.0, end - task.start)
-
-
-def _frames_from(container: av.container.InputContainer, stream: av.VideoStream,
-                 first: float) -> Iterator[tuple[float, av.VideoFrame]]:
-    """Every frame from a keyframe at or before ``first`` seconds on, with its time.
-
-    Some containers (MPEG-TS) seek to a point after the target; then the seek is retried
-    further back, doubling the margin, down to the start of the file.
-    """
-    if first <= 0 or stream.time_base is None:
-        yield from sampled_frames(container, stream, TimeSampler(None))
-        return
-    origin = StreamClock(stream).origin
-    if origin is None:  # the stream's clock starts at its first frame: read it before seeking
-        opening = next(container.decode(stream), None)
-        origin = float(opening.time) if opening is not None and opening.time is not None else 0.0
-    margin = 0.0
-    while True:
-        target = max(0.0, first - margin)
-        container.seek(int((target + origin) / stream.time_base), stream=stream, backward=True)
-        frames = sampled_frames(container, stream, TimeSampler(None),
-                                clock=StreamClock(stream, origin=origin))
-        head = next(frames, None)
-        # Nothing decoded (a seek past the end) or a first frame after ``first``: go back.
-        if (head is not None and head[0] <= first + 1e-6) or target == 0.0:
-            break
-        margin = max(1.0, 2 * margin)
-    if head is not None:
-        yield head
-        yield from frames
