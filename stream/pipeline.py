@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from stream.bundle import LoadedBundle, open_bundle
+from stream.bundle import LoadedBundle, check_files, open_bundle, read_bundle
 from stream.captioning import Caption, CaptionCore
 from stream.decoder import Decoder, ReconnectPolicy, Resume
 from stream.errors import MediaError, StreamError, reason
@@ -319,7 +319,8 @@ def caption_stream(
         ray_settings: workers, their resources and the cluster, for the Ray engine.
 
     Raises:
-        BundleError, DeviceError: before any stream starts.
+        ValueError, BundleError, DeviceError: at the call, before it returns the iterator
+            (no stream has started).
         StreamError: a thread of the pipeline failed (the cause is attached).
 
     A source that cannot be opened or decoded does not raise: its stream ends with an
@@ -333,12 +334,17 @@ def caption_stream(
         raise ValueError(f"engine must be local or ray, got {engine!r}")
     parsed = open_sources(specs, settings.sources)
     if engine == "ray":
-        from stream.ray_pipeline import RayPipeline  # Ray is an extra: imported when asked for
-
-        if isinstance(bundle, LoadedBundle):
-            bundle = bundle.bundle.path
-        yield from RayPipeline(parsed, bundle, device, settings, ray_settings)
-        return
+        path = bundle.bundle.path if isinstance(bundle, LoadedBundle) else bundle
+        check_files(read_bundle(path))  # a bad bundle raises here, before Ray starts
+        return _ray_events(parsed, path, device, settings, ray_settings)
     loaded = (bundle if isinstance(bundle, LoadedBundle)
               else open_bundle(bundle, SessionSettings(device=device)))
-    yield from Pipeline(parsed, loaded, settings)
+    return iter(Pipeline(parsed, loaded, settings))  # its threads start at the first next()
+
+
+def _ray_events(sources: dict[str, Source | MediaError], bundle: str | Path, device: str,
+                settings: PipelineSettings, ray_settings: RaySettings | None) -> Iterator[Event]:
+    """The Ray engine's events; Ray starts (or is joined) at the first ``next()``."""
+    from stream.ray_pipeline import RayPipeline  # Ray is an extra: imported when asked for
+
+    yield from RayPipeline(sources, bundle, device, settings, ray_settings)

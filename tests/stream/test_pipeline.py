@@ -287,3 +287,17 @@ def test_a_paced_file_can_start_later_in_the_file(loaded, tmp_path):
     rate = loaded.bundle.sample_fps
     assert [e.pts for e in frames] == pytest.approx([2.0 + k / rate for k in range(int(rate))],
                                                     abs=0.04)
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_caption_stream_refuses_bad_arguments_and_bundles_at_the_call(tmp_path, engine):
+    """Before it returns (no stream started, no Ray started), not at the first next()."""
+    from stream.errors import BundleError
+    from stream.paths import SAMPLE_VIDEO
+
+    with pytest.raises(BundleError, match="nothing"):
+        caption_stream(str(SAMPLE_VIDEO), tmp_path / "nothing", device="cpu", engine=engine)
+    with pytest.raises(ValueError, match="no sources"):
+        caption_stream([], engine=engine)
+    with pytest.raises(ValueError, match="engine must be local or ray"):
+        caption_stream(str(SAMPLE_VIDEO), engine="spark")
