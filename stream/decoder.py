@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import av
+from av.video.reformatter import VideoReformatter
 
 from stream.errors import MediaError, reason
 from stream.events import ENDED, OPENED, RECONNECTING, StatusEvent
@@ -128,6 +129,7 @@ class Decoder(threading.Thread):
         self._frames_since_open = 0
         self._pipe: PipeReader | None = None  # a named pipe stays open across reopenings
         self._seekable = True  # False once a seek was refused: decoded from the start
+        self._reformatter = VideoReformatter()  # this thread's swscale context, built once
         if resume is not None:
             self.index = resume.index
             if source.kind == "file":  # the frames after the last one captioned
@@ -233,7 +235,7 @@ class Decoder(threading.Thread):
                         return None
                     if self.stop.is_set():
                         return None
-                    rgb = frame_to_rgb(frame, self.size)
+                    rgb = frame_to_rgb(frame, self.size, self._reformatter)
                     now = time.monotonic()
                     item = FrameItem(stream=self.stream, index=self.index, pts=offset + pts,
                                      decoded_at=time.time(), decoded_mono=now, rgb=rgb,

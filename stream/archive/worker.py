@@ -12,6 +12,7 @@ from typing import Any
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from stream.archive.inputs import Task, printable
 from stream.captioning import CaptionCore
@@ -108,12 +109,13 @@ def _caption_frames(core: CaptionCore, task: Task,
             stream.codec_context.thread_count = decoder_threads
             counter = FrameCounter()
             sampler = TimeSampler(fps, start=first)
+            reformatter = VideoReformatter()
             try:
                 for pts, frame in frames_from(container, stream, first, sampler, counter,
                                               task.path, seek):
                     if task.end is not None and pts >= task.end - 1e-6:
                         break
-                    pending.append((pts, frame_to_rgb(frame, size)))
+                    pending.append((pts, frame_to_rgb(frame, size, reformatter)))
                     last_pts[0] = pts
                     if len(pending) == _STEP_BATCH:
                         flush()
