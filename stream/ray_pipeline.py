@@ -12,12 +12,20 @@ live sources drop their oldest frames at the source, and memory does not grow. F
 view, each actor also sends the newest frame of each stream at a reduced rate
 (:attr:`RaySettings.frames_every`).
 
-Faults. An actor whose process dies (killed, its node lost) is restarted by Ray, up to
-:attr:`RaySettings.max_restarts` times. Its streams get a ``reconnecting`` status, then reopen
-in the new actor with a reset: indexes go on after the last one the driver received (none is
+Faults. A call that Ray answers with ``ActorUnavailableError`` says only that the actor cannot
+be reached for the moment: its process died and Ray is restarting it, or it is alive behind a
+network blip. Its streams get a ``reconnecting`` status and the driver calls
+:meth:`LiveWorker.start` again, which is idempotent: each actor process has an incarnation id,
+so the answer says which case it was. The same incarnation (a blip): its streams get ``opened``
+and polling goes on where it was; a poll whose answer was lost is asked for again by number and
+the actor sends the same batch, so nothing it handed out is lost or emitted twice. A new
+incarnation (a restart, up to :attr:`RaySettings.max_restarts` times): its streams reopen in
+the new actor with a reset, indexes going on after the last one the driver received (none is
 emitted twice), files from the frame after the last caption received, live sources at their
-present. Other actors are not touched. When restarts are used up, its streams end with an error
-and the rest go on. :meth:`RayPipeline.close` stops the actors within a bounded time.
+present. An actor that stays unreachable is asked again every :data:`_RECONNECT_DELAY` s until
+Ray answers or declares it dead. Other actors are not touched. When restarts are used up, its
+streams end with an error and the rest go on. :meth:`RayPipeline.close` stops the actors within
+a bounded time.
 
 The bundle travels to the actors through Ray's object store, so the nodes of a cluster need the
 package (``pip install 'lrcn-stream[ray]'``) but not the model; video files must be readable at
@@ -39,6 +47,7 @@ import socket
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -49,7 +58,7 @@ import numpy as np
 from stream.bundle import BUNDLE_FILE, check_files, open_bundle, read_bundle
 from stream.decoder import Resume
 from stream.errors import MediaError, StreamError, reason
-from stream.events import ENDED, RECONNECTING, CaptionEvent, Event, StatusEvent
+from stream.events import ENDED, OPENED, RECONNECTING, CaptionEvent, Event, StatusEvent
 from stream.pipeline import (
     FrameListener,
     Pipeline,
@@ -64,6 +73,7 @@ log = logging.getLogger(__name__)
 
 _POLL_WAIT = 0.1  # seconds an actor's poll waits for its first event (bounds a stop's wait)
 _POLL_EVENTS = 256  # events per poll at most
+_RECONNECT_DELAY = 0.5  # seconds between attempts to reach an actor that stays unavailable
 _STOP_TIMEOUT = 15.0  # longest wait for the actors to stop before they are killed
 _RAY_EXTRA = "pip install 'lrcn-stream[ray]'"
 
@@ -116,7 +126,8 @@ class LiveWorker:
     Ray restarts a dead actor by constructing it anew, so the constructor takes nothing and
     :meth:`start` brings everything (the bundle travels as an argument of a call, which Ray
     keeps no longer than the call, rather than of the constructor, which it would keep for
-    restarts).
+    restarts). The driver calls :meth:`start` again after an outage, without knowing whether
+    the process is the same; the incarnation id in its answer tells it.
     """
 
     def __init__(self) -> None:
@@ -129,18 +140,26 @@ class LiveWorker:
         self._newest: dict[str, tuple[np.ndarray, float]] = {}
         self._sent: dict[str, float] = {}
         self._frames_every = 0.0
+        self._incarnation = uuid.uuid4().hex  # this process's: a restart is a new one
+        self._streams: frozenset[str] = frozenset()
+        self._batch: tuple[int, Polled] | None = None  # the last batch sent, and its number
 
     def start(self, bundle_files: dict[str, bytes], session: SessionSettings,
               sources: dict[str, Source], settings: PipelineSettings,
               resume: dict[str, Resume], frames_every: float) -> dict[str, Any]:
         """Open the bundle (its file names and contents) and start captioning ``sources``;
-        returns where this actor runs (for the driver's log).
+        returns where this actor runs (for the driver's log), its incarnation id, and whether
+        this call started it (``fresh``). Idempotent: once started, a call for some of the
+        same streams (the driver reconnecting after an outage) changes nothing.
 
         Raises:
             BundleError, DeviceError: the bundle or the device cannot be used here.
+            RuntimeError: started already, with other streams.
         """
         if self._thread is not None:
-            raise RuntimeError("a worker starts once")
+            if not set(sources) <= self._streams:
+                raise RuntimeError("a worker starts once: it was started with other streams")
+            return self._where(fresh=False)
         unpacked = Path(tempfile.mkdtemp(prefix="lrcn-bundle-"))
         try:
             for name, data in bundle_files.items():
@@ -152,12 +171,23 @@ class LiveWorker:
         self._frames_every = frames_every
         listeners = [self._keep_frame] if frames_every > 0 else []
         self._pipeline = Pipeline(dict(sources), loaded, settings, resume, listeners)
+        self._streams = frozenset(sources)
         self._thread = threading.Thread(target=self._pump, name="events", daemon=True)
         self._thread.start()
-        return {"pid": os.getpid(), "host": socket.gethostname()}
+        return self._where(fresh=True)
 
-    def poll(self, max_events: int = _POLL_EVENTS, wait: float = _POLL_WAIT) -> Polled:
-        """The events ready (waiting up to ``wait`` s for the first), and the frames due."""
+    def _where(self, fresh: bool) -> dict[str, Any]:
+        return {"pid": os.getpid(), "host": socket.gethostname(),
+                "incarnation": self._incarnation, "fresh": fresh}
+
+    def poll(self, batch: int = 0, max_events: int = _POLL_EVENTS,
+             wait: float = _POLL_WAIT) -> Polled:
+        """Batch number ``batch``: the events ready (waiting up to ``wait`` s for the first),
+        and the frames due. The same number again is the same batch again: its answer was lost
+        on the way (the call "may or may not have been executed", says Ray), and its events
+        have left the queue."""
+        if self._batch is not None and self._batch[0] == batch:
+            return self._batch[1]
         finished = self._done.is_set()  # before draining: every event was queued by then
         events: list[Event] = []
         with contextlib.suppress(queue.Empty):
@@ -165,7 +195,9 @@ class LiveWorker:
             while len(events) < max_events:
                 events.append(self._events.get_nowait())
         done = finished and self._events.empty()
-        return Polled(events, self._frames_due(), done, self._error if done else None)
+        polled = Polled(events, self._frames_due(), done, self._error if done else None)
+        self._batch = (batch, polled)
+        return polled
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the pipeline and wait for it (at most ``timeout`` s)."""
@@ -212,6 +244,9 @@ class _Worker:
     restarts: int = 0
     pid: int | None = None  # its process, once started (again)
     host: str | None = None
+    incarnation: str | None = None  # its process's id, once started (a restart changes it)
+    batch: int = 0  # the number of the next batch of events to ask it for
+    lost: bool = False  # unavailable: its streams were told ``reconnecting``
 
 
 @dataclass
@@ -263,6 +298,7 @@ class RayPipeline:
         self.join_on_exit = join_on_exit
         self.progress = {stream: _Progress() for stream in sources}
         self._workers: list[_Worker] = []
+        self._later: list[tuple[float, _Worker]] = []  # reconnections due at a monotonic time
         self._bundle_ref: Any = None
         self._started = False
         self._closed = False
@@ -283,7 +319,11 @@ class RayPipeline:
                 yield unopened(stream, source)
         try:
             pending = self._start_workers()
-            while pending:
+            while pending or self._later:
+                self._reconnect_due(pending)
+                if not pending:  # every actor left is unavailable: wait for the next attempt
+                    time.sleep(_POLL_WAIT)
+                    continue
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=_POLL_WAIT)
                 for ref in ready:
                     worker, call = pending.pop(ref)
@@ -331,6 +371,12 @@ class RayPipeline:
         return worker.handle.start.remote(self._bundle_ref, session, sources, self.settings,
                                           resume, every)
 
+    def _reconnect_due(self, pending: dict[Any, tuple[_Worker, str]]) -> None:
+        now = time.monotonic()
+        for due, worker in [item for item in self._later if item[0] <= now]:
+            self._later.remove((due, worker))
+            pending[self._start(worker)] = (worker, "start")
+
     def _handle(self, ref: Any, worker: _Worker, call: str,
                 pending: dict[Any, tuple[_Worker, str]]) -> Generator[Event, None, None]:
         ray = self._ray
@@ -342,15 +388,17 @@ class RayPipeline:
                 raise cause from None
             raise StreamError(f"worker {worker.number} failed: {type(cause).__name__}: "
                               f"{redact(reason(cause or error))}") from error
-        except ray.exceptions.ActorUnavailableError:  # Ray restarts it
-            worker.restarts += 1
+        except ray.exceptions.ActorUnavailableError:
+            # Restarting, or alive behind a blip: which one, start's answer says (it is
+            # idempotent). Still unavailable when asked again: ask later, without a new status.
+            if worker.lost:
+                self._later.append((time.monotonic() + _RECONNECT_DELAY, worker))
+                return
+            worker.lost = True
             why = "its process died or cannot be reached"
-            log.warning("worker %d lost (%s); restarting it (%d/%d)", worker.number, why,
-                        worker.restarts, self.ray_settings.max_restarts)
+            log.warning("worker %d lost (%s); reconnecting", worker.number, why)
             for stream in sorted(worker.open):
-                yield self._lost(stream, f"worker {worker.number} lost ({why}); restarting it "
-                                         f"(restart {worker.restarts}/"
-                                         f"{self.ray_settings.max_restarts})")
+                yield self._lost(stream, f"worker {worker.number} lost ({why}); reconnecting")
             pending[self._start(worker)] = (worker, "start")
             return
         except ray.exceptions.RayActorError as error:  # dead for good
@@ -363,11 +411,10 @@ class RayPipeline:
             worker.open.clear()
             return
         if call == "start":
-            worker.pid, worker.host = result["pid"], result["host"]
-            log.info("worker %d (pid %s on %s): %s", worker.number, result["pid"],
-                     result["host"], ", ".join(sorted(worker.open)))
-            pending[worker.handle.poll.remote()] = (worker, "poll")
+            yield from self._started_on(worker, result)
+            pending[worker.handle.poll.remote(worker.batch)] = (worker, "poll")
             return
+        worker.batch += 1
         polled: Polled = result
         for received in polled.events:
             event = self._account(received, worker)
@@ -379,7 +426,30 @@ class RayPipeline:
         if polled.error is not None:
             raise StreamError(f"the pipeline of worker {worker.number} stopped: {polled.error}")
         if not polled.done:
-            pending[worker.handle.poll.remote()] = (worker, "poll")
+            pending[worker.handle.poll.remote(worker.batch)] = (worker, "poll")
+
+    def _started_on(self, worker: _Worker, result: dict[str, Any]) -> Generator[Event, None, None]:
+        """Take in start's answer: a first start, a restart, or the same process again."""
+        lost, worker.lost = worker.lost, False
+        same = result["incarnation"] == worker.incarnation
+        if lost and same:  # alive all along: its pipeline went on, and so does its polling
+            log.warning("worker %d reachable again", worker.number)
+            for stream in sorted(worker.open):
+                yield self._status(stream, OPENED, f"worker {worker.number} reachable again")
+            return
+        if worker.incarnation is not None and not same:  # a new process: its counts start at 0
+            worker.restarts += 1
+            worker.batch = 0
+            for stream in worker.open:
+                progress = self.progress[stream]
+                progress.dropped_before = progress.dropped
+                progress.reconnects_before = progress.reconnects
+            log.warning("worker %d restarted (%d/%d)", worker.number, worker.restarts,
+                        self.ray_settings.max_restarts)
+        worker.incarnation = result["incarnation"]
+        worker.pid, worker.host = result["pid"], result["host"]
+        log.info("worker %d (pid %s on %s): %s", worker.number, result["pid"],
+                 result["host"], ", ".join(sorted(worker.open)))
 
     def _account(self, event: Event, worker: _Worker) -> Event | None:
         """The event as the driver emits it: counts carried over restarts, repeats dropped."""
@@ -398,9 +468,14 @@ class RayPipeline:
 
     def _lost(self, stream: str, message: str) -> StatusEvent:
         progress = self.progress[stream]
+        # Counted on top of the actor's own reconnects, whether it goes on or restarts.
         progress.reconnects += 1
-        progress.dropped_before, progress.reconnects_before = progress.dropped, progress.reconnects
-        return StatusEvent(stream=stream, kind=RECONNECTING, at=time.time(), message=message,
+        progress.reconnects_before += 1
+        return self._status(stream, RECONNECTING, message)
+
+    def _status(self, stream: str, kind: str, message: str) -> StatusEvent:
+        progress = self.progress[stream]
+        return StatusEvent(stream=stream, kind=kind, at=time.time(), message=message,
                            dropped=progress.dropped, reconnects=progress.reconnects)
 
     def _ended(self, stream: str, message: str) -> StatusEvent:

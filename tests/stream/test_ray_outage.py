@@ -1,0 +1,101 @@
+"""A Ray outage that is not a restart (stream/ray_pipeline.py): ``ActorUnavailableError`` on an
+actor that is alive, injected once on a local Ray of 2 CPUs. Its streams say reconnecting, then
+opened, and go on in the same actor without a second start; the captions are an uninterrupted
+run's, none twice and none lost (not even those of the poll whose answer was lost)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import ray  # noqa: E402 - the ray extra, installed by make setup
+
+from stream.bundle import open_bundle
+from stream.events import ENDED, OPENED, RECONNECTING, CaptionEvent, StatusEvent
+from stream.paths import DEFAULT_BUNDLE, SAMPLE_VIDEO
+from stream.pipeline import Pipeline
+from stream.ray_pipeline import Polled, RayPipeline, RaySettings  # noqa: E402
+from stream.sessions import SessionSettings
+from stream.sources import open_sources
+from tests.media import write_video
+
+pytestmark = [pytest.mark.timeout(240)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """One local Ray of 2 CPUs for the module: each RayPipeline joins it (and leaves it up)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.ERROR)
+    yield
+    ray.shutdown()
+
+
+def captions(events):
+    return sorted((e.stream, e.index, e.pts, e.caption) for e in events
+                  if isinstance(e, CaptionEvent))
+
+
+@pytest.mark.parametrize("outage", ["poll", "poll and start"])
+def test_an_unavailable_live_actor_is_reconnected_without_a_second_start(tmp_path, monkeypatch,
+                                                                         outage):
+    """The harshest blip: the actor ran the poll and drained its events, and the driver gets
+    ActorUnavailableError instead of the answer. The next poll must bring those events. With
+    "poll and start", the answer of the reconnecting start call is lost too (asked again later,
+    with no second status)."""
+    other = write_video(tmp_path / "noise.mp4", frames=45, fps=15, size=(96, 72))
+    specs = [str(SAMPLE_VIDEO), str(other)]
+    file = "shapes_s5_00000"
+    engine = RayPipeline(open_sources(specs), DEFAULT_BUNDLE, "cpu",
+                         ray_settings=RaySettings(workers=1, max_restarts=2))
+    lost: list[Polled] = []
+    starts_to_lose = [1] if outage == "poll and start" else []
+    ended_before: set[str] = set()  # streams whose end the driver got before the outage
+    real_get = ray.get
+
+    def get(ref, *args, **kwargs):
+        result = real_get(ref, *args, **kwargs)
+        if isinstance(result, dict) and lost and starts_to_lose:
+            assert result["fresh"] is False  # the same process, started once
+            starts_to_lose.pop()
+            raise ray.exceptions.ActorUnavailableError("injected: connection reset", None)
+        if isinstance(result, Polled) and not lost:
+            if any(isinstance(e, CaptionEvent) and e.stream == file and e.index >= 10
+                   for e in result.events):
+                lost.append(result)  # the actor is alive and has handed these out
+                raise ray.exceptions.ActorUnavailableError("injected: connection reset", None)
+            ended_before.update(e.stream for e in result.events
+                                if isinstance(e, StatusEvent) and e.kind == ENDED)
+        return result
+
+    monkeypatch.setattr(ray, "get", get)
+    events = []
+    pid = None
+    for event in engine:
+        events.append(event)
+        if pid is None:
+            pid = engine.placement()[file][1]
+    monkeypatch.undo()
+    assert lost and any(isinstance(e, CaptionEvent) for e in lost[0].events)
+    assert not starts_to_lose
+
+    local = list(Pipeline(open_sources(specs), open_bundle(DEFAULT_BUNDLE,
+                                                            SessionSettings(device="cpu"))))
+    assert captions(events) == captions(local)
+    assert len(captions(events)) == 89 + 30
+    for stream in (file, "noise"):
+        shown = [e for e in events if isinstance(e, CaptionEvent) and e.stream == stream]
+        assert [e.index for e in shown] == list(range(len(shown)))  # none twice, none lost
+        assert sum(e.reset for e in shown) == 1  # never reopened
+        kinds = [e.kind for e in events if isinstance(e, StatusEvent) and e.stream == stream]
+        if stream in ended_before:
+            assert kinds == [OPENED, ENDED]
+        else:
+            assert kinds == [OPENED, RECONNECTING, OPENED, ENDED]
+    ours = [e for e in events if isinstance(e, StatusEvent) and e.stream == file]
+    assert "worker 1 lost" in ours[1].message and ours[1].reconnects == 1
+    assert "reachable again" in ours[2].message
+    assert ours[3].error is None and ours[3].reconnects == 1
+    # The same process all along: no restart, no second start.
+    assert engine.placement()[file][1] == pid
+    assert engine._workers[0].restarts == 0
