@@ -107,8 +107,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                           "frame (H.264, same frame rate and timing, audio copied)")
     out.add_argument("--mqtt", metavar="URL", default=None,
                      help="publish every event to an MQTT broker, on TOPIC/STREAM with QoS 1, "
-                          "reconnecting by itself: mqtt://[user:pw@]host[:port]/TOPIC "
-                          "(mqtts:// for TLS)")
+                          "reconnecting by itself: mqtt://[user[:pw]@]host[:port]/TOPIC "
+                          "(mqtts:// for TLS); without pw in the URL, the password is "
+                          "$LRCN_MQTT_PASSWORD_FILE's first line or $LRCN_MQTT_PASSWORD "
+                          "(not both)")
     out.add_argument("--quiet", action="store_true", help="print no captions on the console")
     out.add_argument("--serve", metavar="HOST:PORT", default=None,
                      help="serve the live view (video, caption, history and stats per stream) "

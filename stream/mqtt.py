@@ -13,8 +13,19 @@ so a broker restart loses nothing and never stops the captioning. Beyond the bou
 messages are dropped and counted, said in one log line every few seconds. ``close()`` waits a
 bounded time for the acknowledgements of what was sent.
 
-URL form: ``mqtt://[user:password@]host[:port]/topic`` (port 1883), or ``mqtts://`` for TLS
+URL form: ``mqtt://[user[:password]@]host[:port]/topic`` (port 1883), or ``mqtts://`` for TLS
 (port 8883, the system's certificate authorities). Credentials never appear in logs or errors.
+
+The password is best kept out of the URL, which any local user can read in ``/proc/*/cmdline``:
+give only the user in the URL and the password in ``LRCN_MQTT_PASSWORD``, or in a file named by
+``LRCN_MQTT_PASSWORD_FILE`` (its first line, the newline stripped: a container's secret file).
+Precedence: a password in the URL is used as given, the environment unread (the command line is
+the most explicit, as ``--serve-token`` beats its variable); otherwise the file or the variable.
+These are errors, said in one line: both variables set (alternatives; which one was meant cannot
+be guessed), a file that cannot be read or whose first line is empty (a secret not mounted, more
+likely than a blank password), a password from the environment with no user in the URL (MQTT
+sends no password without a user name). An empty variable counts as unset. A user with no
+password from anywhere logs in with the user name alone.
 
 Example:
     >>> with MqttSink("mqtt://broker.local/lrcn/events") as mqtt:
@@ -29,9 +40,11 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
+from stream.errors import reason
 from stream.events import Event
 from stream.sinks import Sink, event_json
 from stream.sources import redact
@@ -43,6 +56,8 @@ _INFLIGHT = 20  # messages sent and not yet acknowledged, at most
 _CLOSE_TIMEOUT = 10.0  # seconds close() waits for the last acknowledgements
 _WARN_EVERY = 5.0  # seconds between log lines about the same trouble
 _MQTT_EXTRA = "pip install 'lrcn-stream[mqtt]'"
+PASSWORD_ENV = "LRCN_MQTT_PASSWORD"
+PASSWORD_FILE_ENV = "LRCN_MQTT_PASSWORD_FILE"
 
 
 @dataclass(frozen=True)
@@ -58,11 +73,13 @@ class MqttTarget:
     name: str = ""
 
 
-def parse_mqtt_url(url: str) -> MqttTarget:
-    """Read ``mqtt[s]://[user:password@]host[:port]/topic``.
+def parse_mqtt_url(url: str, environ: Mapping[str, str] | None = None) -> MqttTarget:
+    """Read ``mqtt[s]://[user[:password]@]host[:port]/topic``, the password from the URL or else
+    from ``environ`` (default ``os.environ``; see the module doc for the precedence).
 
     Raises:
-        ValueError: not such a URL (the message shows it without credentials).
+        ValueError: not such a URL, or the password's file cannot be read (the message shows
+            the URL without credentials and never the password).
     """
     name = redact(url)
     parts = urlsplit(url)
@@ -79,22 +96,48 @@ def parse_mqtt_url(url: str) -> MqttTarget:
     if not topic or wildcard or parts.query:
         raise ValueError(f"{name}: give a topic without wildcards, e.g. mqtt://host/lrcn/events")
     tls = parts.scheme == "mqtts"
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    if password is None:
+        password = _password_from(os.environ if environ is None else environ)
+        if password is not None and username is None:
+            raise ValueError(f"{name}: the URL names no user for the password from the "
+                             f"environment (mqtt://USER@host/...)")
     return MqttTarget(host=parts.hostname, port=port or (8883 if tls else 1883), topic=topic,
-                      tls=tls, name=name,
-                      username=unquote(parts.username) if parts.username else None,
-                      password=unquote(parts.password) if parts.password else None)
+                      tls=tls, name=name, username=username, password=password)
+
+
+def _password_from(environ: Mapping[str, str]) -> str | None:
+    """The password in ``$LRCN_MQTT_PASSWORD_FILE``'s first line or in ``$LRCN_MQTT_PASSWORD``;
+    None when neither is set (an empty variable counts as unset, as a shell's ``VAR=`` means)."""
+    path, value = environ.get(PASSWORD_FILE_ENV) or None, environ.get(PASSWORD_ENV) or None
+    if path is not None and value is not None:
+        raise ValueError(f"{PASSWORD_FILE_ENV} and {PASSWORD_ENV} are both set: set one")
+    if path is None:
+        return value
+    try:
+        with open(path, encoding="utf-8") as file:
+            line = file.readline()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"{PASSWORD_FILE_ENV}={path}: cannot read the MQTT password "
+                         f"({reason(error)})") from None
+    password = line.removesuffix("\n").removesuffix("\r")
+    if not password:  # most likely a secret that was not mounted, not a blank password
+        raise ValueError(f"{PASSWORD_FILE_ENV}={path}: the first line is empty")
+    return password
 
 
 class MqttSink(Sink):
     """Publish every event to ``TOPIC/STREAM`` on the broker at ``url`` (see the module doc).
 
     Args:
-        url: ``mqtt[s]://[user:password@]host[:port]/topic``.
+        url: ``mqtt[s]://[user[:password]@]host[:port]/topic``; without a password in it, the
+            password comes from ``LRCN_MQTT_PASSWORD_FILE`` or ``LRCN_MQTT_PASSWORD``.
         queue_limit: messages held while the broker cannot be reached, at most.
 
     Raises:
-        ValueError: the URL is malformed (a broker that cannot be reached is retried, not
-            raised).
+        ValueError: the URL is malformed or the password's file unreadable (a broker that
+            cannot be reached is retried, not raised).
         ImportError: paho-mqtt is not installed.
     """
 

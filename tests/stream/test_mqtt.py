@@ -1,9 +1,11 @@
 """--mqtt against Debian's mosquitto broker, started (and restarted) by the tests: every event
-arrives, in order per stream, credentials stay hidden, and a broker restart stops nothing."""
+arrives, in order per stream, credentials stay hidden, the password can stay out of the command
+line (LRCN_MQTT_PASSWORD, LRCN_MQTT_PASSWORD_FILE), and a broker restart stops nothing."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -21,21 +23,47 @@ from tests.tools.rtsp import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CAMERA = "lavfi:testsrc2=size=160x120:rate=10,realtime"
+PASSWORD_ENV, PASSWORD_FILE_ENV = "LRCN_MQTT_PASSWORD", "LRCN_MQTT_PASSWORD_FILE"  # as users set
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(180)]
 
 
-@pytest.fixture()
-def broker(tmp_path):
+@pytest.fixture(autouse=True)
+def no_password_in_the_environment(monkeypatch):
+    """The tests set the password variables themselves; a developer's own must not leak in."""
+    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+    monkeypatch.delenv(PASSWORD_FILE_ENV, raising=False)
+
+
+def mosquitto() -> str:
     executable = find_mosquitto()
     if executable is None:
         message = "mosquitto is not installed (apt-get install mosquitto)"
         if STRICT:
             pytest.fail(f"LRCN_STRICT is set but {message}")
         pytest.skip(message)
-    broker = Broker(executable, tmp_path, free_port()).start()
+    return executable
+
+
+@pytest.fixture()
+def broker(tmp_path):
+    broker = Broker(mosquitto(), tmp_path, free_port()).start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture()
+def locked_broker(tmp_path):
+    """A broker that refuses anyone but bob with his password."""
+    broker = Broker(mosquitto(), tmp_path, free_port(), users={"bob": "s3cret"}).start()
+    yield broker
+    broker.stop()
+
+
+def run_stream(*args: str, env: dict[str, str], timeout: float = 150):
+    return subprocess.run([sys.executable, str(ROOT / "run_stream.py"), *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env={**os.environ, **env})
 
 
 def by_stream(messages):
@@ -59,6 +87,85 @@ def test_mqtt_urls():
         with pytest.raises(ValueError, match=message) as raised:
             parse_mqtt_url(bad)
         assert "secret" not in str(raised.value)
+
+
+def test_the_password_comes_from_the_url_else_the_file_or_the_variable(monkeypatch, tmp_path):
+    # A user and no password anywhere: the user name alone, as before.
+    assert parse_mqtt_url("mqtt://bob@broker/t").password is None
+    monkeypatch.setenv(PASSWORD_ENV, "")  # empty counts as unset, as for --serve-token's
+    assert parse_mqtt_url("mqtt://bob@broker/t").password is None
+
+    monkeypatch.setenv(PASSWORD_ENV, "p@ss word")
+    target = parse_mqtt_url("mqtt://bob@broker/t")
+    assert (target.username, target.password) == ("bob", "p@ss word")
+    assert "p@ss" not in repr(target) and target.name == "mqtt://***@broker/t"
+    # The URL's own password wins; the environment is not read at all.
+    assert parse_mqtt_url("mqtt://bob:url%21@broker/t").password == "url!"
+    monkeypatch.setenv(PASSWORD_FILE_ENV, str(tmp_path / "absent"))
+    assert parse_mqtt_url("mqtt://bob:url%21@broker/t").password == "url!"
+
+    monkeypatch.delenv(PASSWORD_ENV)
+    secret = tmp_path / "mqtt-password"
+    monkeypatch.setenv(PASSWORD_FILE_ENV, str(secret))
+    for text in ("fr0m file\n", "fr0m file\r\nsecond line\n", "fr0m file"):
+        secret.write_text(text, encoding="utf-8", newline="")
+        assert parse_mqtt_url("mqtts://bob@broker/t").password == "fr0m file"  # first line
+
+
+@pytest.mark.parametrize("environment, message", [
+    ({PASSWORD_FILE_ENV: "{tmp}/absent"},
+     f"{PASSWORD_FILE_ENV}={{tmp}}/absent: cannot read the MQTT password (No such file"),
+    ({PASSWORD_FILE_ENV: "{tmp}"}, f"{PASSWORD_FILE_ENV}={{tmp}}: cannot read the MQTT password"),
+    ({PASSWORD_FILE_ENV: "{tmp}/empty"}, f"{PASSWORD_FILE_ENV}={{tmp}}/empty: the first line is"),
+    ({PASSWORD_FILE_ENV: "{tmp}/empty", PASSWORD_ENV: "x"}, "are both set: set one"),
+])
+def test_a_password_source_that_cannot_be_used_is_one_line_naming_it(
+        environment, message, monkeypatch, tmp_path):
+    (tmp_path / "empty").write_text("\nsecret on line two\n", encoding="utf-8")
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value.format(tmp=tmp_path))
+    with pytest.raises(ValueError) as raised:
+        parse_mqtt_url("mqtt://bob@broker/t")
+    assert message.format(tmp=tmp_path) in str(raised.value)
+    assert "\n" not in str(raised.value) and "secret" not in str(raised.value)
+
+
+def test_a_password_from_the_environment_needs_a_user_in_the_url(monkeypatch):
+    monkeypatch.setenv(PASSWORD_ENV, "s3cret")
+    with pytest.raises(ValueError, match="names no user") as raised:
+        parse_mqtt_url("mqtt://broker/t")
+    assert "s3cret" not in str(raised.value)
+
+
+def test_an_unreadable_password_file_is_a_usage_error_naming_it(tmp_path):
+    missing = tmp_path / "no-such-secret"
+    # A bad source list after it: the old code, which never read the file, stops there quickly.
+    result = run_stream("@/nonexistent/cams.txt", "--mqtt", "mqtt://bob@127.0.0.1:1/t",
+                        env={PASSWORD_FILE_ENV: str(missing)}, timeout=60)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"{PASSWORD_FILE_ENV}={missing}: cannot read the MQTT password" in last
+    assert "Traceback" not in result.stderr
+
+
+def test_the_password_from_the_environment_logs_in_and_every_event_arrives(locked_broker,
+                                                                           tmp_path):
+    """The broker refuses a login without the password: events arriving show it was sent."""
+    subscriber = Subscriber(locked_broker.port, credentials=("bob", "s3cret"))
+    try:
+        result = run_stream(str(SAMPLE_VIDEO), "--mqtt", locked_broker.url("bob"),
+                            "--jsonl", str(tmp_path / "out.jsonl"), "--log-level", "info",
+                            env={PASSWORD_ENV: "s3cret"})
+        assert result.returncode == 0, result.stderr
+        written = [json.loads(line) for line in
+                   (tmp_path / "out.jsonl").read_text().splitlines()]
+        got = by_stream(subscriber.wait_for(len(written)))
+    finally:
+        subscriber.close()
+    assert [{k: v for k, v in m.items() if k != "seq"}
+            for m in got.get("shapes_s5_00000", [])] == written
+    assert "s3cret" not in result.stderr + result.stdout
+    assert "not acknowledged" not in result.stderr
 
 
 def test_every_event_arrives_in_order_per_stream_and_credentials_stay_hidden(broker, tmp_path):

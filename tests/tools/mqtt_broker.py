@@ -3,6 +3,8 @@ that keeps every message it receives."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import shutil
@@ -29,12 +31,23 @@ class Broker:
     """mosquitto on 127.0.0.1:``port`` with persistence in ``folder``: a restart keeps the
     subscribers' sessions and their queued messages, as a broker in service does."""
 
-    def __init__(self, executable: str, folder: Path, port: int) -> None:
+    def __init__(self, executable: str, folder: Path, port: int,
+                 users: dict[str, str] | None = None) -> None:
+        """``users``: user name to password; given, the broker refuses anyone else (so that a
+        test sees the password was sent, not merely accepted by an open broker)."""
         self.executable, self.port = executable, port
         self.config = folder / "mosquitto.conf"
+        access = "allow_anonymous true\n"
+        if users:
+            passwords = folder / "passwords"
+            passwords.write_text("".join(f"{user}:{_hashed(password)}\n"
+                                         for user, password in users.items()), encoding="utf-8")
+            # user root: a mosquitto started as root reads the password file after dropping to
+            # its own user, which cannot enter the test's private folder (no effect otherwise).
+            access = f"allow_anonymous false\npassword_file {passwords}\nuser root\n"
         # max_queued_messages 0: no cap on what waits for a subscriber that is away (the
         # default, 1000, drops the rest).
-        self.config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+        self.config.write_text(f"listener {port} 127.0.0.1\n{access}"
                                f"persistence true\npersistence_location {folder}/\n"
                                f"max_queued_messages 0\n", encoding="utf-8")
         self.log = folder / "mosquitto.log"
@@ -66,10 +79,19 @@ class Broker:
         return f"mqtt://{at}127.0.0.1:{self.port}/{topic}"
 
 
+def _hashed(password: str) -> str:
+    """mosquitto's ``$6$`` password-file form, SHA-512 of password then salt (what
+    mosquitto_passwd writes; computed here so the tests need only the broker itself)."""
+    salt = os.urandom(12)
+    digest = hashlib.sha512(password.encode() + salt).digest()
+    return f"$6${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
 class Subscriber:
     """A persistent-session QoS 1 subscriber to ``topic/#`` that reconnects by itself."""
 
-    def __init__(self, port: int, topic: str = "lrcn/events") -> None:
+    def __init__(self, port: int, topic: str = "lrcn/events",
+                 credentials: tuple[str, str] | None = None) -> None:
         self.messages: list[tuple[str, dict[str, Any]]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
@@ -78,6 +100,8 @@ class Subscriber:
         self.client.on_connect = lambda c, u, f, rc, p=None: c.subscribe(f"{topic}/#", qos=1)
         self.client.on_subscribe = lambda *args: self._subscribed.set()
         self.client.on_message = self._keep
+        if credentials is not None:
+            self.client.username_pw_set(*credentials)
         self.client.reconnect_delay_set(min_delay=1, max_delay=2)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
