@@ -167,7 +167,7 @@ def test_leaving_the_loop_stops_an_endless_live_source_promptly(loaded):
 
 
 def test_a_bug_in_a_decoder_thread_is_raised_in_the_caller(loaded, videos, monkeypatch):
-    def broken(frame, size):
+    def broken(*args):
         raise ZeroDivisionError("decoder bug")
 
     monkeypatch.setattr("stream.decoder.frame_to_rgb", broken)
