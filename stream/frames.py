@@ -25,7 +25,7 @@ from stream.hwaccel import report_software_fallback, resolve
 
 # Sample times are k / sample_fps; a frame whose time is within this tolerance of a sample time
 # counts as at that time (PTS are rationals, their float conversion is not exact).
-_TIME_EPS = 1e-6
+TIME_EPS = 1e-6
 HD_PIXELS = 1280 * 720  # files at least this large decode with frame threading
 # A timestamp this many seconds before the latest one is a restart of the clock, not jitter.
 _JUMP_BACK = 0.5
@@ -71,11 +71,11 @@ class TimeSampler:
         # or after it, as in a run from the beginning; a fresh sampler would keep the first
         # frame it sees, off the grid.
         self._next = -math.inf if start <= 0 or fps is None else (
-            math.ceil(start * fps - _TIME_EPS) / fps)
+            math.ceil(start * fps - TIME_EPS) / fps)
 
     def due(self, time: float) -> bool:
         """Whether the frame at ``time`` seconds would be sampled (nothing advances)."""
-        return self.fps is None or time >= self._next - _TIME_EPS
+        return self.fps is None or time >= self._next - TIME_EPS
 
     def accept(self, time: float) -> bool:
         """Return whether the frame at ``time`` seconds is sampled (and advance if so)."""
@@ -83,7 +83,7 @@ class TimeSampler:
             return True
         if not self.due(time):
             return False
-        self._next = (math.floor(time * self.fps + _TIME_EPS) + 1) / self.fps
+        self._next = (math.floor(time * self.fps + TIME_EPS) + 1) / self.fps
         return True
 
 
@@ -310,7 +310,7 @@ def frames_from(
     else:
         frames = _seek(container, stream, first, counter, name)
     for time, frame in frames:
-        if time >= first - _TIME_EPS and sampler.accept(time):
+        if time >= first - TIME_EPS and sampler.accept(time):
             yield time, frame
 
 
@@ -335,7 +335,7 @@ def _seek(container: av.container.InputContainer, stream: av.VideoStream, first:
         frames = sampled_frames(container, stream, TimeSampler(None), counter,
                                 clock=StreamClock(stream, origin=origin))
         head = next(frames, None)
-        if head is not None and head[0] <= first + _TIME_EPS:
+        if head is not None and head[0] <= first + TIME_EPS:
             break
         # Nothing decoded (a seek past the end) or a first frame after ``first``: go back.
         if target == 0.0:  # even a seek to the start lands late (MPEG-TS at times)

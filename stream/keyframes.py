@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-_TIME_EPS = 1e-6  # the sampler's tolerance (stream.frames): a time on the grid is in its slot
+from stream.frames import TIME_EPS
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def signature(rule: KeyFrameRule, thumbs: np.ndarray) -> np.ndarray:
 
 def sample_slot(time: float, sample_fps: float) -> int:
     """The sampling grid's slot of a frame at ``time`` seconds."""
-    return math.floor(time * sample_fps + _TIME_EPS)
+    return math.floor(time * sample_fps + TIME_EPS)  # a time on the grid is in its slot
 
 
 class KeyFrameSchedule:
