@@ -6,17 +6,21 @@
 
 Per video it writes OUT/<path under the inputs' common folder>.jsonl, .srt and .vtt, and
 records every input in OUT/manifest.jsonl (path, size, mtime, content fingerprint, status,
-frames, video duration, seconds taken, error). Rerunning skips videos already done and
-unchanged, so a killed run (even by SIGKILL) just continues. Exit codes: 0 all videos
-captioned; 1 some failed (listed at the end, recorded in the manifest); 2 bad command line or
-inputs; 3 the bundle or device cannot be used; 4 the run stopped because the manifest cannot
-be written (the workers are stopped; what was recorded stays valid); 130 interrupted (Ctrl-C:
-the workers are stopped, finished videos stay recorded).
+frames, video duration, seconds taken, error, each output's size and sha256). Rerunning skips
+videos already done, unchanged and with their outputs as recorded, so a killed run (even by
+SIGKILL) just continues. One run at a time per OUT: a run holds OUT/.run_archive.lock while it
+works. Exit codes: 0 all videos captioned; 1 some failed (listed at the end, recorded in the
+manifest); 2 bad command line or inputs; 3 the bundle or device cannot be used; 4 the run
+stopped because OUT or the manifest cannot be written (the workers are stopped; what was
+recorded stays valid); 5 another run is using OUT (one line naming OUT and that run's pid;
+nothing in OUT touched); 130 interrupted (Ctrl-C: the workers are stopped, finished videos
+stay recorded).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -36,10 +40,11 @@ from stream.archive.inputs import (
     seekable_by_time,
 )
 from stream.archive.outputs import (
-    OUTPUT_KINDS,
     Manifest,
     ManifestError,
+    OutputBusyError,
     group_results,
+    output_lock,
     remove_temporaries,
     stitch,
     video_record,
@@ -53,7 +58,7 @@ from stream.hwaccel import HWACCELS
 from stream.paths import DEFAULT_BUNDLE
 from stream.sessions import DEVICES, SessionSettings, default_threads
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUNDLE, EXIT_OUTPUT = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUNDLE, EXIT_OUTPUT, EXIT_BUSY = 0, 1, 2, 3, 4, 5
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -119,6 +124,24 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ArchiveError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    # One run at a time on OUT, from before its manifest is read to the end; taken before the
+    # bundle loads, so that a second run stops at once.
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(output_lock(args.out))
+        except OutputBusyError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_BUSY
+        except OSError as error:  # not a folder, no permission, no locks on its file system
+            print(printable(f"error: {args.out}: cannot use as the output folder "
+                            f"({reason(error)})"), file=sys.stderr)
+            return EXIT_OUTPUT
+        return _run(args, paths, root, workers, threads)
+
+
+def _run(args: argparse.Namespace, paths: list[Path], root: Path, workers: int,
+         threads: int) -> int:
+    """The run proper, under OUT's lock."""
     try:  # refuse a bad bundle before any work starts
         loaded = open_bundle(args.model, SessionSettings(device=args.device, threads=1))
     except (BundleError, DeviceError) as error:
@@ -133,8 +156,10 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     del loaded
 
     videos = describe_inputs(paths, root)
-    remove_temporaries(args.out)  # left by a run that was killed
     manifest = Manifest(args.out)
+    # Left by a run that was killed (under the lock, no other run is writing OUT).
+    remove_temporaries(args.out, [v.output for v in videos]
+                       + [r.get("output") for r in manifest.records.values()])
     todo = [v for v in videos if args.force or not manifest.done(v, args.out, settings)]
     summary = _Summary(total=len(videos), skipped=len(videos) - len(todo))
     by_path = {v.path: v for v in todo}
@@ -189,12 +214,13 @@ def _close(results: Iterator[TaskResult]) -> None:
 
 def _finish(video: VideoInput, parts: list[TaskResult], out: Path, manifest: Manifest,
             sample_fps: float, summary: _Summary, settings: dict[str, Any]) -> None:
-    """Write a finished video's outputs (or clear stale ones if it failed), then record it."""
+    """Write a finished video's outputs, then record it (with their checksums). A video that
+    failed leaves any earlier outputs in place: its record no longer vouches for them."""
     records = [] if any(p.error for p in parts) else stitch(parts)
     record = video_record(video, parts, records) | {"settings": settings}
     if record["status"] == "ok":
         try:
-            write_outputs(out, video, records, sample_fps)
+            record["outputs"] = write_outputs(out, video, records, sample_fps)
             summary.done += 1
             summary.frames += len(records)
             summary.encoded += record["frames_encoded"]
@@ -202,8 +228,6 @@ def _finish(video: VideoInput, parts: list[TaskResult], out: Path, manifest: Man
             record |= {"status": "failed", "error": printable(f"{video.path}: cannot write "
                                                               f"outputs ({reason(error)})")}
     if record["status"] != "ok":
-        for kind in OUTPUT_KINDS:  # outputs of an earlier version of this file are no longer
-            (out / f"{video.output}.{kind}").unlink(missing_ok=True)
         summary.failures.append((printable(video.path), record["error"]))
     manifest.append(record)
 

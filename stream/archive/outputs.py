@@ -5,35 +5,129 @@ and the manifest::
     OUT/<...>.srt, OUT/<...>.vtt                   subtitles (consecutive equal captions merged)
     OUT/manifest.jsonl                             one record per input: fingerprint, status, ...
 
+    OUT/.run_archive.lock                          held (flock) by the run writing OUT; removed at
+                                                   its end
+
 Crash safety: a video's three files are written under temporary names and renamed into place
-only when all are complete, and then its manifest record is appended and flushed. A run killed
-at any moment (SIGKILL included) leaves finished videos complete and recorded; the next run
-skips them (same size, mtime and content fingerprint, outputs present) and redoes the rest. At
-the end of a run the manifest is rewritten in path order, one record per input. Outputs hold no
-wall-clock times, so a resumed run writes the same files as an uninterrupted one.
+only when all are complete, and then its manifest record is appended and flushed, with each
+output's size and sha256. Three renames are not atomic as a set, so the record is what makes a
+set: a rerun counts a video as done only when its outputs match the record's checksums (a crash
+between the renames leaves a new file next to old ones, which no record vouches for: the video
+is redone). A run killed at any moment (SIGKILL included) leaves finished videos complete and
+recorded; the next run skips them (same size, mtime and content fingerprint, outputs as
+recorded) and redoes the rest. At the end of a run the manifest is rewritten in path order, one
+record per input. Outputs hold no wall-clock times, so a resumed run writes the same files as an
+uninterrupted one.
+
+One run at a time: a run holds an exclusive ``flock`` on OUT/.run_archive.lock (which holds its
+pid) from before it reads the manifest until it ends; the system releases it when the process
+dies, SIGKILL included. A second run on the same OUT stops at once (:class:`OutputBusyError`).
+So the temporaries a run finds are those of a run that is gone, and it removes them; it looks
+for them only where the archive writes (the folders of the outputs of its inputs and of the
+manifest's records, not below them) and only under its own names (``.<output>.<kind>.PID.tmp``,
+``.manifest.jsonl.PID.tmp``): no other folder of OUT is listed and no other file removed.
+Outputs under their final names are only ever replaced by a new set, never deleted: a video that
+fails keeps the files of an earlier success, which its failed record no longer vouches for.
+Records written before checksums were recorded vouch for nothing: those videos are redone once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
-from collections.abc import Iterator
-from pathlib import Path
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from stream.archive.inputs import VideoInput, printable
 from stream.archive.worker import TaskResult
 from stream.errors import StreamError, reason
 from stream.events import CaptionEvent
-from stream.files import is_temporary_name, sync, temporary_name, write_text_atomically
+from stream.files import sync, temporary_name, write_text_atomically
 from stream.sinks import JsonlSink, SubtitleSink
 
+if sys.platform != "win32":
+    import fcntl
+
 MANIFEST = "manifest.jsonl"
+LOCK = ".run_archive.lock"
 OUTPUT_KINDS = ("jsonl", "srt", "vtt")
+# The temporary names (stream.files.temporary_name) of a video's outputs and of the manifest.
+_OUTPUT_TEMPORARY = re.compile(rf"\.(.+)\.(?:{'|'.join(OUTPUT_KINDS)})\.\d+\.tmp")
+_MANIFEST_TEMPORARY = re.compile(rf"\.{re.escape(MANIFEST)}\.\d+\.tmp")
+_HASH_BLOCK = 1 << 20
 
 
 class ManifestError(StreamError):
     """The manifest cannot be written (a full disk, ...): the run cannot record its work."""
+
+
+class OutputBusyError(StreamError):
+    """Another run holds the output folder's lock."""
+
+    def __init__(self, out: Path, pid: int | None) -> None:
+        self.out, self.pid = out, pid
+        holder = f"pid {pid}" if pid is not None else "pid unknown"
+        super().__init__(printable(f"{out} is in use by another run ({holder}); wait for it to "
+                                   f"end or choose another --out"))
+
+
+@contextlib.contextmanager
+def output_lock(out: Path) -> Iterator[Path]:
+    """Hold OUT/.run_archive.lock (an exclusive ``flock``, with this process's pid in it) for
+    the block, creating ``out`` if needed; the file is removed at the end. The system releases
+    the lock of a process that dies, so a run killed by SIGKILL does not block the next.
+
+    Raises:
+        OutputBusyError: another run holds it.
+        OSError: ``out`` cannot be created, or the lock file cannot be opened or locked.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK
+    if sys.platform == "win32":  # no flock: one run at a time is up to the user there
+        yield path
+        return
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _holder(fd)
+            os.close(fd)
+            raise OutputBusyError(out, pid) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        # The run that held it may have removed the file between our open and our flock: then
+        # this lock is on a file nobody else will open; take the one now under the name.
+        try:
+            here, named = os.fstat(fd), os.stat(path)
+            if (here.st_dev, here.st_ino) == (named.st_dev, named.st_ino):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        # Overwritten in place (never empty in between), so a second run always reads a pid.
+        record = f"{os.getpid():<20}\n".encode()
+        os.pwrite(fd, record, 0)
+        os.ftruncate(fd, len(record))
+        yield path
+    finally:
+        with contextlib.suppress(OSError):  # while still held: the next run makes a new one
+            path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _holder(fd: int) -> int | None:
+    try:
+        return int(os.pread(fd, 64, 0).split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def stitch(results: list[TaskResult]) -> list[dict[str, Any]]:
@@ -48,8 +142,11 @@ def stitch(results: list[TaskResult]) -> list[dict[str, Any]]:
 
 
 def write_outputs(out: Path, video: VideoInput, records: list[dict[str, Any]],
-                  sample_fps: float) -> list[Path]:
-    """Write the video's JSONL, SRT and WebVTT under temporary names, then rename all three."""
+                  sample_fps: float) -> dict[str, dict[str, Any]]:
+    """Write the video's JSONL, SRT and WebVTT under temporary names, then rename all three.
+
+    Returns each output's ``{"size", "sha256"}`` by kind, for its manifest record: the set that
+    the record vouches for (:meth:`Manifest.done`)."""
     base = out / video.output
     base.parent.mkdir(parents=True, exist_ok=True)
     finals = [base.with_name(f"{base.name}.{kind}") for kind in OUTPUT_KINDS]
@@ -70,22 +167,67 @@ def write_outputs(out: Path, video: VideoInput, records: list[dict[str, Any]],
         # Durable before the manifest vouches for them: synced, renamed, directory synced.
         for temp in temps:
             sync(temp)
+        checksums = {kind: _checksum(temp) for kind, temp in zip(OUTPUT_KINDS, temps,
+                                                                  strict=True)}
         for temp, final in zip(temps, finals, strict=True):
             os.replace(temp, final)
         sync(base.parent)
     finally:
         for temp in temps:
             temp.unlink(missing_ok=True)
-    return finals
+    return checksums
 
 
-def remove_temporaries(out: Path) -> int:
-    """Delete the temporary files a killed run left in ``out`` (``.NAME.PID.tmp``)."""
+def _checksum(path: Path) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as file:
+        while block := file.read(_HASH_BLOCK):
+            digest.update(block)
+            size += len(block)
+    return {"size": size, "sha256": digest.hexdigest()}
+
+
+def _matches(path: Path, expected: object) -> bool:
+    """Whether ``path`` is the file its record describes (size first: no read when it differs)."""
+    if not isinstance(expected, dict):
+        return False
+    try:
+        return (path.stat().st_size == expected.get("size")
+                and _checksum(path) == {"size": expected.get("size"),
+                                        "sha256": expected.get("sha256")})
+    except OSError:
+        return False
+
+
+def remove_temporaries(out: Path, outputs: Iterable[object]) -> int:
+    """Delete the temporaries that a killed run left of these outputs (paths relative to
+    ``out``, without suffix: the inputs' and the manifest's) and of the manifest. Call it only
+    while holding :func:`output_lock`: then their owner is gone.
+
+    Only the folders of those outputs are listed (not searched below), and only names that are
+    the archive's own temporaries of those outputs are removed; whatever else is in ``out`` is
+    left alone."""
+    names: dict[Path, set[str]] = {out: set()}
+    for output in outputs:
+        if not isinstance(output, str):
+            continue  # a damaged manifest record
+        relative = PurePosixPath(output)
+        if relative.is_absolute() or ".." in relative.parts or relative.name in ("", "."):
+            continue  # not below out: never the archive's
+        names.setdefault(out.joinpath(*relative.parent.parts), set()).add(relative.name)
     removed = 0
-    if out.is_dir():
-        for path in out.rglob(".*.tmp"):
-            if is_temporary_name(path.name) and path.is_file():
-                path.unlink(missing_ok=True)
+    for folder, stems in names.items():
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:  # no such folder (yet), or not a folder
+            continue
+        for entry in entries:
+            match = _OUTPUT_TEMPORARY.fullmatch(entry.name)
+            ours = (match is not None and match[1] in stems) or (
+                folder == out and _MANIFEST_TEMPORARY.fullmatch(entry.name) is not None)
+            if ours and entry.is_file(follow_symlinks=False):
+                Path(entry.path).unlink(missing_ok=True)
                 removed += 1
     return removed
 
@@ -110,13 +252,17 @@ class Manifest:
 
     def done(self, video: VideoInput, out: Path, settings: dict[str, Any]) -> bool:
         """Whether ``video`` finished before, unchanged since, with the same model and
-        settings, and with its outputs in place."""
+        settings, and with the outputs its record vouches for in place (same sizes and sha256:
+        a set mixed by a crash between its renames, or a damaged file, is not done)."""
         record = self.records.get(video.path)
+        checksums = record.get("outputs") if record is not None else None
         return (record is not None and record.get("status") == "ok"
                 and record.get("settings") == settings
                 and record.get("fingerprint") == video.fingerprint
                 and record.get("size") == video.size and record.get("mtime") == video.mtime
-                and all((out / f"{video.output}.{kind}").exists() for kind in OUTPUT_KINDS))
+                and isinstance(checksums, dict)
+                and all(_matches(out / f"{video.output}.{kind}", checksums.get(kind))
+                        for kind in OUTPUT_KINDS))
 
     def append(self, record: dict[str, Any]) -> None:
         """Append ``record`` and sync it to the disk; :class:`ManifestError` if it cannot be."""
