@@ -11,6 +11,22 @@ after a reopening carries the reset flag (the stream's memory starts over at the
 discontinuity), and its PTS continues from where the stream left off plus the time the outage
 took, so that times keep increasing. Every step is reported as a status event.
 
+A network input (HTTP(S), HLS, RTMP, SRT, ...) is live when it has no duration. Failures and
+stalls reopen it; a clean end reopens it only when its input also has no length: FFmpeg knows
+no size for it (``container.size < 0``), which over HTTP means a response without
+``Content-Length``. That is what a camera or an encoder sends (MJPEG
+``multipart/x-mixed-replace``, HTTP-FLV, MPEG-TS over HTTP): a stream has no length in advance,
+and its clean end (the server ending the response, its most common failure) is an outage,
+reopened like RTSP's. (Over HTTP the clean end of such a response is a chunked one's last
+chunk; one cut off without it FFmpeg reports as an I/O error, reconnected as any error.) A file
+has a length: a plain HTTP server sends a ``Content-Length`` for an MPEG-TS file, which has no
+duration either, so it ends at its end instead of being replayed forever; only a file sent
+without its length (a rare dynamic server) would be replayed. Pacing (frames arriving no faster
+than their timestamps) was not chosen as the sign of a stream: MJPEG over HTTP carries no
+timestamps (FFmpeg's ``mpjpeg`` demuxer counts 1/25 s a frame whatever the camera's rate, so a
+60 fps camera looks 2.4 times too fast), and the probe hands over the frames it buffered at
+once. A named pipe's writer closing it is its end too.
+
 Decoder settings, measured on the 2-core machine. 640x480 H.264 with noise, decode plus
 conversion of every frame: FFmpeg's default slice threading 254 fps vs frame threading 239-261
 and AUTO 255; swscale ``threads=1`` 254 fps vs its own threading 232. Slice threading adds no
@@ -127,6 +143,7 @@ class Decoder(threading.Thread):
         self.reconnects = 0
         self._last: tuple[float, float] | None = None  # (pts, monotonic time) of the last frame
         self._frames_since_open = 0
+        self._unsized = False  # the last opening's input had no length (a network stream)
         self._pipe: PipeReader | None = None  # a named pipe stays open across reopenings
         self._seekable = True  # False once a seek was refused: decoded from the start
         self._reformatter = VideoReformatter()  # this thread's swscale context, built once
@@ -163,11 +180,8 @@ class Decoder(threading.Thread):
                 return None
             if not self._reconnects() or self.reconnect.attempts == 0:
                 return failure
-            if failure is None and self.source.kind in ("network", "pipe"):
-                # A clean end over HTTP is the end: an MPEG-TS file served over HTTP has no
-                # duration either, and reopening it would replay it forever. So is a pipe's
-                # writer closing it. Errors and stalls still reconnect.
-                return None
+            if failure is None and not self._reopens_at_end():
+                return None  # a file over the network, or a pipe's writer closing it
             if self._frames_since_open:  # the source worked for a while: start counting anew
                 failures = 0
             failures += 1
@@ -187,6 +201,14 @@ class Decoder(threading.Thread):
         file."""
         kind, live = self.source.kind, self.source.live
         return kind in ("webcam", "rtsp", "pipe") or (kind == "network" and live is not False)
+
+    def _reopens_at_end(self) -> bool:
+        """Whether a clean end is an outage to reopen: always for cameras and RTSP; for a live
+        network input only when its last opening had no length (a stream, not a file: see the
+        module docstring); never for a pipe (its writer closed it)."""
+        if self.source.kind == "network":
+            return bool(self.source.live) and self._unsized
+        return self.source.kind != "pipe"
 
     def _decode_once(self) -> str | None:
         """Open the source and queue its sampled frames; return None at its end, else why not.
@@ -210,6 +232,8 @@ class Decoder(threading.Thread):
             if self.source.live is None:  # a network input: live unless it has a duration
                 self.source = replace(self.source, live=container.duration is None)
                 self.mailbox.set_live(self.stream, bool(self.source.live))
+            if self.source.kind == "network":  # no Content-Length over HTTP: a stream
+                self._unsized = container.size < 0
             if not self.source.live:
                 use_file_threading(stream)
             report_software_fallback(self.source.name, stream, self.source.hwaccel)

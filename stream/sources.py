@@ -10,7 +10,8 @@ credentials removed. Forms::
                                            (Windows; webcam:NAME takes the device's name)
     rtsp://user:pw@host:554/stream         RTSP over TCP, read timeout, small probe: fast start
     http(s)://host/live.m3u8               HTTP(S) and HLS (live when the input has no duration;
-                                           reopened after errors, not after a clean end)
+                                           reopened after errors, and after a clean end when
+                                           it has no length either: a stream, not a file)
     lavfi:testsrc2=size=640x480:rate=30    an FFmpeg filter graph; live when it holds "realtime"
     /tmp/cam.fifo                          a named pipe (or other character device) that a
                                            producer writes a stream into: live
