@@ -324,7 +324,8 @@ class RayPipeline:
                 if not pending:  # every actor left is unavailable: wait for the next attempt
                     time.sleep(_POLL_WAIT)
                     continue
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=_POLL_WAIT)
+                with _signal_exceptions():
+                    ready, _ = ray.wait(list(pending), num_returns=1, timeout=_POLL_WAIT)
                 for ref in ready:
                     worker, call = pending.pop(ref)
                     yield from self._handle(ref, worker, call, pending)
@@ -381,7 +382,8 @@ class RayPipeline:
                 pending: dict[Any, tuple[_Worker, str]]) -> Generator[Event, None, None]:
         ray = self._ray
         try:
-            result = ray.get(ref)
+            with _signal_exceptions():
+                result = ray.get(ref)
         except ray.exceptions.RayTaskError as error:  # the call raised in the actor
             cause = getattr(error, "cause", None)
             if isinstance(cause, StreamError):  # the bundle or the device cannot be used there
@@ -532,6 +534,22 @@ class RayPipeline:
                 ray.kill(worker.handle)
         if self._started_ray:
             ray.shutdown()
+
+
+@contextlib.contextmanager
+def _signal_exceptions() -> Generator[None, None, None]:
+    """Let an exception that a signal handler raised during a Ray call come out as itself.
+
+    Ray checks for signals inside its C code and hands the handler's exception (the CLI's
+    SIGTERM exception, KeyboardInterrupt) back wrapped in a SystemError ("returned a result with
+    an exception set") whose cause it is; seen once in CI as a traceback and exit code 1 where a
+    SIGTERM must stop the run with 143."""
+    try:
+        yield
+    except SystemError as error:
+        if error.__cause__ is not None:
+            raise error.__cause__ from None
+        raise
 
 
 def _import_ray() -> Any:

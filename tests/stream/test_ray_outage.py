@@ -99,3 +99,21 @@ def test_an_unavailable_live_actor_is_reconnected_without_a_second_start(tmp_pat
     # The same process all along: no restart, no second start.
     assert engine.placement()[file][1] == pid
     assert engine._workers[0].restarts == 0
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_an_exception_a_signal_handler_raised_inside_ray_comes_out_as_itself():
+    """Ray hands a signal handler's exception (the CLI's SIGTERM) back as a SystemError whose
+    cause it is; the driver re-raises the cause, so SIGTERM still exits 143 (seen once in CI)."""
+    from stream.ray_pipeline import _signal_exceptions
+
+    with pytest.raises(_Stop), _signal_exceptions():
+        try:
+            raise _Stop()
+        except _Stop as cause:
+            raise SystemError("returned a result with an exception set") from cause
+    with pytest.raises(SystemError, match="plain"), _signal_exceptions():
+        raise SystemError("plain")
