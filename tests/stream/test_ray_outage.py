@@ -5,8 +5,6 @@ run's, none twice and none lost (not even those of the poll whose answer was los
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 import ray  # noqa: E402 - the ray extra, installed by make setup
 
@@ -18,22 +16,9 @@ from stream.ray_pipeline import Polled, RayPipeline, RaySettings  # noqa: E402
 from stream.sessions import SessionSettings
 from stream.sources import open_sources
 from tests.media import write_video
+from tests.tools.local_ray import captions, local_ray  # noqa: F401 - the module's Ray
 
 pytestmark = [pytest.mark.timeout(240)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    """One local Ray of 2 CPUs for the module: each RayPipeline joins it (and leaves it up)."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.ERROR)
-    yield
-    ray.shutdown()
-
-
-def captions(events):
-    return sorted((e.stream, e.index, e.pts, e.caption) for e in events
-                  if isinstance(e, CaptionEvent))
 
 
 @pytest.mark.parametrize("outage", ["poll", "poll and start"])

@@ -4,13 +4,11 @@ up, the live view's frames, bounded shutdown."""
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import time
 
 import pytest
-import ray  # noqa: E402 - the ray extra, installed by make setup
 
 from stream.bundle import open_bundle
 from stream.decoder import ReconnectPolicy
@@ -22,26 +20,13 @@ from stream.sessions import SessionSettings
 from stream.sources import SourceOptions, open_sources
 from tests.conftest import require_rtsp_server
 from tests.media import write_video
+from tests.tools.local_ray import captions, local_ray  # noqa: F401 - the module's Ray
 from tests.tools.rtsp import RtspServer, free_port
 
 pytestmark = [pytest.mark.timeout(240)]
 
 CAMERA = "lavfi:testsrc2=size=160x120:rate=10,realtime"
 OTHER_CAMERA = "lavfi:mandelbrot=size=160x120:rate=10,realtime"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    """One local Ray of 2 CPUs for the module: each RayPipeline joins it (and leaves it up)."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.ERROR)
-    yield
-    ray.shutdown()
-
-
-def captions(events):
-    return sorted((e.stream, e.index, e.pts, e.caption) for e in events
-                  if isinstance(e, CaptionEvent))
 
 
 def test_files_get_the_same_captions_as_on_the_local_engine(tmp_path):

@@ -1,0 +1,27 @@
+"""What the Ray engine's test modules share: one local Ray of 2 CPUs per module, and their
+captions in a comparable form."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import ray
+
+from stream.events import CaptionEvent
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """One local Ray of 2 CPUs for the module: each RayPipeline joins it (and leaves it up).
+    A module that imports this fixture gets it for all its tests."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.ERROR)
+    yield
+    ray.shutdown()
+
+
+def captions(events):
+    """(stream, index, pts, caption) of every caption event, sorted: engine-independent."""
+    return sorted((e.stream, e.index, e.pts, e.caption) for e in events
+                  if isinstance(e, CaptionEvent))
