@@ -75,6 +75,7 @@ class Steps:
     def __init__(self, results: Path, deadline: float) -> None:
         self.results, self.deadline = results, deadline
         self.records: list[dict[str, Any]] = []
+        self.facts: dict[str, Any] = {}  # driver.json's other fields, kept here
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -116,13 +117,12 @@ class Steps:
               flush=True)
         self.write()
 
-    def write(self, **extra: Any) -> None:
+    def write(self, **facts: Any) -> None:
+        """driver.json, written again whole (a killed run keeps what it had)."""
+        self.facts |= facts
         self.results.mkdir(parents=True, exist_ok=True)
-        path = self.results / "driver.json"
-        body = {"steps": self.records, **extra}
-        if path.exists():
-            body = {**json.loads(path.read_text()), **body}
-        path.write_text(json.dumps(body, indent=1) + "\n")
+        (self.results / "driver.json").write_text(
+            json.dumps({**self.facts, "steps": self.records}, indent=1) + "\n")
 
 
 def find_plan(kit: Path) -> tuple[Path, dict[str, Any]]:

@@ -59,8 +59,7 @@ def mjpeg_video(seconds: int, cache: Path = CACHE) -> Path:
         stream = output.add_stream("mjpeg", rate=30)
         stream.width, stream.height, stream.pix_fmt = 1280, 720, "yuvj420p"
         stream.codec_context.time_base = Fraction(1, 30)
-        for frame in graph.decode(video=0):
-            frame.pts, frame.time_base = frame.pts, Fraction(1, 30)
+        for frame in graph.decode(video=0):  # lavfi's frames are timed at 1/30 s already
             output.mux(stream.encode(frame.reformat(format="yuvj420p")))
         output.mux(stream.encode())
     partial.replace(path)

@@ -89,7 +89,7 @@ def _caption_frames(core: CaptionCore, task: Task,
     first = max(0.0, math.floor((task.start - warmup) * fps + 1e-6) / fps)
     events: list[dict[str, Any]] = []
     pending: list[tuple[float, np.ndarray]] = []
-    last_pts = [task.start]  # the last sampled frame's time
+    last_pts = task.start  # the last sampled frame's time
 
     def flush() -> None:
         # The task's stream id is new to the core: its first frame starts from a clear state.
@@ -105,6 +105,7 @@ def _caption_frames(core: CaptionCore, task: Task,
 
     def decode(seek: bool) -> int:
         """Caption the task's frames; the number of frames decoded."""
+        nonlocal last_pts
         with open_video(task.path, task.hwaccel) as (container, stream):
             stream.codec_context.thread_count = decoder_threads
             counter = FrameCounter()
@@ -116,7 +117,7 @@ def _caption_frames(core: CaptionCore, task: Task,
                     if task.end is not None and pts >= task.end - 1e-6:
                         break
                     pending.append((pts, frame_to_rgb(frame, size, reformatter)))
-                    last_pts[0] = pts
+                    last_pts = pts
                     if len(pending) == _STEP_BATCH:
                         flush()
             except av.FFmpegError as error:
@@ -132,5 +133,5 @@ def _caption_frames(core: CaptionCore, task: Task,
         flush()
     if decoded == 0:
         raise MediaError(f"{task.path}: no decodable video frames")
-    end = task.end if task.end is not None else last_pts[0] + 1 / bundle.sample_fps
+    end = task.end if task.end is not None else last_pts + 1 / bundle.sample_fps
     return events, max(0.0, end - task.start)
