@@ -29,7 +29,7 @@ import numpy as np
 import onnxruntime as ort
 
 from stream.errors import BundleError, reason
-from stream.files import write_text_atomically
+from stream.files import sha256_file, write_text_atomically
 from stream.keyframes import KeyFrameRule
 from stream.sessions import SessionSettings, choose_providers, create_session
 
@@ -176,15 +176,6 @@ class Bundle:
             if i not in skip:
                 words.append(self.tokens[i])
         return " ".join(words)
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class _Reader:

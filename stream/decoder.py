@@ -51,7 +51,6 @@ from stream.errors import MediaError, reason
 from stream.events import ENDED, OPENED, RECONNECTING, StatusEvent
 from stream.frames import (
     FrameCounter,
-    TimeSampler,
     UnseekableError,
     frame_to_rgb,
     frames_from,
@@ -252,9 +251,9 @@ class Decoder(threading.Thread):
                     packets = retried_packets(container, stream, self.source.read_timeout,
                                               self.stop)
                 start = self.source.start
-                for pts, frame in frames_from(container, stream, start,
-                                              TimeSampler(self.sample_fps, start=start), counter,
-                                              self.source.name, self._seekable, packets):
+                for pts, frame in frames_from(container, stream, start, self.sample_fps,
+                                              counter, self.source.name, self._seekable,
+                                              packets):
                     if pace is not None and not pace.wait(pts, self.stop):
                         return None
                     if self.stop.is_set():

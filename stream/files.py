@@ -4,6 +4,7 @@ reading of list files."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
 import shutil
@@ -117,3 +118,12 @@ def read_list(path: str | os.PathLike[str]) -> list[str]:
     """
     lines = Path(path).read_text(encoding="utf-8", errors="surrogateescape").splitlines()
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes (the bundle's checksums, the archive's outputs)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

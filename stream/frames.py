@@ -285,7 +285,7 @@ def frames_from(
     container: av.container.InputContainer,
     stream: av.VideoStream,
     first: float,
-    sampler: TimeSampler,
+    sample_fps: float | None,
     counter: FrameCounter | None = None,
     name: str = "",
     seek: bool = True,
@@ -294,7 +294,8 @@ def frames_from(
     """The sampled frames at or after ``first`` seconds from the stream's start: the one seek
     of the live decoder's start and resume and of the archive's chunks.
 
-    The seek is to a keyframe at or before ``first``, on the stream's own clock (its start time
+    Frames are sampled at ``sample_fps`` on the whole stream's grid (None: every frame). The
+    seek is to a keyframe at or before ``first``, on the stream's own clock (its start time
     is the origin). Some containers (MPEG-TS) land after the target; then the seek is retried
     further back, doubling the margin, down to the start. ``seek=False`` decodes from the start
     and skips (for an input that cannot seek). ``counter`` counts every decoded frame.
@@ -305,12 +306,16 @@ def frames_from(
         MediaError: the seek failed otherwise, naming ``name``.
     """
     counter = counter if counter is not None else FrameCounter()
+    sampler = TimeSampler(sample_fps, start=first)
     if first <= 0 or not seek or stream.time_base is None:
-        frames = sampled_frames(container, stream, TimeSampler(None), counter, packets)
+        # decoded from the start: the sampler skips what comes before ``first`` (and, for an
+        # intra-only codec, does not even decode it)
+        frames = sampled_frames(container, stream, sampler, counter, packets)
     else:
-        frames = _seek(container, stream, first, counter, name)
+        frames = (item for item in _seek(container, stream, first, counter, name)
+                  if sampler.accept(item[0]))
     for time, frame in frames:
-        if time >= first - TIME_EPS and sampler.accept(time):
+        if time >= first - TIME_EPS:  # the sampler's grid point, or any frame without fps
             yield time, frame
 
 

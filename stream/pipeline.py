@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from stream.bundle import LoadedBundle, check_files, open_bundle, read_bundle
+from stream.bundle import Bundle, LoadedBundle, check_files, open_bundle, read_bundle
 from stream.captioning import Caption, CaptionCore
 from stream.decoder import Decoder, ReconnectPolicy, Resume
 from stream.errors import MediaError, StreamError, reason
@@ -334,15 +334,15 @@ def caption_stream(
         raise ValueError(f"engine must be local or ray, got {engine!r}")
     parsed = open_sources(specs, settings.sources)
     if engine == "ray":
-        path = bundle.bundle.path if isinstance(bundle, LoadedBundle) else bundle
-        check_files(read_bundle(path))  # a bad bundle raises here, before Ray starts
-        return _ray_events(parsed, path, device, settings, ray_settings)
+        read = bundle.bundle if isinstance(bundle, LoadedBundle) else read_bundle(bundle)
+        check_files(read)  # a bad bundle raises here, before Ray starts
+        return _ray_events(parsed, read, device, settings, ray_settings)
     loaded = (bundle if isinstance(bundle, LoadedBundle)
               else open_bundle(bundle, SessionSettings(device=device)))
     return iter(Pipeline(parsed, loaded, settings))  # its threads start at the first next()
 
 
-def _ray_events(sources: dict[str, Source | MediaError], bundle: str | Path, device: str,
+def _ray_events(sources: dict[str, Source | MediaError], bundle: Bundle, device: str,
                 settings: PipelineSettings, ray_settings: RaySettings | None) -> Iterator[Event]:
     """The Ray engine's events; Ray starts (or is joined) at the first ``next()``."""
     from stream.ray_pipeline import RayPipeline  # Ray is an extra: imported when asked for

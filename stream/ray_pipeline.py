@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.bundle import BUNDLE_FILE, check_files, open_bundle, read_bundle
+from stream.bundle import BUNDLE_FILE, Bundle, check_files, open_bundle, read_bundle
 from stream.decoder import Resume
 from stream.errors import MediaError, StreamError, reason
 from stream.events import ENDED, OPENED, RECONNECTING, CaptionEvent, Event, StatusEvent
@@ -283,7 +283,7 @@ class RayPipeline:
         StreamError: the cluster cannot be reached.
     """
 
-    def __init__(self, sources: dict[str, Source | MediaError], bundle: str | Path,
+    def __init__(self, sources: dict[str, Source | MediaError], bundle: str | Path | Bundle,
                  device: str = "auto", settings: PipelineSettings | None = None,
                  ray_settings: RaySettings | None = None,
                  frame_listeners: Sequence[FrameListener] = (),
@@ -292,8 +292,11 @@ class RayPipeline:
         self.ray_settings = ray_settings or RaySettings()
         self.device = device
         self.sources = sources
-        self.bundle = read_bundle(bundle)
-        check_files(self.bundle)
+        if isinstance(bundle, Bundle):  # read and checked by the caller (caption_stream)
+            self.bundle = bundle
+        else:
+            self.bundle = read_bundle(bundle)
+            check_files(self.bundle)
         self.frame_listeners = list(frame_listeners)
         self.join_on_exit = join_on_exit
         self.progress = {stream: _Progress() for stream in sources}

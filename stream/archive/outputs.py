@@ -34,7 +34,6 @@ Records written before checksums were recorded vouch for nothing: those videos a
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -47,7 +46,7 @@ from stream.archive.inputs import VideoInput, printable
 from stream.archive.worker import TaskResult
 from stream.errors import StreamError, reason
 from stream.events import CaptionEvent
-from stream.files import sync, temporary_name, write_text_atomically
+from stream.files import sha256_file, sync, temporary_name, write_text_atomically
 from stream.sinks import JsonlSink, SubtitleSink
 
 if sys.platform != "win32":
@@ -59,7 +58,6 @@ OUTPUT_KINDS = ("jsonl", "srt", "vtt")
 # The temporary names (stream.files.temporary_name) of a video's outputs and of the manifest.
 _OUTPUT_TEMPORARY = re.compile(rf"\.(.+)\.(?:{'|'.join(OUTPUT_KINDS)})\.\d+\.tmp")
 _MANIFEST_TEMPORARY = re.compile(rf"\.{re.escape(MANIFEST)}\.\d+\.tmp")
-_HASH_BLOCK = 1 << 20
 
 
 class ManifestError(StreamError):
@@ -179,13 +177,7 @@ def write_outputs(out: Path, video: VideoInput, records: list[dict[str, Any]],
 
 
 def _checksum(path: Path) -> dict[str, Any]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as file:
-        while block := file.read(_HASH_BLOCK):
-            digest.update(block)
-            size += len(block)
-    return {"size": size, "sha256": digest.hexdigest()}
+    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def _matches(path: Path, expected: object) -> bool:
@@ -194,8 +186,7 @@ def _matches(path: Path, expected: object) -> bool:
         return False
     try:
         return (path.stat().st_size == expected.get("size")
-                and _checksum(path) == {"size": expected.get("size"),
-                                        "sha256": expected.get("sha256")})
+                and sha256_file(path) == expected.get("sha256"))
     except OSError:
         return False
 

@@ -19,7 +19,6 @@ from stream.captioning import CaptionCore
 from stream.errors import MediaError, reason
 from stream.frames import (
     FrameCounter,
-    TimeSampler,
     UnseekableError,
     frame_to_rgb,
     frames_from,
@@ -109,10 +108,9 @@ def _caption_frames(core: CaptionCore, task: Task,
         with open_video(task.path, task.hwaccel) as (container, stream):
             stream.codec_context.thread_count = decoder_threads
             counter = FrameCounter()
-            sampler = TimeSampler(fps, start=first)
             reformatter = VideoReformatter()
             try:
-                for pts, frame in frames_from(container, stream, first, sampler, counter,
+                for pts, frame in frames_from(container, stream, first, fps, counter,
                                               task.path, seek):
                     if task.end is not None and pts >= task.end - 1e-6:
                         break

@@ -86,3 +86,21 @@ def test_an_intra_only_source_decodes_only_the_sampled_frames(tmp_path):
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, expected, strict=True))
     assert len(got) == 20 and counter.decoded == 20  # not 60
 
+
+
+@pytest.mark.parametrize("first, seek", [
+    (0.0, True),  # a live decoder's start and an archive's first chunk
+    (1.0, False),  # an unseekable resume: from the start, skipping to 1 s
+])
+def test_the_one_media_path_skips_an_intra_only_sources_unsampled_frames(tmp_path, first, seek):
+    """The decoder and the archive read through frames_from: the skip must hold there too."""
+    from stream.frames import frames_from
+
+    path = write_mjpeg(tmp_path / "cam.avi", frames=60, fps=30)
+    counter = FrameCounter()
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        times = [t for t, _ in frames_from(container, stream, first, 10, counter, "cam",
+                                           seek)]
+    assert times == pytest.approx([k / 10 for k in range(int(first * 10), 20)])
+    assert counter.decoded == len(times)  # nothing decoded that was not sampled
