@@ -193,8 +193,8 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                                   camera_fps=args.camera_fps, camera_size=args.camera_size,
                                   hwaccel=args.hwaccel, realtime=args.realtime))
         ray_settings = _ray_settings(args, parser)
-        if args.mqtt is not None:
-            parse_mqtt_url(args.mqtt)
+        if args.mqtt is not None:  # read once (a password file too), handed to the sink
+            args.mqtt = parse_mqtt_url(args.mqtt)
         specs = expand_source_lists(args.sources) or [str(SAMPLE_VIDEO)]
     except (ValueError, MediaError) as error:
         parser.error(redact(str(error)))

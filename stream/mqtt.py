@@ -131,8 +131,9 @@ class MqttSink(Sink):
     """Publish every event to ``TOPIC/STREAM`` on the broker at ``url`` (see the module doc).
 
     Args:
-        url: ``mqtt[s]://[user[:password]@]host[:port]/topic``; without a password in it, the
-            password comes from ``LRCN_MQTT_PASSWORD_FILE`` or ``LRCN_MQTT_PASSWORD``.
+        url: ``mqtt[s]://[user[:password]@]host[:port]/topic`` (or its parsed MqttTarget);
+            without a password in it, the password comes from ``LRCN_MQTT_PASSWORD_FILE``
+            or ``LRCN_MQTT_PASSWORD``.
         queue_limit: messages held while the broker cannot be reached, at most.
 
     Raises:
@@ -141,13 +142,13 @@ class MqttSink(Sink):
         ImportError: paho-mqtt is not installed.
     """
 
-    def __init__(self, url: str, queue_limit: int = _QUEUE_LIMIT) -> None:
+    def __init__(self, url: str | MqttTarget, queue_limit: int = _QUEUE_LIMIT) -> None:
         try:
             import paho.mqtt.client as mqtt
         except ImportError as error:
             raise ImportError(f"--mqtt needs paho-mqtt ({_MQTT_EXTRA}): {error}") from error
         self._mqtt = mqtt
-        self.target = parse_mqtt_url(url)
+        self.target = url if isinstance(url, MqttTarget) else parse_mqtt_url(url)
         self.name = self.target.name
         self.sent = 0  # messages handed to the client
         self.acknowledged = 0
