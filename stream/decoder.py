@@ -38,6 +38,7 @@ and raised the whole pipeline on a 1080p file from 142 to 180 source frames/s, b
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -45,18 +46,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import av
-from av.video.reformatter import VideoReformatter
 
-from stream.errors import MediaError, reason
+from stream.errors import MediaError
 from stream.events import ENDED, OPENED, RECONNECTING, StatusEvent
-from stream.frames import (
-    FrameCounter,
-    UnseekableError,
-    frame_to_rgb,
-    frames_from,
-    use_file_threading,
-    video_stream,
-)
+from stream.frames import decode_sampled, use_file_threading, video_stream
 from stream.hwaccel import report_software_fallback
 from stream.mailbox import FrameItem, Mailbox
 from stream.sources import PipeReader, Source, open_pipe, open_source, redact
@@ -144,8 +137,7 @@ class Decoder(threading.Thread):
         self._frames_since_open = 0
         self._unsized = False  # the last opening's input had no length (a network stream)
         self._pipe: PipeReader | None = None  # a named pipe stays open across reopenings
-        self._seekable = True  # False once a seek was refused: decoded from the start
-        self._reformatter = VideoReformatter()  # this thread's swscale context, built once
+        self._announced = False  # this opening's OPENED status was sent
         if resume is not None:
             self.index = resume.index
             if source.kind == "file":  # the frames after the last one captioned
@@ -174,7 +166,7 @@ class Decoder(threading.Thread):
             try:
                 failure = self._decode_once()
             except MediaError as error:
-                failure = str(error)
+                failure = redact(str(error))
             if self.stop.is_set():
                 return None
             if not self._reconnects() or self.reconnect.attempts == 0:
@@ -210,70 +202,65 @@ class Decoder(threading.Thread):
         return self.source.kind != "pipe"
 
     def _decode_once(self) -> str | None:
-        """Open the source and queue its sampled frames; return None at its end, else why not.
+        """Open the source and queue its sampled frames; return None at its end (or a stop),
+        else why not.
 
-        Raises MediaError when the source cannot be opened or has no video.
+        Raises MediaError when the source cannot be opened, seeked or decoded, or has no video.
         """
         self._frames_since_open = 0
+        self._announced = False
         if self.source.kind == "pipe" and self._pipe is None:
             self._pipe = open_pipe(self.source, self.stop)
-        try:
-            return self._decode_open()
-        except UnseekableError as error:  # reopened and decoded from its start, then skipped
-            log.info("%s: %s; decoding from the start to %.3f s", self.stream, error,
-                     self.source.start)
-            self._seekable = False
-            return self._decode_open()
+        offset = 0.0
+        if self._last is not None:  # continue the clock across the outage
+            offset = self._last[0] + (time.monotonic() - self._last[1])
+        pace = _Pace() if self.source.paced else None
+        packets = None
+        if self.source.kind == "webcam":  # opened non-blocking: retried up to a timeout
+            def packets(container: av.container.InputContainer,
+                        stream: av.VideoStream) -> Iterator[av.Packet]:
+                return retried_packets(container, stream, self.source.read_timeout, self.stop)
+        frames = decode_sampled(self._open, self.source.name, self.sample_fps, self.size,
+                                self.source.start, self._opened, packets)
+        for frame in frames:
+            if pace is not None and not pace.wait(frame.time, self.stop):
+                return None
+            if self.stop.is_set():
+                return None
+            now = time.monotonic()
+            item = FrameItem(stream=self.stream, index=self.index, pts=offset + frame.time,
+                             decoded_at=time.time(), decoded_mono=now, rgb=frame.rgb,
+                             reset=self._frames_since_open == 0)
+            if not self.mailbox.put(self.stream, item):
+                return None
+            self.index += 1
+            self._frames_since_open += 1
+            self._last = (item.pts, now)
+        return None
 
-    def _decode_open(self) -> str | None:
+    @contextlib.contextmanager
+    def _open(self) -> Iterator[tuple[av.container.InputContainer, av.VideoStream]]:
         with open_source(self.source, self.stop, self._pipe) as container:
-            stream = video_stream(container, self.source.name)
-            if self.source.live is None:  # a network input: live unless it has a duration
-                self.source = replace(self.source, live=container.duration is None)
-                self.mailbox.set_live(self.stream, bool(self.source.live))
-            if self.source.kind == "network":  # no Content-Length over HTTP: a stream
-                self._unsized = container.size < 0
-            if not self.source.live:
-                use_file_threading(stream)
-            report_software_fallback(self.source.name, stream, self.source.hwaccel)
-            context = stream.codec_context
-            where = " (hardware decoding)" if context.is_hwaccel else ""
-            self._status(OPENED, f"{self.source.name}: {context.name} "
-                                 f"{context.width}x{context.height}{where}")
-            offset = 0.0
-            if self._last is not None:  # continue the clock across the outage
-                offset = self._last[0] + (time.monotonic() - self._last[1])
-            counter = FrameCounter()
-            pace = _Pace() if self.source.paced else None
-            try:
-                packets = None
-                if self.source.kind == "webcam":  # opened non-blocking: retried up to a timeout
-                    packets = retried_packets(container, stream, self.source.read_timeout,
-                                              self.stop)
-                start = self.source.start
-                for pts, frame in frames_from(container, stream, start, self.sample_fps,
-                                              counter, self.source.name, self._seekable,
-                                              packets):
-                    if pace is not None and not pace.wait(pts, self.stop):
-                        return None
-                    if self.stop.is_set():
-                        return None
-                    rgb = frame_to_rgb(frame, self.size, self._reformatter)
-                    now = time.monotonic()
-                    item = FrameItem(stream=self.stream, index=self.index, pts=offset + pts,
-                                     decoded_at=time.time(), decoded_mono=now, rgb=rgb,
-                                     reset=self._frames_since_open == 0)
-                    if not self.mailbox.put(self.stream, item):
-                        return None
-                    self.index += 1
-                    self._frames_since_open += 1
-                    self._last = (item.pts, now)
-            except (av.FFmpegError, OSError) as error:
-                return (f"{self.source.name}: decode failed after {counter.decoded} frames "
-                        f"({redact(reason(error))})")
-            if counter.decoded == 0:
-                return f"{self.source.name}: no decodable video frames"
-            return None
+            yield container, video_stream(container, self.source.name)
+
+    def _opened(self, container: av.container.InputContainer, stream: av.VideoStream) -> None:
+        """What an opening learns (live or a file, sized or not) and says (one OPENED status;
+        a reopening to decode an unseekable file from its start says nothing new)."""
+        if self.source.live is None:  # a network input: live unless it has a duration
+            self.source = replace(self.source, live=container.duration is None)
+            self.mailbox.set_live(self.stream, bool(self.source.live))
+        if self.source.kind == "network":  # no Content-Length over HTTP: a stream
+            self._unsized = container.size < 0
+        if not self.source.live:
+            use_file_threading(stream)
+        report_software_fallback(self.source.name, stream, self.source.hwaccel)
+        if self._announced:
+            return
+        self._announced = True
+        context = stream.codec_context
+        where = " (hardware decoding)" if context.is_hwaccel else ""
+        self._status(OPENED, f"{self.source.name}: {context.name} "
+                             f"{context.width}x{context.height}{where}")
 
     def _status(self, kind: str, message: str, error: str | None = None) -> None:
         event = StatusEvent(stream=self.stream, kind=kind, at=time.time(), message=message,

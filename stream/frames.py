@@ -11,8 +11,9 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from av.video.reformatter import VideoReformatter
 
 from stream.errors import MediaError, reason
 from stream.hwaccel import report_software_fallback, resolve
+
+log = logging.getLogger(__name__)
 
 # Sample times are k / sample_fps; a frame whose time is within this tolerance of a sample time
 # counts as at that time (PTS are rationals, their float conversion is not exact).
@@ -120,24 +123,80 @@ def iter_sampled_frames(
     Raises:
         MediaError: the input cannot be opened, has no video stream, or fails to decode.
     """
-    sampler = TimeSampler(sample_fps)
     name = str(path)
-    with open_video(name, hwaccel) as (container, stream):
+
+    def opened(_container: av.container.InputContainer, stream: av.VideoStream) -> None:
         if thread_type is not None:
             stream.thread_type = thread_type
-        index = 0
-        counter = FrameCounter()
-        reformatter = VideoReformatter()
-        try:
-            for time, frame in sampled_frames(container, stream, sampler, counter):
-                yield SampledFrame(index=index, time=time,
-                                   rgb=frame_to_rgb(frame, size, reformatter))
-                index += 1
-        except av.FFmpegError as error:
-            raise MediaError(f"{name}: decode failed after {counter.decoded} frames "
-                             f"({reason(error)})") from error
-        if counter.decoded == 0:
-            raise MediaError(f"{name}: no decodable video frames")
+
+    yield from decode_sampled(lambda: open_video(name, hwaccel), name, sample_fps, size,
+                              opened=opened)
+
+
+Opener = Callable[[], contextlib.AbstractContextManager[
+    tuple[av.container.InputContainer, av.VideoStream]]]
+
+
+def decode_sampled(
+    open_input: Opener,
+    name: str,
+    sample_fps: float | None,
+    size: tuple[int, int],
+    first: float = 0.0,
+    opened: Callable[[av.container.InputContainer, av.VideoStream], None] | None = None,
+    packets: Callable[[av.container.InputContainer, av.VideoStream],
+                      Iterable[av.Packet]] | None = None,
+) -> Iterator[SampledFrame]:
+    """The one media path: open an input, seek to ``first`` seconds, sample on the grid,
+    count and convert. The live decoder (start and resume), the archive's tasks and
+    :func:`iter_sampled_frames` all read through it.
+
+    Args:
+        open_input: opens the input: a context manager giving (container, video stream).
+            Called again to decode from the start when the input cannot seek.
+        name: the input's name in errors (already redacted for a URL).
+        sample_fps: samples per second of video time; None keeps every frame.
+        size: (width, height) of the RGB output.
+        first: the first time (seconds from the stream's start) to give; see :func:`frames_from`.
+        opened: called with (container, stream) on each opening, before decoding (decoder
+            threading, a status).
+        packets: the packets to decode instead of the container's demuxing (a webcam's
+            retried reads), from (container, stream).
+
+    Frames leave with ``index`` counted from 0 over this call. Stopping the iteration closes
+    the input.
+
+    Raises:
+        MediaError: naming ``name``: the input cannot be opened, seeks fail, decoding fails
+            ("decode failed after N frames"), or it has no decodable video frame.
+    """
+    counter = FrameCounter()
+    index = 0
+
+    def decode(seek: bool) -> Iterator[SampledFrame]:
+        nonlocal index
+        with open_input() as (container, stream):
+            if opened is not None:
+                opened(container, stream)
+            reformatter = VideoReformatter()  # one swscale context for the whole input
+            try:
+                for time, frame in frames_from(
+                        container, stream, first, sample_fps, counter, name, seek,
+                        None if packets is None else packets(container, stream)):
+                    yield SampledFrame(index=index, time=time,
+                                       rgb=frame_to_rgb(frame, size, reformatter))
+                    index += 1
+            except (av.FFmpegError, OSError) as error:
+                raise MediaError(f"{name}: decode failed after {counter.decoded} frames "
+                                 f"({reason(error)})") from error
+
+    try:
+        yield from decode(seek=True)
+    except UnseekableError as error:  # raised before any frame: decoded from the start
+        log.info("%s; decoding from the start to %.3f s", error, first)
+        yield from decode(seek=False)
+    if counter.decoded == 0:
+        raise MediaError(f"{name}: no decodable video frames")
 
 
 @contextlib.contextmanager

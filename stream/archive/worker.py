@@ -12,18 +12,11 @@ from typing import Any
 
 import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
 
 from stream.archive.inputs import Task, printable
 from stream.captioning import CaptionCore
 from stream.errors import MediaError, reason
-from stream.frames import (
-    FrameCounter,
-    UnseekableError,
-    frame_to_rgb,
-    frames_from,
-    open_video,
-)
+from stream.frames import TIME_EPS, decode_sampled, open_video
 
 _STEP_BATCH = 8  # frames encoded per call within a chunk
 
@@ -85,7 +78,7 @@ def _caption_frames(core: CaptionCore, task: Task,
     # frames as the whole video's does, and spans the key-frame rule's window, so that the
     # chunk's key frames are the whole video's from its start on.
     warmup = max(task.warmup, core.keyframes.window(fps)) if task.start > 0 else 0.0
-    first = max(0.0, math.floor((task.start - warmup) * fps + 1e-6) / fps)
+    first = max(0.0, math.floor((task.start - warmup) * fps + TIME_EPS) / fps)
     events: list[dict[str, Any]] = []
     pending: list[tuple[float, np.ndarray]] = []
     last_pts = task.start  # the last sampled frame's time
@@ -96,40 +89,24 @@ def _caption_frames(core: CaptionCore, task: Task,
         captions = core.step(frames, [_stream_id(task)] * len(pending),
                              times=[pts for pts, _ in pending])
         for (pts, _), caption in zip(pending, captions, strict=True):
-            if pts >= task.start - 1e-6:
+            if pts >= task.start - TIME_EPS:
                 events.append({"pts": round(pts, 6), "caption": caption.text,
                                "logprob": round(caption.logprob, 4),
                                "encoded": caption.encoded})
         pending.clear()
 
-    def decode(seek: bool) -> int:
-        """Caption the task's frames; the number of frames decoded."""
-        nonlocal last_pts
-        with open_video(task.path, task.hwaccel) as (container, stream):
-            stream.codec_context.thread_count = decoder_threads
-            counter = FrameCounter()
-            reformatter = VideoReformatter()
-            try:
-                for pts, frame in frames_from(container, stream, first, fps, counter,
-                                              task.path, seek):
-                    if task.end is not None and pts >= task.end - 1e-6:
-                        break
-                    pending.append((pts, frame_to_rgb(frame, size, reformatter)))
-                    last_pts = pts
-                    if len(pending) == _STEP_BATCH:
-                        flush()
-            except av.FFmpegError as error:
-                raise MediaError(f"{task.path}: decode failed after {counter.decoded} frames "
-                                 f"({reason(error)})") from error
-            return counter.decoded
+    def opened(_container: av.container.InputContainer, stream: av.VideoStream) -> None:
+        stream.codec_context.thread_count = decoder_threads
 
-    try:
-        decoded = decode(seek=True)
-    except UnseekableError:  # raised before any frame: decoded from the start and skipped
-        decoded = decode(seek=False)
+    for frame in decode_sampled(lambda: open_video(task.path, task.hwaccel), task.path, fps,
+                                size, first, opened):
+        if task.end is not None and frame.time >= task.end - TIME_EPS:
+            break
+        pending.append((frame.time, frame.rgb))
+        last_pts = frame.time
+        if len(pending) == _STEP_BATCH:
+            flush()
     if pending:
         flush()
-    if decoded == 0:
-        raise MediaError(f"{task.path}: no decodable video frames")
     end = task.end if task.end is not None else last_pts + 1 / bundle.sample_fps
     return events, max(0.0, end - task.start)

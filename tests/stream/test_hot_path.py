@@ -9,7 +9,6 @@ import av
 import numpy as np
 import pytest
 
-from stream import decoder as decoder_module
 from stream import frames as frames_module
 from stream.frames import FrameCounter, TimeSampler, frame_to_rgb, sampled_frames
 from stream.paths import DEFAULT_BUNDLE
@@ -55,7 +54,6 @@ def test_each_decoder_thread_builds_one_reformatter(tmp_path, monkeypatch):
         built.append(1)
         return real()
 
-    monkeypatch.setattr(decoder_module, "VideoReformatter", Counted)
     monkeypatch.setattr(frames_module, "VideoReformatter", Counted)
     paths = [write_video(tmp_path / f"v{k}.mp4", frames=60, seed=k) for k in range(2)]
     from stream.bundle import open_bundle
@@ -66,7 +64,7 @@ def test_each_decoder_thread_builds_one_reformatter(tmp_path, monkeypatch):
                         frame_listeners=[lambda stream, rgb, pts: seen.append(stream)])
     list(pipeline)
     assert len(seen) == 40  # 2 files of 2 s at 10 fps: every frame converted...
-    assert len(built) == 2  # ...by one reformatter per decoder thread
+    assert len(built) == 2  # ...by one reformatter per decoder thread (per opening)
 
 
 def test_an_intra_only_source_decodes_only_the_sampled_frames(tmp_path):

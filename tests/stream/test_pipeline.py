@@ -170,7 +170,7 @@ def test_a_bug_in_a_decoder_thread_is_raised_in_the_caller(loaded, videos, monke
     def broken(*args):
         raise ZeroDivisionError("decoder bug")
 
-    monkeypatch.setattr("stream.decoder.frame_to_rgb", broken)
+    monkeypatch.setattr("stream.frames.frame_to_rgb", broken)
     with pytest.raises(StreamError, match="ZeroDivisionError: decoder bug"):
         list(caption_stream(videos[:2], loaded))
 
