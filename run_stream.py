@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Live captions for videos, cameras and network streams: ``python run_stream.py --help``.
 
-A thin wrapper over :mod:`stream.cli` (also installed as the ``run-stream`` command), so that it
-runs from a checkout without installing.
+A thin wrapper over :mod:`stream.cli.live` (also installed as the ``run-stream`` command), so
+that it runs from a checkout without installing.
 """
 
 import sys
@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 try:
-    from stream.cli import main  # noqa: E402
+    from stream.cli.live import main  # noqa: E402
 except KeyboardInterrupt:  # Ctrl-C while the libraries load: nothing started, nothing to finish
     print("interrupted", file=sys.stderr)
     sys.exit(130)

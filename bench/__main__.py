@@ -43,16 +43,17 @@ from bench.inputs import CACHE, FPS, bench_video, still_video
 from bench.machine import describe
 from bench.report import EVERY, write_report
 from bench.stages import DECODER_SETTINGS, core_limit, decode_limits, encoder_limits
-from stream.arguments import doc_parser, frame_size
-from stream.bundle import LoadedBundle, open_bundle
+from stream.api import caption_stream
+from stream.cli.arguments import doc_parser, frame_size
+from stream.engines.settings import PipelineSettings
 from stream.errors import StreamError
 from stream.events import CaptionEvent
-from stream.frames import read_sampled_frames
-from stream.hwaccel import HWACCELS, resolve
+from stream.media.frames import read_sampled_frames
+from stream.media.hwaccel import HWACCELS, resolve
+from stream.media.sources import SourceOptions
+from stream.model.bundle import LoadedBundle, open_bundle
+from stream.model.sessions import DEVICES, SessionSettings
 from stream.paths import DEFAULT_BUNDLE, ROOT
-from stream.pipeline import PipelineSettings, caption_stream
-from stream.sessions import DEVICES, SessionSettings
-from stream.sources import SourceOptions
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         args.max_batch = GPU_MAX_BATCH if on_gpu else PipelineSettings.max_batch
     settings = PipelineSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                                 encode_every_frame=args.encode_every_frame,
-                                sources=SourceOptions(hwaccel=args.hwaccel))
+                                source_options=SourceOptions(hwaccel=args.hwaccel))
     results = run(plan, loaded, args, settings)
     results["wall_seconds"] = round(time.monotonic() - started, 1)
     paths = write_report(results, args.out, name)
@@ -222,7 +223,7 @@ def run(plan: Plan, loaded: LoadedBundle, args: argparse.Namespace,
         for mode, every_frame in (("every_frame", True), ("sampled", False)):
             log.info("%s: pipeline, %s", label, mode.replace("_", " "))
             measured = file_run(loaded, video, plan.video_seconds, replace(settings,
-                                                                           every_frame=every_frame))
+                                                                           caption_every_decoded_frame=every_frame))
             share = 1.0 if every_frame else 1.0 / per_caption  # captions per source frame
             stage = decode["decode_convert_all" if every_frame else "decode_convert_sampled"]
             encoded = share * measured["encoder_calls_per_frame"]  # encodes per source frame

@@ -27,8 +27,8 @@ from typing import Any
 import av
 import numpy as np
 
-from stream.bundle import BUNDLE_FILE, Bundle
-from stream.frames import TimeSampler
+from stream.media.frames import TimeSampler
+from stream.model.bundle import BUNDLE_FILE, Bundle
 
 
 def naive_rate(bundle: Bundle, video: Path, sample_fps: float | None, max_frames: int,

@@ -24,12 +24,12 @@ from typing import Any
 
 from bench.__main__ import CAPACITY_DROPS, GPU_MAX_BATCH, live_run
 from bench.inputs import CACHE, bench_video
-from stream.arguments import frame_size
+from stream.cli.arguments import frame_size
+from stream.engines.settings import PipelineSettings
 from stream.files import write_text_atomically
-from stream.hwaccel import HWACCELS
+from stream.media.hwaccel import HWACCELS
+from stream.model.sessions import DEVICES
 from stream.paths import DEFAULT_BUNDLE
-from stream.pipeline import PipelineSettings
-from stream.sessions import DEVICES
 
 log = logging.getLogger(__name__)
 # A count is sustained only if its decoders kept up too: at least this share of the sampled

@@ -29,10 +29,10 @@ from typing import Any
 from bench.__main__ import QUICK, RESULTS, Plan, capacity_search, live_run
 from bench.inputs import CACHE, bench_video
 from bench.machine import describe
-from stream.arguments import doc_parser
+from stream.cli.arguments import doc_parser
+from stream.engines.settings import PipelineSettings
 from stream.files import write_text_atomically
 from stream.paths import DEFAULT_BUNDLE
-from stream.pipeline import PipelineSettings
 
 log = logging.getLogger(__name__)
 

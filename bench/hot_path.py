@@ -24,7 +24,7 @@ import av
 from av.video.reformatter import VideoReformatter
 
 from bench.inputs import CACHE, bench_video
-from stream.frames import FrameCounter, TimeSampler, frame_to_rgb, sampled_frames
+from stream.media.frames import FrameCounter, TimeSampler, frame_to_rgb, sampled_frames
 
 SIZE = (224, 224)
 FPS = 10

@@ -26,12 +26,18 @@ from typing import Any
 import numpy as np
 
 from stream.archive.inputs import discover
-from stream.arguments import doc_parser
-from stream.bundle import read_bundle
+from stream.cli.arguments import doc_parser
 from stream.errors import StreamError
 from stream.files import write_text_atomically
-from stream.frames import TimeSampler, frame_to_rgb, iter_sampled_frames, open_video, sampled_frames
-from stream.hwaccel import HWACCELS, resolve
+from stream.media.frames import (
+    TimeSampler,
+    frame_to_rgb,
+    iter_sampled_frames,
+    open_video,
+    sampled_frames,
+)
+from stream.media.hwaccel import HWACCELS, resolve
+from stream.model.bundle import read_bundle
 from stream.paths import DEFAULT_BUNDLE, SAMPLE_VIDEO
 
 

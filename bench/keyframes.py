@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from stream.arguments import doc_parser
-from stream.frames import read_sampled_frames
-from stream.keyframes import KeyFrameRule, key_frames, sample_slot, signature, thumbnails
+from stream.cli.arguments import doc_parser
+from stream.media.frames import read_sampled_frames
+from stream.model.keyframes import KeyFrameRule, key_frames, sample_slot, signature, thumbnails
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,14 +32,15 @@ import numpy as np
 
 from bench.inputs import paced_source
 from bench.machine import proc_status
-from stream.bundle import open_bundle, read_bundle
+from stream.engines.local import Pipeline
+from stream.engines.ray import RayPipeline, RaySettings
+from stream.engines.settings import PipelineSettings
 from stream.errors import MediaError
 from stream.events import CaptionEvent
-from stream.hwaccel import HWACCELS
-from stream.pipeline import Pipeline, PipelineSettings
-from stream.ray_pipeline import RayPipeline, RaySettings
-from stream.sessions import SessionSettings
-from stream.sources import Source, SourceOptions, open_sources, parse_source
+from stream.media.hwaccel import HWACCELS
+from stream.media.sources import Source, SourceOptions, parse_source, parse_sources
+from stream.model.bundle import open_bundle, read_bundle
+from stream.model.sessions import SessionSettings
 
 WARM_UP = 2.0  # seconds of events left out of the latency figures (start-up, first batches)
 
@@ -53,7 +54,7 @@ def cameras(video: Path, streams: int, seconds: float, kind: str,
         length = float(container.duration or 0) / av.time_base
     if kind == "lavfi":
         starts = [round(k * length / streams, 3) for k in range(streams)]
-        return open_sources([paced_source(video, s) for s in starts], options)
+        return parse_sources([paced_source(video, s) for s in starts], options)
     span = max(0.0, length - seconds - WARM_UP - 1.0)
     played = replace(options, realtime=True)
     source = parse_source(str(video), played)
@@ -65,7 +66,7 @@ def measure(bundle: Path, video: Path, streams: int, seconds: float, device: str
             settings: PipelineSettings, kind: str = "lavfi", engine: str = "local",
             workers: int | None = None) -> dict[str, object]:
     """Caption ``streams`` cameras for ``seconds`` from the first caption on; the figures."""
-    sources = cameras(video, streams, seconds, kind, settings.sources)
+    sources = cameras(video, streams, seconds, kind, settings.source_options)
     pipeline: Pipeline | RayPipeline
     if engine == "ray":
         pipeline = RayPipeline(sources, bundle, device, settings, RaySettings(workers=workers))
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--hwaccel needs --cameras files (lavfi cameras decode inside FFmpeg)")
     settings = PipelineSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                                 encode_every_frame=args.encode_every_frame,
-                                sources=SourceOptions(hwaccel=args.hwaccel))
+                                source_options=SourceOptions(hwaccel=args.hwaccel))
     result = measure(args.bundle, args.video, args.streams, args.seconds, args.device, settings,
                      args.cameras, args.engine, args.workers)
     json.dump(result, sys.stdout)

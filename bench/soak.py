@@ -25,13 +25,14 @@ import numpy as np
 
 from bench.inputs import bench_video, paced_source
 from bench.machine import proc_status
-from stream.bundle import open_bundle
+from stream.engines.local import Pipeline
+from stream.engines.settings import PipelineSettings
 from stream.events import CaptionEvent
 from stream.files import write_text_atomically
+from stream.media.sources import parse_sources
+from stream.model.bundle import open_bundle
+from stream.model.sessions import SessionSettings
 from stream.paths import DEFAULT_BUNDLE
-from stream.pipeline import Pipeline, PipelineSettings
-from stream.sessions import SessionSettings
-from stream.sources import open_sources
 
 GROWTH_LIMIT = 0.05
 
@@ -47,7 +48,7 @@ def soak(bundle: Path, seconds: float, streams: int, every: float, warmup: float
          source: str | None = None) -> dict[str, Any]:
     loaded = open_bundle(bundle, SessionSettings())
     spec = source or paced_source(bench_video((640, 480), 60))
-    pipeline = Pipeline(open_sources([spec] * streams), loaded, PipelineSettings())
+    pipeline = Pipeline(parse_sources([spec] * streams), loaded, PipelineSettings())
     samples: list[dict[str, Any]] = []
     latencies: list[float] = []
     start = next_sample = time.monotonic()

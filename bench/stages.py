@@ -20,15 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.bundle import LoadedBundle
-from stream.captioning import CaptionCore
-from stream.frames import (
+from stream.media.frames import (
     TimeSampler,
     frame_to_rgb,
     open_video,
     sampled_frames,
     use_file_threading,
 )
+from stream.model.bundle import LoadedBundle
+from stream.model.captioning import CaptionCore
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ DECODER_SETTINGS = {"thread_type": "AUTO (frame + slice) for files of 1280x720 a
 def decode_limits(video: Path, size: tuple[int, int], sample_fps: float | None,
                   repeats: int, hwaccel: str = "none") -> dict[str, Rate]:
     """Source frames/s of PyAV decoding, and of decoding + conversion (all / sampled), on the
-    CPU or on a hardware decoder (``hwaccel``, see stream.hwaccel)."""
+    CPU or on a hardware decoder (``hwaccel``, see stream.media.hwaccel)."""
     def rate(convert: bool, fps: float | None) -> Rate:
         return best_rate(lambda: _decode(video, size, convert, fps, hwaccel), repeats)
 

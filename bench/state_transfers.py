@@ -2,7 +2,7 @@
 
     python -m bench.state_transfers [--bundle models/shapes] [--device cuda] [--out X.json]
 
-Captions ``--streams`` streams for ``--steps`` steps through :class:`stream.captioning.
+Captions ``--streams`` streams for ``--steps`` steps through :class:`stream.model.captioning.
 CaptionCore`, once with I/O binding (the default on a GPU) and once without, and counts at
 the boundary of every ONNX Runtime call what crosses between host and device: inputs given as
 host arrays (host -> device) and outputs fetched as host arrays (device -> host), in tensors
@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from stream.bundle import LoadedBundle, open_bundle
-from stream.captioning import _STATE, CaptionCore, _Graph
 from stream.errors import StreamError
 from stream.files import write_text_atomically
+from stream.model.bundle import LoadedBundle, open_bundle
+from stream.model.captioning import _STATE, CaptionCore, _Graph
+from stream.model.sessions import DEVICES, SessionSettings
 from stream.paths import DEFAULT_BUNDLE
-from stream.sessions import DEVICES, SessionSettings
 
 STATE_NAMES = set(_STATE) | {f"{name}_out" for name in _STATE}
 

@@ -15,10 +15,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
+from stream.api import caption_stream  # noqa: E402
 from stream.errors import StreamError  # noqa: E402
 from stream.events import CaptionEvent, StatusEvent  # noqa: E402
-from stream.pipeline import caption_stream  # noqa: E402
-from stream.sessions import DEVICES  # noqa: E402
+from stream.model.sessions import DEVICES  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,5 +2,5 @@
 
 ``python -m export --checkpoint runs/shapes/best.pt --out models/shapes`` writes the bundle;
 ``python -m export.validate models/shapes`` checks one; ``python -m export.parity`` compares a
-bundle's captions with the PyTorch model's. See stream/bundle.py for the format.
+bundle's captions with the PyTorch model's. See stream/model/bundle.py for the format.
 """

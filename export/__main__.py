@@ -11,8 +11,8 @@ from pathlib import Path
 from export.build import export_bundle
 from lrcn.checkpoint import CheckpointError
 from lrcn.onnx_export import OPSET
-from stream.bundle import BUNDLE_FILE
 from stream.errors import StreamError
+from stream.model.bundle import BUNDLE_FILE
 
 
 def get_args_parser() -> argparse.ArgumentParser:

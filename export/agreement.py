@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from stream.archive.inputs import discover
-from stream.arguments import doc_parser
-from stream.bundle import LoadedBundle, open_bundle
-from stream.captioning import Caption, CaptionCore, caption_sequences
+from stream.cli.arguments import doc_parser
 from stream.errors import StreamError
 from stream.files import write_text_atomically
-from stream.frames import read_sampled_frames
-from stream.sessions import DEVICES, SessionSettings
+from stream.media.frames import read_sampled_frames
+from stream.model.bundle import LoadedBundle, open_bundle
+from stream.model.captioning import Caption, CaptionCore, caption_sequences
+from stream.model.sessions import DEVICES, SessionSettings
 
 GROUP = 16  # videos held in memory at once
 

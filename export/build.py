@@ -1,4 +1,4 @@
-"""Write a model bundle from a training checkpoint (see stream/bundle.py for the format)."""
+"""Write a model bundle from a training checkpoint (see stream/model/bundle.py for the format)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from export.precision import compute_fp16, store_weights_fp16
 from lrcn.checkpoint import load_checkpoint
 from lrcn.onnx_export import OPSET
 from lrcn.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
-from stream.bundle import Bundle, open_bundle, sha256_file
 from stream.files import write_directory_atomically
-from stream.sessions import SessionSettings
+from stream.model.bundle import Bundle, open_bundle, sha256_file
+from stream.model.sessions import SessionSettings
 
 
 def export_bundle(

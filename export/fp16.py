@@ -27,12 +27,12 @@ from typing import Any
 from export.agreement import caption_agreement
 from export.precision import compute_fp16
 from stream.archive.inputs import discover
-from stream.arguments import doc_parser
-from stream.bundle import BUNDLE_FILE, check_files, open_bundle, read_bundle
+from stream.cli.arguments import doc_parser
 from stream.errors import BundleError, StreamError
 from stream.files import write_directory_atomically
+from stream.model.bundle import BUNDLE_FILE, check_files, open_bundle, read_bundle
+from stream.model.sessions import SessionSettings
 from stream.paths import SAMPLE_VIDEO
-from stream.sessions import SessionSettings
 
 
 def convert_fp16(source: str | Path, out: str | Path,

@@ -1,12 +1,12 @@
 """The three step graphs of a bundle as small PyTorch modules, and their ONNX export.
 
 Each wrapper reuses the model's own modules, so the exported graph computes exactly what the
-model computes; the wrappers only fix the interface the runtime expects (stream/bundle.py):
+model computes; the wrappers only fix the interface the runtime expects (stream/model/bundle.py):
 state as explicit inputs and outputs, the batch axis dynamic everywhere.
 
     EncoderGraph    frames (B, S, S, 3) uint8 -> features (B, feature_dim)
                     (the backbone, grid pooling and the memory's input projection; key frames
-                    only: thumbnails come from stream.keyframes.thumbnails for every frame)
+                    only: thumbnails come from stream.model.keyframes.thumbnails for every frame)
     MemoryGraph     features, thumbnail, reset (B,) bool, h, c, prev, avg
                     -> context, word_h, word_c (the word LSTM's start), h', c', prev', avg'
     CaptionerGraph  token (N,) int64, context, word_h, word_c -> logp (N, V), word_h', word_c'
@@ -21,7 +21,7 @@ from torch import nn
 
 from lrcn.model import LRCN, MemoryState
 from lrcn.onnx_export import export_onnx
-from stream.bundle import BATCH, GRAPH_IO, GraphSpec, TensorSpec
+from stream.model.bundle import BATCH, GRAPH_IO, GraphSpec, TensorSpec
 
 
 class EncoderGraph(nn.Module):

@@ -22,11 +22,11 @@ from export.graphs import example_inputs, graph_modules
 from lrcn.checkpoint import load_checkpoint
 from lrcn.data import load_dataset
 from lrcn.model import LRCN
-from stream.bundle import GRAPH_IO, LoadedBundle, open_bundle
-from stream.captioning import CaptionCore, caption_sequences
 from stream.files import write_text_atomically
-from stream.frames import read_sampled_frames
-from stream.sessions import SessionSettings
+from stream.media.frames import read_sampled_frames
+from stream.model.bundle import GRAPH_IO, LoadedBundle, open_bundle
+from stream.model.captioning import CaptionCore, caption_sequences
+from stream.model.sessions import SessionSettings
 
 
 def graph_differences(

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.bundle import LoadedBundle, open_bundle
 from stream.errors import StreamError
 from stream.files import write_text_atomically
-from stream.sessions import DEVICES, SessionSettings
+from stream.model.bundle import LoadedBundle, open_bundle
+from stream.model.sessions import DEVICES, SessionSettings
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ Example:
     python -m lrcn.evaluate --bundle models/shapes --data data/shapes/test --record
 
 With --bundle the captions come from the exported bundle through the runtime's torch-free
-ONNX core (stream/captioning.py), every video stepped as a stream from its first frame.
+ONNX core (stream/model/captioning.py), every video stepped as a stream from its first frame.
 
 For every split and decoding (greedy, and beam search of each --beam width) it reports:
   * frame exact match: the emitted caption equals a reference of the segment covering the frame
@@ -57,13 +57,13 @@ from lrcn.metrics import (
     wrong_runs,
 )
 from lrcn.predict import predict, video_key_frames
-from stream.bundle import BundleError, open_bundle, record_evaluation
-from stream.captioning import CaptionCore, caption_sequences
 from stream.errors import StreamError
 from stream.files import write_text_atomically
-from stream.frames import read_sampled_frames
-from stream.keyframes import EVERY_FRAME
-from stream.sessions import DEVICES, SessionSettings
+from stream.media.frames import read_sampled_frames
+from stream.model.bundle import BundleError, open_bundle, record_evaluation
+from stream.model.captioning import CaptionCore, caption_sequences
+from stream.model.keyframes import EVERY_FRAME
+from stream.model.sessions import DEVICES, SessionSettings
 
 log = logging.getLogger(__name__)
 

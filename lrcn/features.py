@@ -29,11 +29,11 @@ from lrcn.data import VideoItem
 from lrcn.model import FrameEncoder
 from lrcn.onnx_export import export_onnx
 from stream.files import write_atomically
-from stream.frames import read_sampled_frames
-from stream.keyframes import thumbnails
-from stream.sessions import SessionSettings, create_session
+from stream.media.frames import read_sampled_frames
+from stream.model.keyframes import thumbnails
+from stream.model.sessions import SessionSettings, create_session
 
-_CACHE_VERSION = 2  # 2: thumbnails from stream.keyframes.thumbnails
+_CACHE_VERSION = 2  # 2: thumbnails from stream.model.keyframes.thumbnails
 _BATCH = 32
 
 

@@ -4,7 +4,7 @@ Data flow for one stream, one sampled frame at a time (``step``), or a whole seq
 (``forward``), with identical results:
 
     frame (H, W, 3) uint8 --FrameEncoder (key frames only)--> appearance (F,), held until the next
-    frame (H, W, 3) uint8 --stream.keyframes.thumbnails (every frame)--> thumbnail (3, m, m)
+    frame (H, W, 3) uint8 --stream.model.keyframes.thumbnails (every frame)--> thumbnail (3, m, m)
     appearance, thumbnail, cont, state --Memory--> memory output (H_mem,), new state
     memory output --Captioner (greedy / beam)--> caption tokens
 
@@ -14,8 +14,8 @@ frame's thumbnail and a running average of thumbnails in the state, like ``h`` a
 sees the differences to them: deep pooled features hardly change when a shape moves a few pixels,
 while a pixel difference shows the direction of motion and growth directly.
 
-Key frames (:mod:`stream.keyframes`): the CNN runs only where the frames changed, and the memory
-is trained on appearance held between key frames exactly as the runtime holds it.
+Key frames (:mod:`stream.model.keyframes`): the CNN runs only where the frames changed, and the
+memory is trained on appearance held between key frames exactly as the runtime holds it.
 
 The FrameEncoder is stateless (the batched ONNX encoder); Memory and Captioner are the small
 step graphs that carry per-stream state.
@@ -40,7 +40,7 @@ from lrcn.backbones import (
     build_backbone,
 )
 from lrcn.vocab import BOS_ID, EOS_ID, PAD_ID
-from stream.keyframes import (
+from stream.model.keyframes import (
     KeyFrameRule,
     held_index,
     key_frames,

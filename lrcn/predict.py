@@ -13,7 +13,7 @@ from lrcn.features import EncodedVideo
 from lrcn.metrics import frame_exact_match
 from lrcn.model import LRCN
 from lrcn.vocab import Vocabulary
-from stream.keyframes import KeyFrameRule, held_index, key_frames, sample_slot, signature
+from stream.model.keyframes import KeyFrameRule, held_index, key_frames, sample_slot, signature
 
 
 def predict(model: LRCN, videos: Sequence[EncodedVideo], vocab: Vocabulary, sample_fps: float,

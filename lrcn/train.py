@@ -52,7 +52,7 @@ from lrcn.model import LRCN, LRCNConfig, caption_targets, option
 from lrcn.predict import frame_accuracy
 from lrcn.vocab import PAD_ID, Vocabulary
 from stream.files import write_text_atomically
-from stream.keyframes import (
+from stream.model.keyframes import (
     KeyFrameRule,
     held_index,
     key_frames,

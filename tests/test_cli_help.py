@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from stream import cli
-from stream.archive import cli as archive_cli
-from stream.sources import list_devices
+from stream.cli import archive as archive_cli
+from stream.cli import live as cli
+from stream.media.sources import list_devices
 
 ROOT = Path(__file__).resolve().parents[1]
 

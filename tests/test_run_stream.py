@@ -21,10 +21,10 @@ import webvtt
 from lrcn.data import load_dataset
 from lrcn.world import NOVEL_TRIPLES, WorldConfig, plan_video
 from lrcn.world import write_video as write_world_video
-from stream.bundle import open_bundle, sha256_file
-from stream.captioning import CaptionCore
-from stream.frames import read_sampled_frames
-from stream.sessions import SessionSettings
+from stream.media.frames import read_sampled_frames
+from stream.model.bundle import open_bundle, sha256_file
+from stream.model.captioning import CaptionCore
+from stream.model.sessions import SessionSettings
 from tests.conftest import ctrl_c_as_in_a_terminal
 from tests.media import write_video
 from tests.tools.commands import LIVE, ROOT, run_stream
@@ -192,7 +192,7 @@ def test_the_summary_keeps_latencies_in_constant_memory():
     import numpy as np
 
     from stream.events import CaptionEvent
-    from stream.summary import StreamSummary, percentile
+    from stream.sinks.summary import StreamSummary, percentile
 
     summary = StreamSummary()
     rng = np.random.default_rng(0)
@@ -217,7 +217,7 @@ def write_beam_clip(path: Path) -> Path:
 
 def core_captions(video: Path, beam: int, bundle: Path = BUNDLE) -> tuple[list[str], np.ndarray]:
     """Each sampled frame's caption from a CaptionCore stepped frame by frame (the reference),
-    with the frames' times, read through stream.frames."""
+    with the frames' times, read through stream.media.frames."""
     loaded = open_bundle(bundle, SessionSettings(device="cpu"))
     core = CaptionCore(loaded, beam=beam)
     size = (loaded.bundle.input_size, loaded.bundle.input_size)

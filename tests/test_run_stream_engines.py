@@ -114,7 +114,7 @@ def test_jsonl_to_standard_output_leaves_the_console_on_stderr():
 
 def test_source_list_forms(tmp_path):
     from stream.errors import MediaError
-    from stream.sources import expand_source_lists
+    from stream.media.sources import expand_source_lists
 
     listing = tmp_path / "cams.txt"
     listing.write_text("# cameras\nrtsp://u:p@cam1/live\n\n  webcam:0  \nclips/a.mp4\n"

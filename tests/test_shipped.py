@@ -13,9 +13,9 @@ import pytest
 from lrcn.data import frame_references, load_dataset
 from lrcn.metrics import frame_exact_match
 from lrcn.world import NOVEL_TRIPLES, WorldConfig, generate_split
-from stream.bundle import open_bundle, read_bundle
-from stream.frames import read_sampled_frames
-from stream.sessions import SessionSettings
+from stream.media.frames import read_sampled_frames
+from stream.model.bundle import open_bundle, read_bundle
+from stream.model.sessions import SessionSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "models" / "shapes"
@@ -72,7 +72,7 @@ def test_run_stream_captions_an_unseen_shapesworld_split_correctly(tmp_path):
                   (out / f"{item.video_id}.jsonl").read_text(encoding="utf-8").splitlines()]
         assert events[-1]["kind"] == "ended" and events[-1]["error"] is None
         captions = [e for e in events if e["type"] == "caption"]
-        # Every frame that training and evaluation sample (stream.frames), and only those.
+        # Every frame that training and evaluation sample (stream.media.frames), and only those.
         _, times = read_sampled_frames(item.path, sample_fps, (8, 8))
         np.testing.assert_allclose([e["pts"] for e in captions], times, atol=1e-6)
         c, n = frame_exact_match([e["caption"] for e in captions],
@@ -112,7 +112,7 @@ def test_still_images_get_what_they_show_through_every_entry_point(tmp_path):
     """Unseen still images (varied looks, PNG and JPEG) through run_stream.py, the library and
     run_archive.py: each is captioned with its appearance ("a red circle"), never a motion."""
     from lrcn.world import generate_stills
-    from stream.captioning import CaptionCore
+    from stream.model.captioning import CaptionCore
 
     folder = tmp_path / "stills"
     generate_stills(folder, UNSEEN_STILLS, seed=UNSEEN_STILLS_SEED,

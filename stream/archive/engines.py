@@ -2,7 +2,7 @@
 
 Both take the same :class:`~stream.archive.inputs.Task` list and yield
 :class:`~stream.archive.worker.TaskResult` s as tasks finish, in any order; the driver
-(:mod:`stream.archive.cli`) stitches and writes, so both engines write the same outputs.
+(:mod:`stream.cli.archive`) stitches and writes, so both engines write the same outputs.
 
 Each worker holds its own ONNX Runtime sessions (one bundle opened per worker, kept for all its
 tasks) with ``threads`` intra-op threads and as many decoder threads, so that workers x threads
@@ -16,7 +16,6 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.process
-import os
 import signal
 import threading
 import time
@@ -29,9 +28,10 @@ from typing import Any
 
 from stream.archive.inputs import Task
 from stream.archive.worker import TaskResult, caption_task
-from stream.bundle import open_bundle
-from stream.captioning import CaptionCore
-from stream.sessions import SessionSettings
+from stream.engines.ray_cluster import connect, import_ray
+from stream.model.bundle import open_bundle
+from stream.model.captioning import CaptionCore
+from stream.model.sessions import SessionSettings
 
 log = logging.getLogger(__name__)
 
@@ -186,20 +186,13 @@ def run_ray(tasks: list[Task], bundle: Path, device: str, workers: int, threads:
             cpus: int | None = None, encode_every_frame: bool = False) -> Iterator[TaskResult]:
     """Run ``tasks`` with Ray Data: connect to ``address`` (or RAY_ADDRESS), else start a local
     Ray with ``cpus`` CPUs; ``workers`` actors of ``threads`` CPUs (and ``gpus_per_worker``)."""
-    import ray
+    import_ray()  # one line saying how to install Ray when it is missing
     import ray.data
 
     # After ray.data's import, which configures its own loggers: keep only errors.
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    address = address or os.environ.get("RAY_ADDRESS")
-    started_here = not ray.is_initialized()
-    if started_here:
-        if address:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
-        else:
-            ray.init(num_cpus=cpus or os.cpu_count(), include_dashboard=False,
-                     log_to_driver=False, logging_level=logging.ERROR)
+    started_here = connect(address, cpus)
     try:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the driver draws its own

@@ -6,7 +6,7 @@ Chunks: a video longer than ``chunk_seconds`` is split at multiples of it; each 
 decoding ``warmup_seconds`` earlier and steps the model through that warm-up window without
 emitting captions, so that its memory is rebuilt by its first own frame. The warm-up is never
 shorter than the key-frame rule's window, so that a chunk's key frames are exactly the whole
-video's (:mod:`stream.keyframes`).
+video's (:mod:`stream.model.keyframes`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import av
 
 from stream.errors import MediaError, StreamError, reason
 from stream.files import read_list
-from stream.frames import StreamClock, open_video
-from stream.sources import IMAGE_SUFFIXES
+from stream.media.frames import StreamClock, open_video
+from stream.media.sources import IMAGE_SUFFIXES
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".mts",
                             ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ogv"})
@@ -61,7 +61,7 @@ class Task:
     start: float  # seconds; captions are emitted for start <= pts < end
     end: float | None
     warmup: float  # seconds decoded (and stepped) before start, without captions
-    hwaccel: str = "none"  # decoding: software, or a hardware decoder (stream.hwaccel)
+    hwaccel: str = "none"  # decoding: software, or a hardware decoder (stream.media.hwaccel)
 
 
 def discover(inputs: Iterable[str]) -> tuple[list[Path], Path]:

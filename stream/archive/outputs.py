@@ -47,7 +47,8 @@ from stream.archive.worker import TaskResult
 from stream.errors import StreamError, reason
 from stream.events import CaptionEvent
 from stream.files import sha256_file, sync, temporary_name, write_text_atomically
-from stream.sinks import JsonlSink, SubtitleSink
+from stream.sinks.jsonl import JsonlSink
+from stream.sinks.subtitles import SubtitleSink
 
 if sys.platform != "win32":
     import fcntl

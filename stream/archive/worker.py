@@ -1,5 +1,5 @@
 """The archive's worker side: :func:`caption_task` captions one task (a video or a chunk of it)
-with a worker's :class:`~stream.captioning.CaptionCore` and returns its events, or its error,
+with a worker's :class:`~stream.model.captioning.CaptionCore` and returns its events, or its error,
 as a :class:`TaskResult`."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import av
 import numpy as np
 
 from stream.archive.inputs import Task, printable
-from stream.captioning import CaptionCore
 from stream.errors import MediaError, reason
-from stream.frames import TIME_EPS, decode_sampled, open_video
+from stream.media.frames import TIME_EPS, decode_sampled, open_video
+from stream.model.captioning import CaptionCore
 
 _STEP_BATCH = 8  # frames encoded per call within a chunk
 
@@ -95,8 +95,8 @@ def _caption_frames(core: CaptionCore, task: Task,
                                "encoded": caption.encoded})
         pending.clear()
 
-    def opened(_container: av.container.InputContainer, stream: av.VideoStream) -> None:
-        stream.codec_context.thread_count = decoder_threads
+    def opened(_container: av.container.InputContainer, video: av.VideoStream) -> None:
+        video.codec_context.thread_count = decoder_threads
 
     for frame in decode_sampled(lambda: open_video(task.path, task.hwaccel), task.path, fps,
                                 size, first, opened):

@@ -142,7 +142,7 @@ def test_on_a_gpu_the_plan_reaches_hundreds_of_streams_and_1080p_cameras():
 def test_the_capacity_search_brackets_hundreds_of_streams_in_few_runs(monkeypatch):
     """Against a simulated machine that sustains 300 cameras: the answer, from 20 counts."""
     import bench.__main__ as bench
-    from stream.pipeline import PipelineSettings
+    from stream.engines.settings import PipelineSettings
 
     tried: list[int] = []
 

@@ -10,10 +10,10 @@ import pytest
 
 from bench import capacity_sweep
 from bench.state_transfers import measure
-from stream.bundle import open_bundle
+from stream.engines.settings import PipelineSettings
+from stream.model.bundle import open_bundle
+from stream.model.sessions import SessionSettings
 from stream.paths import DEFAULT_BUNDLE
-from stream.pipeline import PipelineSettings
-from stream.sessions import SessionSettings
 
 
 @pytest.fixture(scope="module")

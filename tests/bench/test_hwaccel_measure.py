@@ -7,7 +7,7 @@ import functools
 import json
 
 from bench.hwaccel import main
-from stream import hwaccel
+from stream.media import hwaccel
 from stream.paths import SAMPLE_VIDEO
 
 

@@ -16,10 +16,10 @@ from export.parity import caption_agreement, graph_differences
 from lrcn.checkpoint import load_checkpoint
 from lrcn.data import frame_truthful_targets, load_dataset
 from lrcn.metrics import frame_exact_match
-from stream.bundle import open_bundle, read_bundle, sha256_file
-from stream.captioning import CaptionCore, caption_sequences
-from stream.frames import read_sampled_frames
-from stream.sessions import SessionSettings
+from stream.media.frames import read_sampled_frames
+from stream.model.bundle import open_bundle, read_bundle, sha256_file
+from stream.model.captioning import CaptionCore, caption_sequences
+from stream.model.sessions import SessionSettings
 
 CPU = SessionSettings(device="cpu")
 

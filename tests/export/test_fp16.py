@@ -17,10 +17,10 @@ from export.agreement import caption_agreement
 from export.agreement import main as agreement_main
 from export.fp16 import convert_fp16
 from export.fp16 import main as fp16_main
-from stream.bundle import BUNDLE_FILE, open_bundle, read_bundle, sha256_file
 from stream.errors import BundleError
+from stream.model.bundle import BUNDLE_FILE, open_bundle, read_bundle, sha256_file
+from stream.model.sessions import SessionSettings
 from stream.paths import DEFAULT_BUNDLE, SAMPLE_VIDEO
-from stream.sessions import SessionSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 CPU = SessionSettings(device="cpu")

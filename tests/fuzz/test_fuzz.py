@@ -16,13 +16,14 @@ import webvtt
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from stream.bundle import BUNDLE_FILE, open_bundle, read_bundle
-from stream.captioning import CaptionCore
 from stream.errors import BundleError, MediaError
 from stream.events import CaptionEvent, StatusEvent
-from stream.sessions import SessionSettings
-from stream.sinks import JsonlSink, SubtitleSink
-from stream.sources import parse_source, redact
+from stream.media.sources import parse_source, redact
+from stream.model.bundle import BUNDLE_FILE, open_bundle, read_bundle
+from stream.model.captioning import CaptionCore
+from stream.model.sessions import SessionSettings
+from stream.sinks.jsonl import JsonlSink
+from stream.sinks.subtitles import SubtitleSink
 
 ROOT = Path(__file__).resolve().parents[2]
 # Derandomized: the same examples on every run, so that CI is reproducible.

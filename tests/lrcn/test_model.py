@@ -7,7 +7,7 @@ import torch
 
 from lrcn.model import LRCN, LRCNConfig, caption_targets, decode
 from lrcn.vocab import BOS_ID, EOS_ID, PAD_ID
-from stream.keyframes import thumbnails
+from stream.model.keyframes import thumbnails
 
 T = 12
 

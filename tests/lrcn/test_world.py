@@ -472,7 +472,7 @@ def test_antialiased_frames_blend_the_object_into_the_background() -> None:
 
 def test_stills_are_one_frame_items_captioned_with_their_appearance(tmp_path: Path) -> None:
     from lrcn.data import load_dataset
-    from stream.frames import read_sampled_frames
+    from stream.media.frames import read_sampled_frames
 
     path = world.generate_stills(tmp_path / "stills", 12, seed=34,
                                  config=WorldConfig(vary=True), progress=False)

@@ -216,9 +216,9 @@ def test_inputs_by_directory_glob_and_list(archive, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_core(tiny_bundle):
-    from stream.bundle import open_bundle
-    from stream.captioning import CaptionCore
-    from stream.sessions import SessionSettings
+    from stream.model.bundle import open_bundle
+    from stream.model.captioning import CaptionCore
+    from stream.model.sessions import SessionSettings
 
     return CaptionCore(open_bundle(tiny_bundle, SessionSettings(device="cpu", threads=1)))
 
@@ -248,7 +248,7 @@ def test_chunks_hold_exactly_the_whole_videos_frames(tiny_core, tmp_path, name, 
     assert [e["pts"] for e in chunked] == [e["pts"] for e in whole]
     assert [e["index"] for e in chunked] == list(range(len(whole)))
     # The key frames too: each chunk's warm-up spans the key-frame rule's window.
-    assert not tiny_core.keyframes.every_frame
+    assert not tiny_core.keyframes.encodes_every_frame
     assert [e["encoded"] for e in chunked] == [e["encoded"] for e in whole]
     assert 0 < sum(e["encoded"] for e in whole) < len(whole)
 
@@ -300,7 +300,7 @@ def test_file_names_that_are_not_utf8_are_captioned(archive, tiny_bundle, tmp_pa
 
 
 def _main(*args: str) -> int:
-    from stream.archive import cli as archive_cli
+    from stream.cli import archive as archive_cli
 
     return archive_cli.main([*args, "--no-progress"])
 
@@ -382,7 +382,7 @@ def test_outputs_are_synced_before_the_manifest_vouches_for_them(two_videos, tin
 
 def test_recording_an_evaluation_in_the_bundle_redoes_nothing(two_videos, tiny_bundle,
                                                               tmp_path, capsys):
-    from stream.bundle import record_evaluation
+    from stream.model.bundle import record_evaluation
 
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)

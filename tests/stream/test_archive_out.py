@@ -50,7 +50,7 @@ def one_clip(clips, tmp_path) -> Path:
 
 
 def run_here(*args: str) -> int:
-    from stream.archive import cli
+    from stream.cli import archive as cli
 
     return cli.main([*args, *CPU])
 
@@ -110,7 +110,7 @@ def test_a_second_run_on_a_locked_out_exits_at_once_and_touches_nothing(one_clip
     assert run_here(str(one_clip), "--out", str(out)) == 0
     assert counts(capsys.readouterr().err)["skipped"] == 1
     assert sorted(files(out)) == ["clip.mp4.jsonl", "clip.mp4.srt", "clip.mp4.vtt"]
-    from stream.archive.cli import get_args_parser
+    from stream.cli.archive import get_args_parser
 
     assert "5 another run is using OUT" in " ".join(get_args_parser().format_help().split())
 

@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
-from stream.bundle import open_bundle, read_bundle, record_evaluation, sha256_file
-from stream.captioning import CaptionCore
 from stream.errors import BundleError
-from stream.sessions import SessionSettings
+from stream.model.bundle import open_bundle, read_bundle, record_evaluation, sha256_file
+from stream.model.captioning import CaptionCore
+from stream.model.sessions import SessionSettings
 
 CPU = SessionSettings(device="cpu")
 

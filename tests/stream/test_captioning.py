@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from lrcn.data import load_dataset
-from stream.bundle import open_bundle
-from stream.captioning import CaptionCore, caption_sequences
-from stream.frames import read_sampled_frames
-from stream.sessions import SessionSettings
+from stream.media.frames import read_sampled_frames
+from stream.model.bundle import open_bundle
+from stream.model.captioning import CaptionCore, caption_sequences
+from stream.model.sessions import SessionSettings
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_streams_in_one_batch_keep_separate_state(loaded, videos):
     together = {"a": [], "b": []}
     for t in range(n):
         for c in core.step(np.stack([a[t], b[t]]), ["a", "b"], [t == 0, t == 0]):
-            together[c.stream_id].append(c.tokens)
+            together[c.stream].append(c.tokens)
     assert together["a"] == _alone(core, a[:n]) and together["b"] == _alone(core, b[:n])
     assert together["a"] != together["b"]
 
@@ -144,13 +144,13 @@ class _CountingEncoder:
 
 
 def test_the_cnn_runs_only_on_key_frames_and_their_features_are_held(loaded, videos):
-    """Against the model's own rule (stream.keyframes): the encoder sees exactly the key frames
-    of all streams of a batch, in one call; the other frames step with the held features."""
-    from stream.keyframes import key_frames, signature
+    """Against the model's own rule (stream.model.keyframes): the encoder sees exactly the key
+    frames of all streams of a batch, in one call; the other frames step with the held features."""
+    from stream.model.keyframes import key_frames, signature
 
     core = CaptionCore(loaded)
     rule = loaded.bundle.keyframes
-    assert not rule.every_frame
+    assert not rule.encodes_every_frame
     counter = _CountingEncoder(core)
     a, b = videos[0], videos[1]
     n = min(len(a), len(b))
@@ -159,7 +159,7 @@ def test_the_cnn_runs_only_on_key_frames_and_their_features_are_held(loaded, vid
         before = len(counter.calls)
         captions = core.step(np.stack([a[t], b[t]]), ["a", "b"], [t == 0, t == 0])
         for c in captions:
-            flags[c.stream_id].append(c.encoded)
+            flags[c.stream].append(c.encoded)
         # this step's encoder calls alone: one call with exactly its key frames, or none
         encoded = sum(c.encoded for c in captions)
         assert counter.calls[before:] == ([encoded] if encoded else [])

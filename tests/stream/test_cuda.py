@@ -9,9 +9,10 @@ import ctypes
 import onnxruntime as ort
 import pytest
 
-from stream import cuda, sessions
+from stream import cuda
 from stream.errors import DeviceError
-from stream.sessions import SessionSettings, choose_providers, create_session
+from stream.model import sessions
+from stream.model.sessions import SessionSettings, choose_providers, create_session
 
 NEEDED = "13.0"
 ORT_NEEDS = f"ONNX Runtime {ort.__version__} needs"

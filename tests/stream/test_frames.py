@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from stream.errors import MediaError
-from stream.frames import TimeSampler, iter_sampled_frames, read_sampled_frames
+from stream.media.frames import TimeSampler, iter_sampled_frames, read_sampled_frames
 from tests.media import write_image, write_video
 
 

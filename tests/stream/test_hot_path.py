@@ -9,12 +9,12 @@ import av
 import numpy as np
 import pytest
 
-from stream import frames as frames_module
-from stream.frames import FrameCounter, TimeSampler, frame_to_rgb, sampled_frames
+from stream.engines.local import Pipeline
+from stream.media import frames as frames_module
+from stream.media.frames import FrameCounter, TimeSampler, frame_to_rgb, sampled_frames
+from stream.media.sources import parse_source
+from stream.model.sessions import SessionSettings
 from stream.paths import DEFAULT_BUNDLE
-from stream.pipeline import Pipeline
-from stream.sessions import SessionSettings
-from stream.sources import parse_source
 from tests.media import write_video
 
 
@@ -56,7 +56,7 @@ def test_each_decoder_thread_builds_one_reformatter(tmp_path, monkeypatch):
 
     monkeypatch.setattr(frames_module, "VideoReformatter", Counted)
     paths = [write_video(tmp_path / f"v{k}.mp4", frames=60, seed=k) for k in range(2)]
-    from stream.bundle import open_bundle
+    from stream.model.bundle import open_bundle
 
     loaded = open_bundle(DEFAULT_BUNDLE, SessionSettings(device="cpu", threads=1))
     seen = []
@@ -92,7 +92,7 @@ def test_an_intra_only_source_decodes_only_the_sampled_frames(tmp_path):
 ])
 def test_the_one_media_path_skips_an_intra_only_sources_unsampled_frames(tmp_path, first, seek):
     """The decoder and the archive read through frames_from: the skip must hold there too."""
-    from stream.frames import frames_from
+    from stream.media.frames import frames_from
 
     path = write_mjpeg(tmp_path / "cam.avi", frames=60, fps=30)
     counter = FrameCounter()

@@ -21,12 +21,13 @@ import av
 import numpy as np
 import pytest
 
-from stream.bundle import open_bundle
-from stream.decoder import ReconnectPolicy
+from stream.engines.decoder import ReconnectPolicy
+from stream.engines.local import Pipeline
+from stream.engines.settings import PipelineSettings
 from stream.events import ENDED, OPENED, RECONNECTING, CaptionEvent, StatusEvent
-from stream.pipeline import Pipeline, PipelineSettings
-from stream.sessions import SessionSettings
-from stream.sources import open_sources
+from stream.media.sources import parse_sources
+from stream.model.bundle import open_bundle
+from stream.model.sessions import SessionSettings
 from tests.media import write_video
 
 pytestmark = pytest.mark.timeout(120)
@@ -156,7 +157,7 @@ def test_a_live_http_stream_that_ends_cleanly_is_reopened_like_rtsp(loaded, serv
     stream, not an error), the stream is opened again, and its captions go on, the first with
     the reset flag, with PTS and indexes still increasing."""
     settings = PipelineSettings(reconnect=ReconnectPolicy(attempts=3, delay=0.0, max_delay=0.0))
-    pipeline = Pipeline(open_sources([f"{server.base}/{path}"], settings.sources), loaded,
+    pipeline = Pipeline(parse_sources([f"{server.base}/{path}"], settings.source_options), loaded,
                         settings)
     events, seen = iter(pipeline), list[object]()
     ended_when_reconnecting = None
@@ -195,7 +196,7 @@ def test_a_ts_file_served_over_http_ends_once_at_its_end(loaded, server):
     end the stream ends (one `ended`, no error), and it is requested once, never replayed."""
     write_video(server.root / "clip.ts", frames=60, fps=30, container="mpegts")
     settings = PipelineSettings(reconnect=ReconnectPolicy(attempts=3, delay=0.0, max_delay=0.0))
-    pipeline = Pipeline(open_sources([f"{server.base}/clip.ts"], settings.sources), loaded,
+    pipeline = Pipeline(parse_sources([f"{server.base}/clip.ts"], settings.source_options), loaded,
                         settings)
     events, seen = iter(pipeline), []
     try:

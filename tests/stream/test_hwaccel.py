@@ -9,12 +9,13 @@ import logging
 
 import pytest
 
-from stream import hwaccel
+from stream.api import caption_stream
+from stream.engines.settings import PipelineSettings
 from stream.events import CaptionEvent
-from stream.frames import iter_sampled_frames, read_sampled_frames
+from stream.media import hwaccel
+from stream.media.frames import iter_sampled_frames, read_sampled_frames
+from stream.media.sources import SourceOptions, parse_source
 from stream.paths import SAMPLE_VIDEO
-from stream.pipeline import PipelineSettings, caption_stream
-from stream.sources import SourceOptions, parse_source
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ def _hwaccel_lines(caplog) -> list[str]:
 @pytest.mark.parametrize("choice, level", [("cuda", logging.WARNING), ("auto", logging.INFO)])
 def test_without_a_hardware_decoder_the_fallback_is_one_line(fresh_hwaccel, caplog, choice,
                                                               level):
-    with caplog.at_level(logging.INFO, logger="stream.hwaccel"):
+    with caplog.at_level(logging.INFO, logger="stream.media.hwaccel"):
         assert hwaccel.resolve(choice) is None
         assert hwaccel.resolve(choice) is None  # asked again (a reconnect): said once
     [line] = [r for r in caplog.records if "hwaccel" in r.getMessage()]
@@ -51,7 +52,7 @@ def test_without_a_hardware_decoder_the_fallback_is_one_line(fresh_hwaccel, capl
 
 
 def test_none_asks_for_nothing(fresh_hwaccel, caplog):
-    with caplog.at_level(logging.DEBUG, logger="stream.hwaccel"):
+    with caplog.at_level(logging.DEBUG, logger="stream.media.hwaccel"):
         assert hwaccel.resolve("none") is None
     assert not caplog.records
     with pytest.raises(ValueError, match="unknown hwaccel 'nvdec'"):
@@ -71,12 +72,12 @@ def test_sources_that_decode_carry_the_choice_and_cameras_do_not(tmp_path):
 def test_the_fallback_captions_exactly_as_software_decoding(fresh_hwaccel, caplog):
 
     def captions(choice: str) -> list[tuple[float, str]]:
-        settings = PipelineSettings(sources=SourceOptions(hwaccel=choice))
+        settings = PipelineSettings(source_options=SourceOptions(hwaccel=choice))
         return [(e.pts, e.caption) for e in caption_stream(str(SAMPLE_VIDEO), device="cpu",
                                                             settings=settings)
                 if isinstance(e, CaptionEvent)]
 
-    with caplog.at_level(logging.INFO, logger="stream.hwaccel"):
+    with caplog.at_level(logging.INFO, logger="stream.media.hwaccel"):
         assert captions("cuda") == captions("none")
     assert len(_hwaccel_lines(caplog)) == 1
 
@@ -87,7 +88,7 @@ def test_a_device_without_the_codec_decodes_that_source_in_software(fresh_hwacce
     software, the source says so in one line, and the pixels are software decoding's."""
     monkeypatch.setattr(hwaccel, "_AUTO_ORDER", ("drm",))
     monkeypatch.setattr(hwaccel, "device_problem", lambda device_type: None)
-    with caplog.at_level(logging.INFO, logger="stream.hwaccel"):
+    with caplog.at_level(logging.INFO, logger="stream.media.hwaccel"):
         frames = [f.rgb for f in iter_sampled_frames(SAMPLE_VIDEO, 10, (64, 64), hwaccel="auto")]
     lines = _hwaccel_lines(caplog)
     assert lines[0] == "hwaccel auto: decoding on drm"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream.keyframes import (
+from stream.model.keyframes import (
     KeyFrameRule,
     KeyFrameSchedule,
     held_index,

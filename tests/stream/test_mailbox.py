@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
+from stream.engines.mailbox import FrameItem, Mailbox
 from stream.events import ENDED, StatusEvent
-from stream.mailbox import FrameItem, Mailbox
 
 PIXELS = np.zeros((2, 2, 3), np.uint8)
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from stream.api import caption_stream
 from stream.events import CaptionEvent
-from stream.mqtt import MqttSink, parse_mqtt_url
 from stream.paths import DEFAULT_BUNDLE, SAMPLE_VIDEO
-from stream.pipeline import caption_stream
+from stream.sinks.mqtt import MqttSink, parse_mqtt_url
 from tests.conftest import STRICT
 from tests.tools.mqtt_broker import Broker, Subscriber, find_mosquitto
 from tests.tools.rtsp import free_port
@@ -239,7 +239,7 @@ def test_a_broker_that_is_not_there_is_retried_and_said_without_stopping_the_run
             sink.write(event)
         assert sink.sent > 89
         time.sleep(1.5)
-    lines = [r.getMessage() for r in caplog.records if r.name == "stream.mqtt"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "stream.sinks.mqtt"]
     assert any("cannot reach the broker" in line for line in lines)
     assert any("not acknowledged" in line for line in lines)
     assert not any("secret" in line for line in lines)

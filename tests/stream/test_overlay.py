@@ -11,7 +11,7 @@ import av
 import numpy as np
 import pytest
 
-from stream.overlay import write_overlay
+from stream.sinks.overlay import write_overlay
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "examples" / "shapes" / "videos" / "shapes_s5_00000.mp4"

@@ -10,15 +10,17 @@ import time
 import pytest
 
 from lrcn.data import load_dataset
-from stream.bundle import open_bundle
-from stream.captioning import CaptionCore
+from stream.api import caption_stream
+from stream.engines.local import Pipeline
+from stream.engines.mailbox import FrameItem
+from stream.engines.settings import PipelineSettings
 from stream.errors import StreamError
 from stream.events import DROPPED, ENDED, OPENED, RECONNECTING, CaptionEvent, StatusEvent
-from stream.frames import read_sampled_frames
-from stream.mailbox import FrameItem
-from stream.pipeline import Pipeline, PipelineSettings, caption_stream
-from stream.sessions import SessionSettings
-from stream.sources import Source, open_sources, stream_ids
+from stream.media.frames import read_sampled_frames
+from stream.media.sources import Source, parse_sources, stream_ids
+from stream.model.bundle import open_bundle
+from stream.model.captioning import CaptionCore
+from stream.model.sessions import SessionSettings
 from tests.media import write_image, write_video
 
 pytestmark = pytest.mark.timeout(120)
@@ -86,7 +88,7 @@ def test_a_live_source_drops_its_oldest_frames_to_stay_current(loaded):
     and the newest kept."""
     settings = PipelineSettings(max_batch=1, max_wait_ms=0, queue_size=2, events_queue=2)
     source = "lavfi:testsrc2=size=160x120:rate=30:d=4,realtime"  # about 20 sampled frames
-    pipeline = Pipeline(open_sources([source], settings.sources), loaded, settings)
+    pipeline = Pipeline(parse_sources([source], settings.source_options), loaded, settings)
     events = iter(pipeline)
     held = [next(events)]
     while pipeline.mailbox.dropped("lavfi") < 5:  # bounded by the test's timeout
@@ -130,7 +132,7 @@ def test_an_error_in_the_worker_stops_everything_and_is_raised(loaded, monkeypat
         raise RuntimeError("boom")
 
     monkeypatch.setattr(CaptionCore, "step", broken)
-    pipeline = Pipeline(open_sources(["lavfi:testsrc2=size=160x120:rate=30,realtime"]),
+    pipeline = Pipeline(parse_sources(["lavfi:testsrc2=size=160x120:rate=30,realtime"]),
                         loaded)
     start = time.monotonic()
     with pytest.raises(StreamError, match="RuntimeError: boom") as caught:
@@ -142,7 +144,7 @@ def test_an_error_in_the_worker_stops_everything_and_is_raised(loaded, monkeypat
 
 def test_an_error_in_the_consumer_stops_the_pipeline_promptly(loaded):
     """A sink that raises inside the loop: the error reaches the caller, the threads stop."""
-    pipeline = Pipeline(open_sources(["lavfi:testsrc2=size=160x120:rate=30,realtime"]),
+    pipeline = Pipeline(parse_sources(["lavfi:testsrc2=size=160x120:rate=30,realtime"]),
                         loaded)
     start = time.monotonic()
     with pytest.raises(OSError, match="disk full"):
@@ -154,7 +156,7 @@ def test_an_error_in_the_consumer_stops_the_pipeline_promptly(loaded):
 
 
 def test_leaving_the_loop_stops_an_endless_live_source_promptly(loaded):
-    pipeline = Pipeline(open_sources(["lavfi:testsrc2=size=160x120:rate=30,realtime"]),
+    pipeline = Pipeline(parse_sources(["lavfi:testsrc2=size=160x120:rate=30,realtime"]),
                         loaded)
     events = iter(pipeline)
     seen = [next(events) for _ in range(4)]
@@ -170,7 +172,7 @@ def test_a_bug_in_a_decoder_thread_is_raised_in_the_caller(loaded, videos, monke
     def broken(*args):
         raise ZeroDivisionError("decoder bug")
 
-    monkeypatch.setattr("stream.frames.frame_to_rgb", broken)
+    monkeypatch.setattr("stream.media.frames.frame_to_rgb", broken)
     with pytest.raises(StreamError, match="ZeroDivisionError: decoder bug"):
         list(caption_stream(videos[:2], loaded))
 
@@ -270,11 +272,11 @@ def test_a_reconnect_inside_a_busy_batch_keeps_the_memory_of_the_frames_after_it
 def test_a_realtime_file_plays_at_its_own_speed_as_a_live_source(loaded, tmp_path):
     """--realtime: a file's sampled frames leave the decoder at their timestamps' pace, and
     the stream is live (dropped from, not waited for, when captioning falls behind)."""
-    from stream.sources import SourceOptions
+    from stream.media.sources import SourceOptions
 
     video = write_video(tmp_path / "v.mp4", frames=60, fps=30)  # 2 s
-    settings = PipelineSettings(sources=SourceOptions(realtime=True))
-    [source] = open_sources([str(video)], settings.sources).values()
+    settings = PipelineSettings(source_options=SourceOptions(realtime=True))
+    [source] = parse_sources([str(video)], settings.source_options).values()
     assert source.live and source.paced
     events = list(caption_stream(str(video), loaded, settings=settings))
     frames = captions_of(events)["v"]
@@ -288,10 +290,10 @@ def test_a_realtime_file_plays_at_its_own_speed_as_a_live_source(loaded, tmp_pat
 def test_a_paced_file_can_start_later_in_the_file(loaded, tmp_path):
     from dataclasses import replace
 
-    from stream.sources import SourceOptions
+    from stream.media.sources import SourceOptions
 
     video = write_video(tmp_path / "v.mp4", frames=90, fps=30)  # 3 s, one key frame at 0
-    [source] = open_sources([str(video)], SourceOptions(realtime=True)).values()
+    [source] = parse_sources([str(video)], SourceOptions(realtime=True)).values()
     pipeline = Pipeline({"late": replace(source, start=2.0)}, loaded, PipelineSettings())
     frames = captions_of(pipeline)["late"]
     assert frames[0].pts == pytest.approx(2.0, abs=0.04) and frames[0].reset

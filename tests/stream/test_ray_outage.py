@@ -1,4 +1,4 @@
-"""A Ray outage that is not a restart (stream/ray_pipeline.py): ``ActorUnavailableError`` on an
+"""A Ray outage that is not a restart (stream/engines/ray.py): ``ActorUnavailableError`` on an
 actor that is alive, injected once on a local Ray of 2 CPUs. Its streams say reconnecting, then
 opened, and go on in the same actor without a second start; the captions are an uninterrupted
 run's, none twice and none lost (not even those of the poll whose answer was lost)."""
@@ -8,13 +8,13 @@ from __future__ import annotations
 import pytest
 import ray  # noqa: E402 - the ray extra, installed by make setup
 
-from stream.bundle import open_bundle
+from stream.engines.local import Pipeline
+from stream.engines.ray import Polled, RayPipeline, RaySettings  # noqa: E402
 from stream.events import ENDED, OPENED, RECONNECTING, CaptionEvent, StatusEvent
+from stream.media.sources import parse_sources
+from stream.model.bundle import open_bundle
+from stream.model.sessions import SessionSettings
 from stream.paths import DEFAULT_BUNDLE, SAMPLE_VIDEO
-from stream.pipeline import Pipeline
-from stream.ray_pipeline import Polled, RayPipeline, RaySettings  # noqa: E402
-from stream.sessions import SessionSettings
-from stream.sources import open_sources
 from tests.media import write_video
 from tests.tools.local_ray import captions, local_ray  # noqa: F401 - the module's Ray
 
@@ -31,7 +31,7 @@ def test_an_unavailable_live_actor_is_reconnected_without_a_second_start(tmp_pat
     other = write_video(tmp_path / "noise.mp4", frames=45, fps=15, size=(96, 72))
     specs = [str(SAMPLE_VIDEO), str(other)]
     file = "shapes_s5_00000"
-    engine = RayPipeline(open_sources(specs), DEFAULT_BUNDLE, "cpu",
+    engine = RayPipeline(parse_sources(specs), DEFAULT_BUNDLE, "cpu",
                          ray_settings=RaySettings(workers=1, max_restarts=2))
     lost: list[Polled] = []
     starts_to_lose = [1] if outage == "poll and start" else []
@@ -64,7 +64,7 @@ def test_an_unavailable_live_actor_is_reconnected_without_a_second_start(tmp_pat
     assert lost and any(isinstance(e, CaptionEvent) for e in lost[0].events)
     assert not starts_to_lose
 
-    local = list(Pipeline(open_sources(specs), open_bundle(DEFAULT_BUNDLE,
+    local = list(Pipeline(parse_sources(specs), open_bundle(DEFAULT_BUNDLE,
                                                             SessionSettings(device="cpu"))))
     assert captions(events) == captions(local)
     assert len(captions(events)) == 89 + 30
@@ -93,7 +93,7 @@ class _Stop(Exception):
 def test_an_exception_a_signal_handler_raised_inside_ray_comes_out_as_itself():
     """Ray hands a signal handler's exception (the CLI's SIGTERM) back as a SystemError whose
     cause it is; the driver re-raises the cause, so SIGTERM still exits 143 (seen once in CI)."""
-    from stream.ray_pipeline import _signal_exceptions
+    from stream.engines.ray import _signal_exceptions
 
     with pytest.raises(_Stop), _signal_exceptions():
         try:

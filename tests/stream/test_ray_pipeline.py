@@ -1,4 +1,4 @@
-"""The Ray engine (stream/ray_pipeline.py) on a local Ray of 2 CPUs: the same captions as the
+"""The Ray engine (stream/engines/ray.py) on a local Ray of 2 CPUs: the same captions as the
 local engine, a SIGKILLed actor's streams resuming (files, lavfi cameras, RTSP), restarts used
 up, the live view's frames, bounded shutdown."""
 
@@ -10,14 +10,16 @@ import time
 
 import pytest
 
-from stream.bundle import open_bundle
-from stream.decoder import ReconnectPolicy
+from stream.api import caption_stream
+from stream.engines.decoder import ReconnectPolicy
+from stream.engines.local import Pipeline
+from stream.engines.ray import RayPipeline, RaySettings  # noqa: E402
+from stream.engines.settings import PipelineSettings
 from stream.events import ENDED, OPENED, RECONNECTING, CaptionEvent, StatusEvent
+from stream.media.sources import SourceOptions, parse_sources
+from stream.model.bundle import open_bundle
+from stream.model.sessions import SessionSettings
 from stream.paths import DEFAULT_BUNDLE, SAMPLE_VIDEO
-from stream.pipeline import Pipeline, PipelineSettings, caption_stream
-from stream.ray_pipeline import RayPipeline, RaySettings  # noqa: E402
-from stream.sessions import SessionSettings
-from stream.sources import SourceOptions, open_sources
 from tests.conftest import require_rtsp_server
 from tests.media import write_video
 from tests.tools.local_ray import captions, local_ray  # noqa: F401 - the module's Ray
@@ -33,10 +35,10 @@ def test_files_get_the_same_captions_as_on_the_local_engine(tmp_path):
     other = write_video(tmp_path / "noise.mp4", frames=45, fps=15, size=(96, 72))
     specs = [str(SAMPLE_VIDEO), str(other), "lavfi:testsrc2=size=160x120:rate=10:duration=3",
              str(tmp_path / "missing.mp4")]
-    engine = RayPipeline(open_sources(specs), DEFAULT_BUNDLE, "cpu",
+    engine = RayPipeline(parse_sources(specs), DEFAULT_BUNDLE, "cpu",
                          ray_settings=RaySettings(workers=2))
     on_ray = list(engine)
-    local = list(Pipeline(open_sources(specs), open_bundle(DEFAULT_BUNDLE,
+    local = list(Pipeline(parse_sources(specs), open_bundle(DEFAULT_BUNDLE,
                                                             SessionSettings(device="cpu"))))
     assert captions(on_ray) == captions(local)
     assert len(captions(on_ray)) == 89 + 30 + 30
@@ -62,7 +64,7 @@ def test_the_library_api_runs_on_ray():
 
 def test_the_live_view_gets_frames_at_a_reduced_rate():
     frames = []
-    engine = RayPipeline(open_sources([str(SAMPLE_VIDEO)]), DEFAULT_BUNDLE, "cpu",
+    engine = RayPipeline(parse_sources([str(SAMPLE_VIDEO)]), DEFAULT_BUNDLE, "cpu",
                          ray_settings=RaySettings(workers=1, frames_every=0.5),
                          frame_listeners=[lambda stream, rgb, pts: frames.append((stream,
                                                                                   rgb.shape))])
@@ -84,8 +86,8 @@ def test_a_killed_actor_is_restarted_and_its_streams_resume_without_repeating(tm
     """Worker 1 captions a file played in real time, worker 2 a camera; worker 1's process is
     SIGKILLed mid-file. Its stream says reconnecting, reopens with a reset and goes on after
     the last frame received, to the end of the file; the camera is not touched."""
-    settings = PipelineSettings(sources=SourceOptions(realtime=True))
-    sources = open_sources([str(SAMPLE_VIDEO), CAMERA], settings.sources)
+    settings = PipelineSettings(source_options=SourceOptions(realtime=True))
+    sources = parse_sources([str(SAMPLE_VIDEO), CAMERA], settings.source_options)
     engine = RayPipeline(sources, DEFAULT_BUNDLE, "cpu", settings,
                          RaySettings(workers=2, max_restarts=2))
     file, camera = "shapes_s5_00000", "lavfi"
@@ -128,7 +130,7 @@ def test_a_killed_actor_is_restarted_and_its_streams_resume_without_repeating(tm
 
 
 def test_when_restarts_are_used_up_those_streams_end_with_an_error_and_the_rest_go_on():
-    sources = open_sources([CAMERA, OTHER_CAMERA])
+    sources = parse_sources([CAMERA, OTHER_CAMERA])
     engine = RayPipeline(sources, DEFAULT_BUNDLE, "cpu",
                          ray_settings=RaySettings(workers=2, max_restarts=0))
     victim, survivor = "lavfi", "lavfi-2"
@@ -158,7 +160,7 @@ def test_an_rtsp_camera_resumes_on_the_restarted_actor(tmp_path):
     server = RtspServer(python, video, free_port()).start()
     settings = PipelineSettings(reconnect=ReconnectPolicy(attempts=10, delay=0.2, max_delay=1.0))
     try:
-        engine = RayPipeline(open_sources([server.url()]), DEFAULT_BUNDLE, "cpu", settings,
+        engine = RayPipeline(parse_sources([server.url()]), DEFAULT_BUNDLE, "cpu", settings,
                              RaySettings(workers=1, max_restarts=1))
         shown: list[CaptionEvent] = []
         statuses: list[StatusEvent] = []

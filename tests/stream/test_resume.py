@@ -10,14 +10,14 @@ import time
 
 import pytest
 
-from stream.bundle import open_bundle
-from stream.decoder import Resume
+from stream.engines.decoder import Resume
+from stream.engines.local import Pipeline
 from stream.events import ENDED, CaptionEvent, StatusEvent
-from stream.frames import TimeSampler
+from stream.media.frames import TimeSampler
+from stream.media.sources import parse_source
+from stream.model.bundle import open_bundle
+from stream.model.sessions import SessionSettings
 from stream.paths import DEFAULT_BUNDLE
-from stream.pipeline import Pipeline
-from stream.sessions import SessionSettings
-from stream.sources import parse_source
 from tests.media import write_video
 
 

@@ -6,13 +6,14 @@ import json
 
 import pytest
 
-from stream.bundle import open_bundle
-from stream.decoder import ReconnectPolicy
+from stream.api import caption_stream
+from stream.engines.decoder import ReconnectPolicy
+from stream.engines.settings import PipelineSettings
 from stream.events import ENDED, OPENED, RECONNECTING, CaptionEvent, StatusEvent
-from stream.pipeline import PipelineSettings, caption_stream
-from stream.sessions import SessionSettings
-from stream.sinks import JsonlSink
-from stream.sources import SourceOptions
+from stream.media.sources import SourceOptions
+from stream.model.bundle import open_bundle
+from stream.model.sessions import SessionSettings
+from stream.sinks.jsonl import JsonlSink
 from tests.conftest import require_rtsp_server
 from tests.media import write_video
 from tests.tools.rtsp import RtspServer, free_port
@@ -38,7 +39,7 @@ def camera_video(tmp_path_factory):
 
 
 SETTINGS = PipelineSettings(reconnect=ReconnectPolicy(attempts=30, delay=0.2, max_delay=1.0),
-                            sources=SourceOptions(timeout=5))
+                            source_options=SourceOptions(timeout=5))
 
 
 def test_a_killed_server_is_reconnected_and_nothing_is_lost_or_repeated(
@@ -108,7 +109,7 @@ def test_a_stalled_server_times_out_and_is_reconnected_when_it_wakes(python, loa
     import time
 
     settings = PipelineSettings(reconnect=ReconnectPolicy(attempts=30, delay=0.2, max_delay=1.0),
-                                sources=SourceOptions(timeout=1))
+                                source_options=SourceOptions(timeout=1))
     server = RtspServer(python, camera_video, free_port()).start()
     kinds: list[str] = []
     stopped_at = woken = None

@@ -9,7 +9,7 @@ import pytest
 
 from stream import cuda
 from stream.errors import DeviceError
-from stream.sessions import (
+from stream.model.sessions import (
     SessionSettings,
     choose_providers,
     create_session,
@@ -31,7 +31,7 @@ def test_cpu_is_plain_cpu(probe):
 
 
 def test_auto_uses_cuda_only_where_it_really_works_and_says_which(probe, caplog, capfd):
-    with caplog.at_level(logging.INFO, logger="stream.sessions"):
+    with caplog.at_level(logging.INFO, logger="stream.model.sessions"):
         providers = choose_providers(SessionSettings(device="auto"), probe)
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and lines[0].startswith("device auto: ")

@@ -11,7 +11,10 @@ import srt
 import webvtt
 
 from stream.events import DROPPED, RECONNECTING, CaptionEvent, StatusEvent
-from stream.sinks import CallbackSink, ConsoleSink, JsonlSink, SubtitleSink
+from stream.sinks.base import CallbackSink
+from stream.sinks.console import ConsoleSink
+from stream.sinks.jsonl import JsonlSink
+from stream.sinks.subtitles import SubtitleSink
 
 
 def caption(index: int, text: str, pts: float | None = None, changed: bool = True):
@@ -109,7 +112,7 @@ def test_unknown_subtitle_format_is_refused(tmp_path):
 
 
 def test_per_stream_routes_events_and_closes_every_sink_even_after_a_failure(tmp_path):
-    from stream.sinks import PerStream, Sink
+    from stream.sinks.base import PerStream, Sink
 
     class Broken(Sink):
         def write(self, event):
@@ -130,7 +133,7 @@ def test_per_stream_routes_events_and_closes_every_sink_even_after_a_failure(tmp
 
 
 def test_the_overlay_recorder_keeps_only_its_streams_captions(tmp_path, monkeypatch):
-    from stream import overlay
+    from stream.sinks import overlay
 
     written = []
     monkeypatch.setattr(overlay, "write_overlay", lambda source, target, captions:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stream.errors import MediaError
-from stream.sources import SourceOptions, open_source, parse_source, redact
+from stream.media.sources import SourceOptions, open_source, parse_source, redact
 
 
 @pytest.mark.parametrize("spec, platform, kind, url, fmt, live", [

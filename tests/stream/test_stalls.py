@@ -10,12 +10,13 @@ import time
 
 import pytest
 
-from stream.bundle import open_bundle
-from stream.decoder import ReconnectPolicy, retried_packets
+from stream.api import caption_stream
+from stream.engines.decoder import ReconnectPolicy, retried_packets
+from stream.engines.settings import PipelineSettings
 from stream.events import ENDED, OPENED, RECONNECTING, CaptionEvent, StatusEvent
-from stream.pipeline import PipelineSettings, caption_stream
-from stream.sessions import SessionSettings
-from stream.sources import PipeReader, SourceOptions, parse_source
+from stream.media.sources import PipeReader, SourceOptions, parse_source
+from stream.model.bundle import open_bundle
+from stream.model.sessions import SessionSettings
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -45,7 +46,7 @@ def test_a_pipe_whose_writer_pauses_is_reconnected_and_goes_on(fifo, tiny_bundle
                               stdout=subprocess.PIPE, text=True)
     assert writer.stdout is not None and writer.stdout.readline() == "ready\n"
     settings = PipelineSettings(queue_size=64, reconnect=ReconnectPolicy(10, 0.0, 0.0),
-                                sources=SourceOptions(timeout=1.0))
+                                source_options=SourceOptions(timeout=1.0))
     try:
         events = list(caption_stream(str(fifo), loaded, settings=settings))
     finally:

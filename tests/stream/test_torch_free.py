@@ -13,7 +13,7 @@ import torch
 
 from lrcn.checkpoint import load_checkpoint
 from lrcn.data import load_dataset
-from stream.frames import read_sampled_frames
+from stream.media.frames import read_sampled_frames
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,10 +45,10 @@ IMPORT_ALL = BLOCK + textwrap.dedent("""
 """)
 
 SCRIPT = BLOCK + textwrap.dedent("""
-    from stream.bundle import open_bundle
-    from stream.captioning import CaptionCore, caption_sequences
-    from stream.frames import read_sampled_frames
-    from stream.sessions import SessionSettings
+    from stream.model.bundle import open_bundle
+    from stream.model.captioning import CaptionCore, caption_sequences
+    from stream.media.frames import read_sampled_frames
+    from stream.model.sessions import SessionSettings
 
     bundle, video = sys.argv[1], sys.argv[2]
     loaded = open_bundle(bundle, SessionSettings(device="auto"))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from stream.events import CaptionEvent
-from stream.webview import WebView, is_loopback, parse_address
+from stream.sinks.webview import WebView, is_loopback, parse_address
 from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ A bundle is a directory::
 
     encoder.onnx    frames (B, S, S, 3) uint8 RGB -> features (B, F), run on key frames only
     memory.onnx     one step of the recurrent memory for B streams, plus the word LSTM's start;
-                    it reads every frame's thumbnail (B, 3, m, m) (stream.keyframes.thumbnails)
+                    it reads every frame's thumbnail (B, 3, m, m) (model.keyframes.thumbnails)
     captioner.onnx  one word for N captions: token, context, word state -> log-probs, word state
     bundle.json     format, model settings (the key-frame rule among them), vocabulary, tensor
                     names and shapes, sha256 of every file, training provenance and evaluation
@@ -30,8 +30,8 @@ import onnxruntime as ort
 
 from stream.errors import BundleError, reason
 from stream.files import sha256_file, write_text_atomically
-from stream.keyframes import KeyFrameRule
-from stream.sessions import SessionSettings, choose_providers, create_session
+from stream.model.keyframes import KeyFrameRule
+from stream.model.sessions import SessionSettings, choose_providers, create_session
 
 FORMAT_VERSION = 2  # 2: key frames; the thumbnail left the encoder graph
 BUNDLE_FILE = "bundle.json"

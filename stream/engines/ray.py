@@ -55,19 +55,16 @@ from typing import Any
 
 import numpy as np
 
-from stream.bundle import BUNDLE_FILE, Bundle, check_files, open_bundle, read_bundle
-from stream.decoder import Resume
+from stream.engines.decoder import Resume
+from stream.engines.local import Pipeline
+from stream.engines.ray_cluster import connect, import_ray
+from stream.engines.settings import FrameListener, PipelineSettings, unopened
 from stream.errors import MediaError, StreamError, reason
 from stream.events import ENDED, OPENED, RECONNECTING, CaptionEvent, Event, StatusEvent
-from stream.pipeline import (
-    FrameListener,
-    Pipeline,
-    PipelineSettings,
-    put_unless_stopped,
-    unopened,
-)
-from stream.sessions import SessionSettings
-from stream.sources import Source, redact
+from stream.media.sources import Source, redact
+from stream.model.bundle import BUNDLE_FILE, Bundle, check_files, open_bundle, read_bundle
+from stream.model.sessions import SessionSettings
+from stream.stopping import put_unless_stopped
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +72,6 @@ _POLL_WAIT = 0.1  # seconds an actor's poll waits for its first event (bounds a 
 _POLL_EVENTS = 256  # events per poll at most
 _RECONNECT_DELAY = 0.5  # seconds between attempts to reach an actor that stays unavailable
 _STOP_TIMEOUT = 15.0  # longest wait for the actors to stop before they are killed
-_RAY_EXTRA = "pip install 'lrcn-stream[ray]'"
 
 
 @dataclass(frozen=True)
@@ -250,7 +246,7 @@ class _Worker:
 
 
 @dataclass
-class _Progress:
+class _Received:
     """What the driver has received of one stream: where it resumes, and the counts that go on
     across actors."""
 
@@ -262,7 +258,7 @@ class _Progress:
 
 
 class RayPipeline:
-    """The Ray counterpart of :class:`~stream.pipeline.Pipeline`: iterate for the events.
+    """The Ray counterpart of :class:`~stream.engines.local.Pipeline`: iterate for the events.
 
     It has the same ``frame_listeners``, ``join_on_exit`` and ``close()``, so the CLI runs the
     same sinks over either. Ray is started (or joined) here, in the constructor, so that signal
@@ -299,16 +295,17 @@ class RayPipeline:
             check_files(self.bundle)
         self.frame_listeners = list(frame_listeners)
         self.join_on_exit = join_on_exit
-        self.progress = {stream: _Progress() for stream in sources}
+        self.received = {stream: _Received() for stream in sources}
         self._workers: list[_Worker] = []
         self._later: list[tuple[float, _Worker]] = []  # reconnections due at a monotonic time
         self._bundle_ref: Any = None
         self._started = False
         self._closed = False
-        self._ray = _import_ray()
-        self._started_ray = not self._ray.is_initialized()
-        if self._started_ray:
-            self._init_ray()
+        self._ray = import_ray()
+        cpus = os.cpu_count() or 1
+        if self.ray_settings.workers:
+            cpus = max(cpus, self.ray_settings.workers * self.ray_settings.cpus_per_worker)
+        self._started_ray = connect(self.ray_settings.address, cpus)
 
     # ------------------------------------------------------------------ the driver's loop
 
@@ -366,7 +363,7 @@ class RayPipeline:
     def _start(self, worker: _Worker) -> Any:
         resume = {}
         for stream in worker.open:
-            last = self.progress[stream].last
+            last = self.received[stream].last
             if last is not None:
                 resume[stream] = Resume(last.index + 1, last.pts, last.decoded_at)
         sources = {s: src for s, src in worker.sources.items() if s in worker.open}
@@ -446,9 +443,9 @@ class RayPipeline:
             worker.restarts += 1
             worker.batch = 0
             for stream in worker.open:
-                progress = self.progress[stream]
-                progress.dropped_before = progress.dropped
-                progress.reconnects_before = progress.reconnects
+                received = self.received[stream]
+                received.dropped_before = received.dropped
+                received.reconnects_before = received.reconnects
             log.warning("worker %d restarted (%d/%d)", worker.number, worker.restarts,
                         self.ray_settings.max_restarts)
         worker.incarnation = result["incarnation"]
@@ -458,35 +455,35 @@ class RayPipeline:
 
     def _account(self, event: Event, worker: _Worker) -> Event | None:
         """The event as the driver emits it: counts carried over restarts, repeats dropped."""
-        progress = self.progress[event.stream]
+        received = self.received[event.stream]
         if isinstance(event, CaptionEvent):
-            if progress.last is not None and event.index <= progress.last.index:
+            if received.last is not None and event.index <= received.last.index:
                 return None  # never emitted twice
-            progress.last = event
+            received.last = event
             return event
-        event = replace(event, dropped=progress.dropped_before + event.dropped,
-                        reconnects=progress.reconnects_before + event.reconnects)
-        progress.dropped, progress.reconnects = event.dropped, event.reconnects
+        event = replace(event, dropped=received.dropped_before + event.dropped,
+                        reconnects=received.reconnects_before + event.reconnects)
+        received.dropped, received.reconnects = event.dropped, event.reconnects
         if event.kind == ENDED:
             worker.open.discard(event.stream)
         return event
 
     def _lost(self, stream: str, message: str) -> StatusEvent:
-        progress = self.progress[stream]
+        received = self.received[stream]
         # Counted on top of the actor's own reconnects, whether it goes on or restarts.
-        progress.reconnects += 1
-        progress.reconnects_before += 1
+        received.reconnects += 1
+        received.reconnects_before += 1
         return self._status(stream, RECONNECTING, message)
 
     def _status(self, stream: str, kind: str, message: str) -> StatusEvent:
-        progress = self.progress[stream]
+        received = self.received[stream]
         return StatusEvent(stream=stream, kind=kind, at=time.time(), message=message,
-                           dropped=progress.dropped, reconnects=progress.reconnects)
+                           dropped=received.dropped, reconnects=received.reconnects)
 
     def _ended(self, stream: str, message: str) -> StatusEvent:
-        progress = self.progress[stream]
+        received = self.received[stream]
         return StatusEvent(stream=stream, kind=ENDED, at=time.time(), message=message,
-                           dropped=progress.dropped, reconnects=progress.reconnects,
+                           dropped=received.dropped, reconnects=received.reconnects,
                            error=message)
 
     def placement(self) -> dict[str, tuple[int, int | None, str | None]]:
@@ -494,23 +491,6 @@ class RayPipeline:
         return {stream: (w.number, w.pid, w.host) for w in self._workers for stream in w.sources}
 
     # ------------------------------------------------------------------ Ray itself
-
-    def _init_ray(self) -> None:
-        ray = self._ray
-        address = self.ray_settings.address or os.environ.get("RAY_ADDRESS")
-        try:
-            if address:
-                _probe(address)
-                ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
-            else:
-                cpus = os.cpu_count() or 1
-                if self.ray_settings.workers:
-                    cpus = max(cpus, self.ray_settings.workers * self.ray_settings.cpus_per_worker)
-                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.ERROR)
-        except (OSError, RuntimeError, ValueError) as error:
-            where = f"the Ray cluster at {redact(address)}" if address else "a local Ray"
-            raise StreamError(f"cannot start {where}: {reason(error)}") from error
 
     def _default_workers(self, sources: int) -> int:
         cpus = int(self._ray.cluster_resources().get("CPU", 1))
@@ -553,30 +533,6 @@ def _signal_exceptions() -> Generator[None, None, None]:
         if error.__cause__ is not None:
             raise error.__cause__ from None
         raise
-
-
-def _import_ray() -> Any:
-    try:
-        import ray
-        import ray.exceptions
-    except ImportError as error:
-        raise ImportError(f"--engine ray needs Ray ({_RAY_EXTRA}): {error}") from error
-    logging.getLogger("ray").setLevel(logging.ERROR)
-    return ray
-
-
-def _probe(address: str, timeout: float = 5.0) -> None:
-    """Fail fast when a cluster's HOST:PORT takes no connection (Ray itself retries for minutes).
-    Other forms (``auto``, ``ray://...``) are left to Ray.
-
-    Raises:
-        OSError: nothing answers there.
-    """
-    host, _, port = address.rpartition(":")
-    if "://" in address or not host or not port.isdigit():
-        return
-    with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-        pass
 
 
 def _ray_reason(error: BaseException) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from stream.errors import MediaError, reason
-from stream.hwaccel import report_software_fallback, resolve
+from stream.media.hwaccel import report_software_fallback, resolve
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def iter_sampled_frames(
         sample_fps: samples per second of video time; None keeps every frame.
         size: (width, height) of the RGB output.
         thread_type: PyAV decoder threading ("AUTO", "FRAME", "SLICE") or None for FFmpeg's default.
-        hwaccel: hardware decoding (see :mod:`stream.hwaccel`); frames come back to the same
+        hwaccel: hardware decoding (see :mod:`stream.media.hwaccel`); frames come back to the same
             conversion.
 
     Raises:
@@ -125,9 +125,9 @@ def iter_sampled_frames(
     """
     name = str(path)
 
-    def opened(_container: av.container.InputContainer, stream: av.VideoStream) -> None:
+    def opened(_container: av.container.InputContainer, video: av.VideoStream) -> None:
         if thread_type is not None:
-            stream.thread_type = thread_type
+            video.thread_type = thread_type
 
     yield from decode_sampled(lambda: open_video(name, hwaccel), name, sample_fps, size,
                               opened=opened)
@@ -175,14 +175,14 @@ def decode_sampled(
 
     def decode(seek: bool) -> Iterator[SampledFrame]:
         nonlocal index
-        with open_input() as (container, stream):
+        with open_input() as (container, video):
             if opened is not None:
-                opened(container, stream)
+                opened(container, video)
             reformatter = VideoReformatter()  # one swscale context for the whole input
             try:
                 for time, frame in frames_from(
-                        container, stream, first, sample_fps, counter, name, seek,
-                        None if packets is None else packets(container, stream)):
+                        container, video, first, sample_fps, counter, name, seek,
+                        None if packets is None else packets(container, video)):
                     yield SampledFrame(index=index, time=time,
                                        rgb=frame_to_rgb(frame, size, reformatter))
                     index += 1
@@ -207,17 +207,17 @@ def open_video(
     stream, closed on leaving; raises :class:`MediaError` naming the file when it cannot be
     opened or has no video.
 
-    ``hwaccel`` asks for hardware decoding (see :mod:`stream.hwaccel`), software where there is
-    none."""
+    ``hwaccel`` asks for hardware decoding (see :mod:`stream.media.hwaccel`), software where there
+    is none."""
     accel = resolve(hwaccel)
     try:
         container = av.open(str(path), hwaccel=accel)
     except (av.FFmpegError, OSError) as error:
         raise MediaError(f"{path}: cannot open ({reason(error)})") from error
     with container:
-        stream = video_stream(container, str(path))
-        report_software_fallback(str(path), stream, hwaccel)
-        yield container, stream
+        video = video_stream(container, str(path))
+        report_software_fallback(str(path), video, hwaccel)
+        yield container, video
 
 
 def video_stream(container: av.container.InputContainer, name: str) -> av.VideoStream:
@@ -231,12 +231,12 @@ def video_stream(container: av.container.InputContainer, name: str) -> av.VideoS
     return stream
 
 
-def use_file_threading(stream: av.VideoStream) -> None:
-    """Frame threading for a file of at least 1280x720 (see stream.decoder's measurements);
+def use_file_threading(video: av.VideoStream) -> None:
+    """Frame threading for a file of at least 1280x720 (see stream.engines.decoder's measurements);
     it adds frames of delay, so live sources never use it."""
-    context = stream.codec_context
+    context = video.codec_context
     if context.width * context.height >= HD_PIXELS:
-        stream.thread_type = "AUTO"
+        video.thread_type = "AUTO"
 
 
 @dataclass
@@ -261,11 +261,11 @@ class StreamClock:
         [0.0, 0.04, 0.08]
     """
 
-    def __init__(self, stream: av.stream.Stream, origin: float | None = None) -> None:
+    def __init__(self, video: av.stream.Stream, origin: float | None = None) -> None:
         self.origin = origin  # given: the stream's start as found before a seek
-        if origin is None and stream.start_time is not None and stream.time_base is not None:
-            self.origin = float(stream.start_time * stream.time_base)
-        rate = getattr(stream, "average_rate", None)
+        if origin is None and video.start_time is not None and video.time_base is not None:
+            self.origin = float(video.start_time * video.time_base)
+        rate = getattr(video, "average_rate", None)
         self.rate = float(rate) if rate else 25.0
         self.frames = 0  # frames timed so far
         self.restarts = 0  # times the timestamps went back
@@ -295,7 +295,7 @@ class StreamClock:
 
 def sampled_frames(
     container: av.container.InputContainer,
-    stream: av.VideoStream,
+    video: av.VideoStream,
     sampler: TimeSampler,
     counter: FrameCounter | None = None,
     packets: Iterable[av.Packet] | None = None,
@@ -308,13 +308,13 @@ def sampled_frames(
     propagate for the caller to name the input.
     """
     counter = counter if counter is not None else FrameCounter()
-    clock = clock or StreamClock(stream)
+    clock = clock or StreamClock(video)
     # An intra-only codec (MJPEG) decodes each packet to its own frame at the packet's time:
     # a packet whose time is not sampled is never decoded (a 30 fps webcam sampled at 10 saves
     # two decodes in three).
-    skip = sampler.fps is not None and bool(getattr(stream.codec_context.codec, "intra_only",
+    skip = sampler.fps is not None and bool(getattr(video.codec_context.codec, "intra_only",
                                                     False))
-    for packet in container.demux(stream) if packets is None else packets:
+    for packet in container.demux(video) if packets is None else packets:
         if skip and packet.size:
             time = clock.at(float(packet.pts * packet.time_base)
                             if packet.pts is not None and packet.time_base is not None else None)
@@ -342,7 +342,7 @@ _UNSEEKABLE = (av.error.PermissionError,)
 
 def frames_from(
     container: av.container.InputContainer,
-    stream: av.VideoStream,
+    video: av.VideoStream,
     first: float,
     sample_fps: float | None,
     counter: FrameCounter | None = None,
@@ -366,38 +366,38 @@ def frames_from(
     """
     counter = counter if counter is not None else FrameCounter()
     sampler = TimeSampler(sample_fps, start=first)
-    if first <= 0 or not seek or stream.time_base is None:
+    if first <= 0 or not seek or video.time_base is None:
         # decoded from the start: the sampler skips what comes before ``first`` (and, for an
         # intra-only codec, does not even decode it)
-        frames = sampled_frames(container, stream, sampler, counter, packets)
+        frames = sampled_frames(container, video, sampler, counter, packets)
     else:
-        frames = (item for item in _seek(container, stream, first, counter, name)
+        frames = (item for item in _seek(container, video, first, counter, name)
                   if sampler.accept(item[0]))
     for time, frame in frames:
         if time >= first - TIME_EPS:  # the sampler's grid point, or any frame without fps
             yield time, frame
 
 
-def _seek(container: av.container.InputContainer, stream: av.VideoStream, first: float,
+def _seek(container: av.container.InputContainer, video: av.VideoStream, first: float,
           counter: FrameCounter, name: str) -> Iterator[tuple[float, av.VideoFrame]]:
-    time_base = stream.time_base
+    time_base = video.time_base
     assert time_base is not None  # checked by the caller
-    origin = StreamClock(stream).origin
+    origin = StreamClock(video).origin
     if origin is None:  # the stream's clock starts at its first frame: read it before seeking
-        opening = next(container.decode(stream), None)
+        opening = next(container.decode(video), None)
         origin = float(opening.time) if opening is not None and opening.time is not None else 0.0
     margin = 0.0
     while True:
         target = max(0.0, first - margin)
         try:
-            container.seek(int((target + origin) / time_base), stream=stream,
+            container.seek(int((target + origin) / time_base), stream=video,
                            backward=True)
         except _UNSEEKABLE as error:
             raise UnseekableError(f"{name}: cannot seek ({reason(error)})") from error
         except (av.FFmpegError, OSError) as error:
             raise MediaError(f"{name}: seek to {first:.3f} s failed ({reason(error)})") from error
-        frames = sampled_frames(container, stream, TimeSampler(None), counter,
-                                clock=StreamClock(stream, origin=origin))
+        frames = sampled_frames(container, video, TimeSampler(None), counter,
+                                clock=StreamClock(video, origin=origin))
         head = next(frames, None)
         if head is not None and head[0] <= first + TIME_EPS:
             break

@@ -24,8 +24,8 @@ import numpy as np
 from stream.errors import MediaError, StreamError, reason
 from stream.events import CaptionEvent, Event
 from stream.files import write_atomically
-from stream.frames import StreamClock, open_video
-from stream.sinks import Sink
+from stream.media.frames import StreamClock, open_video
+from stream.sinks.base import Sink
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 
 It opens the source, samples frames by presentation time at the bundle's ``sample_fps``,
 converts each sampled frame to RGB at the model's input size inside libswscale (the one path of
-:mod:`stream.frames`), and queues it with its timestamps. Frames that are not sampled are never
-converted.
+:mod:`stream.media.frames`), and queues it with its timestamps. Frames that are not sampled are
+never converted.
 
 Live sources (webcam, RTSP, live network streams) are reopened when they end, fail or stall past
 the read timeout, with exponential backoff and a limit on consecutive failures. The first frame
@@ -47,12 +47,12 @@ from dataclasses import dataclass, replace
 
 import av
 
+from stream.engines.mailbox import FrameItem, Mailbox
 from stream.errors import MediaError
 from stream.events import ENDED, OPENED, RECONNECTING, StatusEvent
-from stream.frames import decode_sampled, use_file_threading, video_stream
-from stream.hwaccel import report_software_fallback
-from stream.mailbox import FrameItem, Mailbox
-from stream.sources import PipeReader, Source, open_pipe, open_source, redact
+from stream.media.frames import decode_sampled, use_file_threading, video_stream
+from stream.media.hwaccel import report_software_fallback
+from stream.media.sources import PipeReader, Source, open_pipe, open_source, redact
 
 log = logging.getLogger(__name__)
 
@@ -218,8 +218,8 @@ class Decoder(threading.Thread):
         packets = None
         if self.source.kind == "webcam":  # opened non-blocking: retried up to a timeout
             def packets(container: av.container.InputContainer,
-                        stream: av.VideoStream) -> Iterator[av.Packet]:
-                return retried_packets(container, stream, self.source.read_timeout, self.stop)
+                        video: av.VideoStream) -> Iterator[av.Packet]:
+                return retried_packets(container, video, self.source.read_timeout, self.stop)
         frames = decode_sampled(self._open, self.source.name, self.sample_fps, self.size,
                                 self.source.start, self._opened, packets)
         for frame in frames:
@@ -243,7 +243,7 @@ class Decoder(threading.Thread):
         with open_source(self.source, self.stop, self._pipe) as container:
             yield container, video_stream(container, self.source.name)
 
-    def _opened(self, container: av.container.InputContainer, stream: av.VideoStream) -> None:
+    def _opened(self, container: av.container.InputContainer, video: av.VideoStream) -> None:
         """What an opening learns (live or a file, sized or not) and says (one OPENED status;
         a reopening to decode an unseekable file from its start says nothing new)."""
         if self.source.live is None:  # a network input: live unless it has a duration
@@ -252,12 +252,12 @@ class Decoder(threading.Thread):
         if self.source.kind == "network":  # no Content-Length over HTTP: a stream
             self._unsized = container.size < 0
         if not self.source.live:
-            use_file_threading(stream)
-        report_software_fallback(self.source.name, stream, self.source.hwaccel)
+            use_file_threading(video)
+        report_software_fallback(self.source.name, video, self.source.hwaccel)
         if self._announced:
             return
         self._announced = True
-        context = stream.codec_context
+        context = video.codec_context
         where = " (hardware decoding)" if context.is_hwaccel else ""
         self._status(OPENED, f"{self.source.name}: {context.name} "
                              f"{context.width}x{context.height}{where}")
@@ -291,7 +291,7 @@ _RETRY = 0.005  # seconds between reads of a non-blocking input that had nothing
 
 
 def retried_packets(
-    container: av.container.InputContainer, stream: av.VideoStream, timeout: float,
+    container: av.container.InputContainer, video: av.VideoStream, timeout: float,
     stop: threading.Event,
 ) -> Iterator[av.Packet]:
     """The packets of an input opened non-blocking (``fflags=nonblock``): a read that finds
@@ -301,7 +301,7 @@ def retried_packets(
     waiting_since: float | None = None
     while not stop.is_set():
         try:
-            for packet in container.demux(stream):
+            for packet in container.demux(video):
                 waiting_since = None
                 yield packet
                 if stop.is_set():

@@ -23,8 +23,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from stream.events import StatusEvent
-
-_POLL = 0.1  # seconds between stop-event checks in otherwise unbounded waits
+from stream.stopping import POLL
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,7 @@ class Mailbox:
                     elif self.stop.is_set():
                         return False
                     else:
-                        self._changed.wait(_POLL)
+                        self._changed.wait(POLL)
                 queue.frames += 1
                 if queue.carry_reset:
                     item = replace(item, reset=True)
@@ -137,7 +136,7 @@ class Mailbox:
             while not self._pending():
                 if self.stop.is_set() or self._finished():
                     return None
-                self._changed.wait(_POLL)
+                self._changed.wait(POLL)
             oldest = min(q.items[0][0] for q in self._queues.values() if q.items)
             deadline = oldest + max_wait
             while (self._frame_count() < max_batch and not self._cannot_grow()
@@ -145,7 +144,7 @@ class Mailbox:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._status_waiting():
                     break
-                self._changed.wait(min(remaining, _POLL))
+                self._changed.wait(min(remaining, POLL))
             batch = self._collect(max_batch)
             self._changed.notify_all()  # room for decoders waiting on backpressure
             return batch

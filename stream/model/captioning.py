@@ -2,8 +2,8 @@
 
 One call of :meth:`CaptionCore.step` takes a batch of frames, each tagged with the stream it
 belongs to, a reset flag and its time, computes every frame's thumbnail, picks the key frames
-(:mod:`stream.keyframes`, the bundle's rule), runs the encoder graph once over the key frames of
-all streams, holds each stream's last key-frame features for its other frames, steps every
+(:mod:`stream.model.keyframes`, the bundle's rule), runs the encoder graph once over the key frames
+of all streams, holds each stream's last key-frame features for its other frames, steps every
 stream's memory with the state that stream carried from its previous frame, and decodes one
 caption per frame, greedy or beam, for all of them together::
 
@@ -43,8 +43,8 @@ from typing import Any, TypeAlias
 import numpy as np
 import onnxruntime as ort
 
-from stream.bundle import BATCH, LoadedBundle, zeros
-from stream.keyframes import (
+from stream.model.bundle import BATCH, LoadedBundle, zeros
+from stream.model.keyframes import (
     EVERY_FRAME,
     KeyFrameSchedule,
     held_index,
@@ -65,7 +65,7 @@ Value: TypeAlias = Any
 class Caption:
     """The caption of one frame of one stream."""
 
-    stream_id: Hashable
+    stream: Hashable
     tokens: tuple[int, ...]
     text: str
     logprob: float = 0.0  # log-probability of the tokens and the closing <eos> under the model
@@ -108,7 +108,7 @@ class CaptionCore:
     """Per-stream recurrent state plus batched encode / step / decode over a loaded bundle.
 
     Args:
-        loaded: a bundle from :func:`stream.bundle.open_bundle` (validated, sessions created).
+        loaded: a bundle from :func:`stream.model.bundle.open_bundle` (validated, sessions created).
         beam: 1 for greedy decoding, more for beam search with that many hypotheses.
         io_binding: keep recurrent state on the device between calls; None = when on a GPU.
         encode_every_frame: run the CNN on every frame, not only on the bundle's key frames.

@@ -51,14 +51,13 @@ from stream.archive.outputs import (
     write_outputs,
 )
 from stream.archive.worker import TaskResult
-from stream.arguments import EXIT_INTERRUPTED, add_log_level, doc_parser, run_command
-from stream.bundle import open_bundle
-from stream.errors import BundleError, DeviceError, reason
-from stream.hwaccel import HWACCELS
+from stream.cli import exits
+from stream.cli.arguments import add_log_level, doc_parser, run_command
+from stream.errors import BundleError, DeviceError, StreamError, reason
+from stream.media.hwaccel import HWACCELS
+from stream.model.bundle import open_bundle
+from stream.model.sessions import DEVICES, SessionSettings, default_threads
 from stream.paths import DEFAULT_BUNDLE
-from stream.sessions import DEVICES, SessionSettings, default_threads
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUNDLE, EXIT_OUTPUT, EXIT_BUSY = 0, 1, 2, 3, 4, 5
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -123,7 +122,7 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         paths, root = discover(args.inputs)
     except ArchiveError as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return exits.USAGE
     # One run at a time on OUT, from before its manifest is read to the end; taken before the
     # bundle loads, so that a second run stops at once.
     with contextlib.ExitStack() as held:
@@ -131,11 +130,11 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             held.enter_context(output_lock(args.out))
         except OutputBusyError as error:
             print(f"error: {error}", file=sys.stderr)
-            return EXIT_BUSY
+            return exits.BUSY
         except OSError as error:  # not a folder, no permission, no locks on its file system
             print(printable(f"error: {args.out}: cannot use as the output folder "
                             f"({reason(error)})"), file=sys.stderr)
-            return EXIT_OUTPUT
+            return exits.OUTPUT
         return _run(args, paths, root, workers, threads)
 
 
@@ -146,7 +145,7 @@ def _run(args: argparse.Namespace, paths: list[Path], root: Path, workers: int,
         loaded = open_bundle(args.model, SessionSettings(device=args.device, threads=1))
     except (BundleError, DeviceError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_BUNDLE
+        return exits.BUNDLE
     sample_fps = loaded.bundle.sample_fps
     # What shapes the outputs besides the video: a change redoes every video (recording an
     # evaluation in bundle.json does not).
@@ -178,7 +177,7 @@ def _run(args: argparse.Namespace, paths: list[Path], root: Path, workers: int,
         elif tasks:
             results = run_local(tasks, args.model, args.device, workers, threads, args.beam,
                                 args.encode_every_frame)
-        with _Progress(sum(d or 0.0 for d in durations.values()), len(todo),
+        with _ProgressBar(sum(d or 0.0 for d in durations.values()), len(todo),
                        not args.no_progress) as progress:
             for parts in group_results(_counting(results, progress, summary)):
                 video = by_path[parts[0].path]
@@ -187,15 +186,18 @@ def _run(args: argparse.Namespace, paths: list[Path], root: Path, workers: int,
             manifest.compact()
     except ManifestError as error:  # the run cannot record its work (disk full, ...)
         print(f"error: {error}; stopped", file=sys.stderr)
-        return EXIT_OUTPUT
+        return exits.OUTPUT
+    except StreamError as error:  # Ray cannot be reached or started
+        print(f"error: {error}", file=sys.stderr)
+        return exits.FAILED
     except KeyboardInterrupt:
         print(f"interrupted: {summary.done + summary.failed} video(s) recorded in "
               f"{manifest.path}; run again to continue", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exits.INTERRUPTED
     finally:
         _close(results)  # stops the workers (pending tasks cancelled) when the loop broke off
     summary.report(args.out)
-    return EXIT_FAILED if summary.failed else EXIT_OK
+    return exits.FAILED if summary.failed else exits.OK
 
 
 def _chunkable(path: str, duration: float | None, chunk_seconds: float) -> float | None:
@@ -232,7 +234,7 @@ def _finish(video: VideoInput, parts: list[TaskResult], out: Path, manifest: Man
     manifest.append(record)
 
 
-def _counting(results: Iterator[TaskResult], progress: _Progress,
+def _counting(results: Iterator[TaskResult], progress: _ProgressBar,
               summary: _Summary) -> Iterator[TaskResult]:
     for result in results:
         summary.video_seconds += result.duration
@@ -273,7 +275,7 @@ class _Summary:
         print("\n".join(lines), file=sys.stderr)
 
 
-class _Progress:
+class _ProgressBar:
     """A tqdm bar over video seconds (files done, frames/s, realtime factor, ETA), or nothing."""
 
     def __init__(self, total_seconds: float, videos: int, enabled: bool) -> None:
@@ -297,7 +299,7 @@ class _Progress:
             self.bar.set_postfix_str(f"videos {summary.done + summary.failed}/{self.videos}, "
                                      f"{fps:.0f} frames/s, {realtime:.1f}x realtime")
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> _ProgressBar:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -15,7 +15,7 @@ source whose codec the device cannot decode (say, MJPEG on NVDEC) is decoded in 
 in one line for that source.
 
 Decoded frames are downloaded to system memory (NV12 for 8-bit 4:2:0 on NVDEC) and go through
-the one conversion path (:func:`stream.frames.frame_to_rgb`): the model sees pixels converted
+the one conversion path (:func:`stream.media.frames.frame_to_rgb`): the model sees pixels converted
 by the same swscale call as in software decoding. How far they differ is measured by
 ``python -m bench.hwaccel``. The CUDA device is opened on the GPU's primary context, so that
 hundreds of streams share one context instead of one each.
@@ -109,9 +109,9 @@ def resolve(choice: str) -> HWAccel | None:
     return None
 
 
-def report_software_fallback(name: str, stream: av.VideoStream, choice: str) -> None:
+def report_software_fallback(name: str, video: av.VideoStream, choice: str) -> None:
     """Say in one line when ``stream`` of source ``name`` was opened for hardware decoding
     (``choice`` resolved to a device) but its codec is decoded in software."""
-    if resolve(choice) is not None and not stream.codec_context.is_hwaccel:
+    if resolve(choice) is not None and not video.codec_context.is_hwaccel:
         log.info("%s: hwaccel %s cannot decode %s; decoding in software", name, choice,
-                 stream.codec_context.name)
+                 video.codec_context.name)

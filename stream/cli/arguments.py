@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-EXIT_INTERRUPTED = 130
+from stream.cli import exits
 
 
 def doc_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
@@ -52,4 +52,4 @@ def run_command(parser: argparse.ArgumentParser,
         return run(args, parser)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exits.INTERRUPTED

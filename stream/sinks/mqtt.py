@@ -46,8 +46,9 @@ from urllib.parse import unquote, urlsplit
 
 from stream.errors import reason
 from stream.events import Event
-from stream.sinks import Sink, event_json
-from stream.sources import redact
+from stream.media.sources import redact
+from stream.sinks.base import Sink
+from stream.sinks.jsonl import event_json
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import IO
 import numpy as np
 
 from stream.events import ENDED, CaptionEvent, Event
-from stream.sinks import Sink
+from stream.sinks.base import Sink
 
 LATENCY_BINS = 60_000  # 1 ms bins up to a minute
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.frames import TIME_EPS
+from stream.media.frames import TIME_EPS
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class KeyFrameRule:
             raise ValueError(f"keyframes.threshold must be a number >= 0, got {self.threshold}")
 
     @property
-    def every_frame(self) -> bool:
+    def encodes_every_frame(self) -> bool:
         """Whether every frame is a key frame (the CNN runs on all of them)."""
         return self.every == 1
 
@@ -123,7 +123,7 @@ class KeyFrameSchedule:
     def decide(self, sig: np.ndarray, slot: int, reset: bool = False) -> bool:
         """Whether the frame with signature ``sig`` in sample slot ``slot`` is a key frame."""
         window = slot // self.rule.every
-        key = (reset or self.rule.every_frame or self._signature is None
+        key = (reset or self.rule.encodes_every_frame or self._signature is None
                or window != self._window
                or float(np.abs(sig - self._signature).max()) > self.rule.threshold)
         if key:

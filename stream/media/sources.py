@@ -49,7 +49,8 @@ import av
 
 from stream.errors import MediaError, reason
 from stream.files import read_list
-from stream.hwaccel import HWACCELS, resolve
+from stream.media.hwaccel import HWACCELS, resolve
+from stream.stopping import POLL
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 _NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp", "srt", "udp", "tcp")
@@ -62,7 +63,6 @@ _SECRET_PARAMS = re.compile(
     r"auth|signature|sig)=)[^&#\s]*", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CAMERA_FORMATS = {"linux": "v4l2", "darwin": "avfoundation", "win32": "dshow"}
-_POLL = 0.1  # seconds between stop checks while a pipe read waits
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class SourceOptions:
         camera_fps: frame rate asked of a webcam (None: the camera's default).
         camera_size: (width, height) asked of a webcam (None: the camera's default).
         hwaccel: decoding of files and network streams on a hardware decoder: one of
-            :data:`stream.hwaccel.HWACCELS` (default "none": software).
+            :data:`stream.media.hwaccel.HWACCELS` (default "none": software).
         realtime: play video files at their own speed, as a camera sends its frames: a file
             becomes a live source, whose frames are dropped when the captioner falls behind
             (for demos and load tests; default: files are read as fast as they are captioned).
@@ -117,7 +117,7 @@ class Source:
         live: frames arrive in real time and are dropped when the pipeline falls behind;
             None: decided once opened (a network input without a duration is live).
         timeout: (open, read) timeout in seconds, for inputs that can stall.
-        hwaccel: the hardware decoding asked for (see :mod:`stream.hwaccel`); cameras,
+        hwaccel: the hardware decoding asked for (see :mod:`stream.media.hwaccel`); cameras,
             filter graphs and still images always decode in software.
         paced: a file played in real time (``SourceOptions.realtime``): its frames are released
             at their timestamps from ``start`` seconds on.
@@ -381,9 +381,9 @@ class PipeReader(io.RawIOBase):
             if remaining <= 0:
                 raise TimeoutError(f"no data for {self.timeout:g} s")
             if data is None:
-                self._poll.poll(min(remaining, _POLL) * 1000)
+                self._poll.poll(min(remaining, POLL) * 1000)
             else:  # no writer yet: poll would return at once
-                self.stop.wait(min(remaining, _POLL))
+                self.stop.wait(min(remaining, POLL))
         return 0  # stopping: an end of stream
 
     def close(self) -> None:
@@ -425,7 +425,7 @@ def stream_ids(specs: Sequence[str]) -> list[str]:
     return ids
 
 
-def open_sources(
+def parse_sources(
     specs: Sequence[str], options: SourceOptions | None = None
 ) -> dict[str, Source | MediaError]:
     """Parse source strings under unique stream ids; a bad string maps to its error."""

@@ -19,32 +19,35 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from stream.arguments import EXIT_INTERRUPTED, add_log_level, frame_size, run_command
-from stream.bundle import open_bundle
-from stream.decoder import ReconnectPolicy
+from stream.cli import exits
+from stream.cli.arguments import add_log_level, frame_size, run_command
+from stream.engines.decoder import ReconnectPolicy
+from stream.engines.local import Pipeline
+from stream.engines.ray import RayPipeline, RaySettings
+from stream.engines.settings import FrameListener, PipelineSettings
 from stream.errors import BundleError, DeviceError, MediaError, StreamError, reason
-from stream.hwaccel import HWACCELS
-from stream.mqtt import MqttSink, parse_mqtt_url
-from stream.overlay import OverlayRecorder
-from stream.paths import DEFAULT_BUNDLE, SAMPLE_VIDEO
-from stream.pipeline import FrameListener, Pipeline, PipelineSettings
-from stream.ray_pipeline import RayPipeline, RaySettings
-from stream.sessions import DEVICES, SessionSettings
-from stream.sinks import STDOUT, ConsoleSink, JsonlSink, PerStream, Sink, SubtitleSink
-from stream.sources import (
+from stream.media.hwaccel import HWACCELS
+from stream.media.sources import (
     Source,
     SourceOptions,
     expand_source_lists,
     list_devices,
-    open_sources,
+    parse_sources,
     redact,
     stream_ids,
 )
-from stream.summary import SummarySink
-from stream.webview import TOKEN_ENV, WebView, parse_address
+from stream.model.bundle import open_bundle
+from stream.model.sessions import DEVICES, SessionSettings
+from stream.paths import DEFAULT_BUNDLE, SAMPLE_VIDEO
+from stream.sinks.base import PerStream, Sink
+from stream.sinks.console import ConsoleSink
+from stream.sinks.jsonl import STDOUT, JsonlSink
+from stream.sinks.mqtt import MqttSink, parse_mqtt_url
+from stream.sinks.overlay import OverlayRecorder
+from stream.sinks.subtitles import SubtitleSink
+from stream.sinks.summary import SummarySink
+from stream.sinks.webview import TOKEN_ENV, WebView, parse_address
 
-EXIT_OK, EXIT_SOURCE, EXIT_USAGE, EXIT_BUNDLE, EXIT_PIPELINE = 0, 1, 2, 3, 4
-EXIT_TERMINATED = 143
 _RAY_OPTIONS = ("workers", "ray_address", "ray_gpus_per_worker", "ray_max_restarts")
 
 SOURCE_FORMS = """\
@@ -189,7 +192,7 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             beam=args.beam, encode_every_frame=args.encode_every_frame,
             reconnect=ReconnectPolicy(args.reconnect_attempts, args.reconnect_delay,
                                       args.reconnect_max_delay),
-            sources=SourceOptions(timeout=args.timeout, rtsp_transport=args.rtsp_transport,
+            source_options=SourceOptions(timeout=args.timeout, rtsp_transport=args.rtsp_transport,
                                   camera_fps=args.camera_fps, camera_size=args.camera_size,
                                   hwaccel=args.hwaccel, realtime=args.realtime))
         ray_settings = _ray_settings(args, parser)
@@ -204,7 +207,7 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                  for kind in ("jsonl", "srt", "vtt") if getattr(args, kind) is not None}
     except ValueError as error:
         parser.error(str(error))
-    sources = open_sources(specs, settings.sources)
+    sources = parse_sources(specs, settings.source_options)
     overlays: dict[str, tuple[str, Path]] = {}
     if args.overlay is not None:
         try:
@@ -228,11 +231,11 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 parser.error(str(error))
             except OSError as error:
                 print(f"error: --serve {args.serve}: {error}", file=sys.stderr)
-                return EXIT_USAGE
+                return exits.USAGE
             except ImportError as error:
                 print(f"error: --serve needs the web extra (pip install '.[web]'): {error}",
                       file=sys.stderr)
-                return EXIT_USAGE
+                return exits.USAGE
             undo.callback(view.close)
             shared.append(view)
             listeners.append(view.frame)
@@ -243,7 +246,7 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 mqtt = MqttSink(args.mqtt)
             except ImportError as error:
                 print(f"error: {error}", file=sys.stderr)
-                return EXIT_USAGE
+                return exits.USAGE
             undo.callback(mqtt.close)
             shared.append(mqtt)
         pipeline: Pipeline | RayPipeline
@@ -311,16 +314,16 @@ def _run(pipeline: Pipeline | RayPipeline, shared: list[Sink], files: Callable[[
             summary.streams[stream].error = error  # still under the SIGTERM handler
     except KeyboardInterrupt:
         summary.report(stopped="interrupted")
-        return EXIT_INTERRUPTED
+        return exits.INTERRUPTED
     except _Terminated:
         summary.report(stopped="terminated")
-        return EXIT_TERMINATED
+        return exits.TERMINATED
     except (StreamError, OSError) as error:  # OSError: an output cannot be written
         return _failed(error)
     finally:
         signal.signal(signal.SIGTERM, previous)
     summary.report()
-    return EXIT_SOURCE if summary.failed else EXIT_OK
+    return exits.FAILED if summary.failed else exits.OK
 
 
 def _failed(error: StreamError | ImportError | OSError) -> int:
@@ -328,8 +331,8 @@ def _failed(error: StreamError | ImportError | OSError) -> int:
     device, 2 for a missing extra, 4 for the pipeline or an output."""
     print(f"error: {redact(str(error))}", file=sys.stderr)
     if isinstance(error, (BundleError, DeviceError)):
-        return EXIT_BUNDLE
-    return EXIT_USAGE if isinstance(error, ImportError) else EXIT_PIPELINE
+        return exits.BUNDLE
+    return exits.USAGE if isinstance(error, ImportError) else exits.PIPELINE
 
 
 def _file_sinks(ids: list[str], paths: dict[str, dict[str, Path]],
@@ -373,12 +376,12 @@ def _list_devices() -> int:
         devices = list_devices()
     except StreamError as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_SOURCE
+        return exits.FAILED
     if not devices:
         print("no cameras found", file=sys.stderr)
     for index, name in enumerate(devices):
         print(f"webcam:{index}\t{name}")
-    return EXIT_OK
+    return exits.OK
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from stream.events import CaptionEvent, Event
-from stream.sinks import Sink
+from stream.sinks.base import Sink
 
 log = logging.getLogger(__name__)
 
