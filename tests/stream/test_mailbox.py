@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,6 +13,61 @@ from stream.engines.mailbox import FrameItem, Mailbox
 from stream.events import ENDED, StatusEvent
 
 PIXELS = np.zeros((2, 2, 3), np.uint8)
+SAFETY = 30.0  # seconds: only a broken mailbox makes a test wait this long
+FOREVER = 3600.0  # a max_wait no test waits out
+
+
+class Stop(threading.Event):
+    """The pipeline's stop event, counting how often it is checked.
+
+    Every wait in the mailbox is bounded and checks the stop event on each round (the module's
+    contract), so a count that grows while a call has not returned shows the call waiting
+    inside the mailbox: the tests wait on that, never on the clock.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checks = 0
+        self.seen = threading.Condition()
+
+    def is_set(self) -> bool:
+        with self.seen:
+            self.checks += 1
+            self.seen.notify_all()
+        return super().is_set()
+
+    def until(self, predicate: Callable[[], bool]) -> None:
+        """Wait until ``predicate()`` holds (checked at each stop check and each return)."""
+        with self.seen:
+            assert self.seen.wait_for(predicate, SAFETY), "nothing happened"
+
+
+class Call:
+    """``function(*args)`` in a thread of its own; its return is reported to ``stop.until``."""
+
+    def __init__(self, stop: Stop, function: Callable[..., Any], *args: Any) -> None:
+        self.stop = stop
+        self.returned = False
+        self.value: Any = None
+        threading.Thread(target=self._run, args=(function, args), daemon=True).start()
+
+    def _run(self, function: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        value = function(*args)
+        with self.stop.seen:
+            self.value, self.returned = value, True
+            self.stop.seen.notify_all()
+
+    def result(self) -> Any:
+        with self.stop.seen:
+            assert self.stop.seen.wait_for(lambda: self.returned, SAFETY), "still waiting"
+        return self.value
+
+
+@pytest.fixture
+def stop() -> Iterator[Stop]:
+    event = Stop()
+    yield event
+    event.set()  # a call left waiting by a failed test returns
 
 
 def frame(stream: str, index: int) -> FrameItem:
@@ -32,62 +88,76 @@ def test_a_live_stream_drops_its_oldest_frames_and_counts_them():
     assert indexes(box.take(10, 0)) == [("cam", 4), ("cam", 5), ("cam", 6)]
 
 
-def test_a_file_waits_for_room_and_loses_nothing():
-    stop = threading.Event()
+def test_a_file_waits_for_room_and_loses_nothing(stop):
     box = Mailbox(2, stop)
     box.register("file", live=False)
     box.put("file", frame("file", 0))
     box.put("file", frame("file", 1))
-    done = threading.Event()
-    threading.Thread(target=lambda: (box.put("file", frame("file", 2)), done.set())).start()
-    assert not done.wait(0.3)  # full: the producer waits
+    producer = Call(stop, box.put, "file", frame("file", 2))
+    # Two stop checks: the producer went round its wait once and found the box still full.
+    stop.until(lambda: stop.checks >= 2 or producer.returned)
+    assert not producer.returned  # full: the producer waits
+    assert box.depths() == {"file": 2}
     assert indexes(box.take(1, 0)) == [("file", 0)]
-    assert done.wait(2)
+    assert producer.result() is True  # room: the producer's frame goes in
     assert indexes(box.take(10, 0)) == [("file", 1), ("file", 2)]
     assert box.dropped("file") == 0
 
 
-def test_a_waiting_producer_returns_when_stopped():
-    stop = threading.Event()
+def test_a_waiting_producer_returns_when_stopped(stop):
     box = Mailbox(1, stop)
     box.register("file", live=False)
     box.put("file", frame("file", 0))
-    threading.Timer(0.2, stop.set).start()
-    assert box.put("file", frame("file", 1)) is False
+    producer = Call(stop, box.put, "file", frame("file", 1))
+    stop.until(lambda: stop.checks >= 1 or producer.returned)
+    assert not producer.returned  # waiting for room
+    stop.set()
+    assert producer.result() is False
+    assert box.depths() == {"file": 1}
 
 
-def test_a_batch_goes_when_full_without_waiting():
-    box = Mailbox(8, threading.Event())
+def test_a_batch_goes_when_full_without_waiting(stop):
+    box = Mailbox(8, stop)
+    box.register("c", live=True)  # expected, but nothing yet: only a full batch goes now
     for name in ("a", "b"):
         box.register(name, live=True)
         for i in range(2):
             box.put(name, frame(name, i))
-    start = time.monotonic()
-    batch = box.take(4, max_wait=5.0)
-    assert time.monotonic() - start < 1.0
+    taker = Call(stop, box.take, 4, FOREVER)  # returns only if it does not wait out max_wait
     # round-robin across streams, each stream in order
-    assert indexes(batch) == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
+    assert indexes(taker.result()) == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
 
 
-def test_a_partial_batch_waits_for_the_other_streams_until_max_wait():
-    box = Mailbox(8, threading.Event())
+def test_a_partial_batch_waits_while_another_stream_is_expected(stop):
+    box = Mailbox(8, stop)
     box.register("a", live=True)
     box.register("b", live=True)
     box.put("a", frame("a", 0))
-    start = time.monotonic()
-    assert indexes(box.take(4, max_wait=0.3)) == [("a", 0)]  # b sent nothing in time
-    assert 0.25 <= time.monotonic() - start < 2.0
+    taker = Call(stop, box.take, 4, FOREVER)
+    # Two stop checks: the taker went round its wait once, with a's frame queued.
+    stop.until(lambda: stop.checks >= 2 or taker.returned)
+    assert not taker.returned  # b has sent nothing yet: a's frame waits for b's
+    box.put("b", frame("b", 0))
+    assert indexes(taker.result()) == [("a", 0), ("b", 0)]  # at once, not after max_wait
 
 
-def test_a_batch_goes_at_once_when_every_stream_has_a_frame():
+def test_a_partial_batch_goes_when_max_wait_expires(stop):
+    box = Mailbox(8, stop)
+    box.register("a", live=True)
+    box.register("b", live=True)
+    box.put("a", frame("a", 0))
+    taker = Call(stop, box.take, 4, 0.01)
+    assert indexes(taker.result()) == [("a", 0)]  # b sent nothing in time
+
+
+def test_a_batch_goes_at_once_when_every_stream_has_a_frame(stop):
     """Waiting longer could only bring a stream's next frame, a frame interval later."""
-    box = Mailbox(8, threading.Event())
+    box = Mailbox(8, stop)
     for name in ("a", "b"):
         box.register(name, live=True)
         box.put(name, frame(name, 0))
-    start = time.monotonic()
-    assert indexes(box.take(8, max_wait=5.0)) == [("a", 0), ("b", 0)]
-    assert time.monotonic() - start < 1.0
+    taker = Call(stop, box.take, 8, FOREVER)  # returns only if it does not wait out max_wait
+    assert indexes(taker.result()) == [("a", 0), ("b", 0)]
 
 
 def test_statuses_keep_their_place_and_are_never_dropped():

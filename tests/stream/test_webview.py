@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import re
 import socket
 import subprocess
@@ -130,18 +132,75 @@ def test_a_stalled_viewer_never_holds_the_pipeline_up(tmp_path):
     assert sum('"caption"' in line for line in lines) >= 20  # 4 s at 10 frames/s, all there
 
 
+SAFETY = 30.0  # seconds: only a broken view makes a test wait this long
+
+
+def next_event(response) -> dict:
+    """The next Server-Sent Event's data, from an open /events response. Keep-alives come every
+    15 s, so a deadline, not the socket's timeout, bounds the wait for a missing event."""
+    deadline = time.monotonic() + SAFETY
+    data = []
+    while time.monotonic() < deadline and (line := response.readline().decode()):
+        if line.startswith("data: "):
+            data.append(line[len("data: "):].rstrip("\n"))
+        elif line == "\n" and data:
+            return json.loads("".join(data))
+    raise AssertionError(f"no event within {SAFETY:g} s")
+
+
+def next_frame(response):
+    """The next part of an open MJPEG response, decoded: an (H, W, 3) uint8 array."""
+    import numpy as np
+    from PIL import Image
+
+    assert response.readline() == b"--frame\r\n"
+    headers = {}
+    while (line := response.readline()) != b"\r\n":
+        name, _, value = line.decode().partition(":")
+        headers[name.lower()] = value.strip()
+    assert headers["content-type"] == "image/jpeg"
+    jpeg = response.read(int(headers["content-length"]))
+    assert response.readline() == b"\r\n"
+    return np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+
+
 def test_the_view_keeps_only_the_newest_frame_and_counts_changes():
+    """Through its routes: a viewer gets the newest frame, and the captions that changed."""
     import numpy as np
 
-    view = WebView("127.0.0.1", 0, ["cam"])
-    for i in range(3):
-        view.frame("cam", np.full((2, 2, 3), i, np.uint8), i / 10)
-        view.write(CaptionEvent("cam", i, i / 10, 0.0, 0.0, f"c{i // 2}", -1.0, 5.0,
-                                changed=i % 2 == 0, reset=i == 0))
-    tile = view.tiles["cam"]
-    assert tile.frame is not None and tile.frame[0, 0, 0] == 2 and tile.frame_seq == 3
-    assert [h["caption"] for h in tile.history] == ["c1", "c0"]
-    assert tile.frames == 3
+    def shade(value: int) -> np.ndarray:
+        return np.full((16, 16, 3), value, np.uint8)
+
+    view = WebView("127.0.0.1", 0, ["cam"]).start()
+    base = f"http://127.0.0.1:{view.port}"
+    try:
+        for i in range(3):  # three frames, three captions of which two differ
+            view.frame("cam", shade(60 * i), i / 10)
+            view.write(CaptionEvent("cam", i, i / 10, 0.0, 0.0, f"c{i // 2}", -1.0, 5.0,
+                                    changed=i % 2 == 0, reset=i == 0))
+        # Reads block until the server sends: SAFETY is only a safety net.
+        with urllib.request.urlopen(f"{base}/frames/cam.mjpg", timeout=SAFETY) as frames:
+            assert frames.headers["Content-Type"].startswith("multipart/x-mixed-replace")
+            assert abs(next_frame(frames).mean() - 120) < 10  # the newest, not 0 or 60
+            view.frame("cam", shade(240), 0.3)
+            assert abs(next_frame(frames).mean() - 240) < 10  # a new frame: the next part
+        with urllib.request.urlopen(f"{base}/events", timeout=SAFETY) as events:
+            snapshot = next_event(events)
+            assert snapshot["type"] == "snapshot"
+            [tile] = snapshot["streams"]
+            assert tile["stream"] == "cam" and tile["caption"] == "c1"
+            assert [item["caption"] for item in tile["history"]] == ["c1", "c0"]  # changes only
+            assert tile["stats"]["state"] == "live" and tile["stats"]["latency_ms"] == 5.0
+            view.write(CaptionEvent("cam", 3, 0.3, 0.0, 0.0, "c2", -1.0, 6.0, changed=True,
+                                    reset=False))
+            change = next_event(events)
+            assert change["type"] == "caption" and change["caption"] == "c2"
+            assert change["pts"] == 0.3 and change["stats"]["latency_ms"] == 6.0
+        with urllib.request.urlopen(f"{base}/events", timeout=SAFETY) as events:
+            history = next_event(events)["streams"][0]["history"]
+            assert [item["caption"] for item in history] == ["c2", "c1", "c0"]
+    finally:
+        view.close()
 
 
 @pytest.mark.parametrize("text, host, port", [("127.0.0.1:8080", "127.0.0.1", 8080),
