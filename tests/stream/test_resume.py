@@ -1,10 +1,12 @@
 """A stream taken over from a process that died (a Ray actor's restart) resumes a file after its
 last captioned frame: exactly the sampled frames an uninterrupted run has after that point, in
-every container (MPEG-TS seeks land late, raw H.264 cannot seek), and a source that fails to
-resume ends its own stream alone."""
+every container (MPEG-TS seeks land late, raw H.264 cannot seek: it is reopened, yet says
+"opened" once), and a source that fails to resume ends its own stream alone. The Ray engine's
+side (an actor killed mid-file) is tests/stream/test_ray_resume.py."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -12,7 +14,7 @@ import pytest
 
 from stream.engines.decoder import Resume
 from stream.engines.local import Pipeline
-from stream.events import ENDED, CaptionEvent, StatusEvent
+from stream.events import ENDED, OPENED, CaptionEvent, StatusEvent
 from stream.media.frames import TimeSampler
 from stream.media.sources import parse_source
 from stream.model.bundle import open_bundle
@@ -84,6 +86,24 @@ def test_an_unseekable_raw_h264_file_resumes_by_decoding_from_its_start(loaded, 
     assert resumed["raw"] == whole["raw"][12:]
     assert resumed["other"] == whole["other"]
     assert ended["raw"].error is None and ended["other"].error is None
+
+
+def test_a_refused_seek_reopens_an_unseekable_file_without_a_second_opened_status(
+        loaded, tmp_path, caplog):
+    """The resume of a raw H.264 file opens it twice (the seek is refused, then it is decoded
+    from its start): the stream still says OPENED once, then captions and ends."""
+    raw = write_video(tmp_path / "clip.h264", frames=30, fps=30, container="h264")
+    caplog.set_level(logging.INFO, logger="stream.media.frames")
+    events = list(Pipeline({"raw": parse_source(str(raw))}, loaded,
+                           resume={"raw": Resume(index=5, pts=0.4, decoded_at=time.time())}))
+    refused = [r for r in caplog.records if "decoding from the start" in r.getMessage()]
+    assert len(refused) == 1 and "cannot seek" in refused[0].getMessage()  # opened twice
+    kinds = [e.kind for e in events if isinstance(e, StatusEvent)]
+    assert kinds == [OPENED, ENDED]
+    assert events[0].kind == OPENED and "h264" in events[0].message
+    shown = [e for e in events if isinstance(e, CaptionEvent)]
+    assert [e.index for e in shown] == list(range(5, 5 + len(shown))) and shown
+    assert shown[0].pts > 0.4 and events[-1].error is None
 
 
 def test_a_sampler_started_at_a_time_keeps_the_whole_runs_grid():

@@ -1,9 +1,12 @@
-"""What the Ray engine's test modules share: one local Ray of 2 CPUs per module, and their
-captions in a comparable form."""
+"""What the Ray engine's test modules share: one local Ray of 2 CPUs per module, their
+captions in a comparable form, and killing the actor of a stream."""
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+from typing import Any
 
 import pytest
 import ray
@@ -25,3 +28,12 @@ def captions(events):
     """(stream, index, pts, caption) of every caption event, sorted: engine-independent."""
     return sorted((e.stream, e.index, e.pts, e.caption) for e in events
                   if isinstance(e, CaptionEvent))
+
+
+def kill_actor(engine: Any, stream: str) -> int:
+    """SIGKILL the process of the actor that captions ``stream`` in the RayPipeline ``engine``
+    (as a crash would); returns its pid."""
+    _, pid, _ = engine.placement()[stream]
+    assert pid is not None and pid != os.getpid()
+    os.kill(pid, signal.SIGKILL)
+    return pid
