@@ -41,13 +41,15 @@ def sync(path: str | os.PathLike[str]) -> None:
 
 def temporary_name(path: Path, suffix: str = "tmp") -> Path:
     """The name ``path`` is written under until it is complete: ``.NAME.PID.tmp`` next to it
-    (hidden, and this process's own; :func:`is_temporary_name` recognises it)."""
+    (hidden, and this process's own; :func:`temporary_target` recognises it)."""
     return path.with_name(f".{path.name}.{os.getpid()}.{suffix}")
 
 
-def is_temporary_name(name: str) -> bool:
-    """``name`` is a :func:`temporary_name` (of some process, maybe one that was killed)."""
-    return re.fullmatch(r"\..+\.\d+\.tmp", name) is not None
+def temporary_target(name: str) -> str | None:
+    """The name that ``name``, a :func:`temporary_name` of some process (maybe one that was
+    killed), was to become; None when ``name`` is not one."""
+    match = re.fullmatch(r"\.(.+)\.\d+\.tmp", name)
+    return match[1] if match else None
 
 
 def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], object],

@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
@@ -46,7 +45,13 @@ from stream.archive.inputs import VideoInput, printable
 from stream.archive.worker import TaskResult
 from stream.errors import StreamError, reason
 from stream.events import CaptionEvent
-from stream.files import sha256_file, sync, temporary_name, write_text_atomically
+from stream.files import (
+    sha256_file,
+    sync,
+    temporary_name,
+    temporary_target,
+    write_text_atomically,
+)
 from stream.sinks.jsonl import JsonlSink
 from stream.sinks.subtitles import SubtitleSink
 
@@ -57,8 +62,6 @@ MANIFEST = "manifest.jsonl"
 LOCK = ".run_archive.lock"
 OUTPUT_KINDS = ("jsonl", "srt", "vtt")
 # The temporary names (stream.files.temporary_name) of a video's outputs and of the manifest.
-_OUTPUT_TEMPORARY = re.compile(rf"\.(.+)\.(?:{'|'.join(OUTPUT_KINDS)})\.\d+\.tmp")
-_MANIFEST_TEMPORARY = re.compile(rf"\.{re.escape(MANIFEST)}\.\d+\.tmp")
 
 
 class ManifestError(StreamError):
@@ -215,9 +218,10 @@ def remove_temporaries(out: Path, outputs: Iterable[object]) -> int:
         except OSError:  # no such folder (yet), or not a folder
             continue
         for entry in entries:
-            match = _OUTPUT_TEMPORARY.fullmatch(entry.name)
-            ours = (match is not None and match[1] in stems) or (
-                folder == out and _MANIFEST_TEMPORARY.fullmatch(entry.name) is not None)
+            target = temporary_target(entry.name)
+            stem, _, kind = (target or "").rpartition(".")
+            ours = target is not None and ((kind in OUTPUT_KINDS and stem in stems)
+                                           or (folder == out and target == MANIFEST))
             if ours and entry.is_file(follow_symlinks=False):
                 Path(entry.path).unlink(missing_ok=True)
                 removed += 1

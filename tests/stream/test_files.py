@@ -55,10 +55,10 @@ def test_a_file_system_that_refuses_directory_syncs_still_writes_durably(tmp_pat
 def test_temporary_names_are_hidden_per_process_and_recognised(tmp_path):
     import os
 
-    from stream.files import is_temporary_name, temporary_name
+    from stream.files import temporary_name, temporary_target
 
     name = temporary_name(tmp_path / "a.jsonl")
     assert name.parent == tmp_path and name.name == f".a.jsonl.{os.getpid()}.tmp"
-    assert is_temporary_name(name.name) and is_temporary_name(".x.srt.12.tmp")
-    assert not is_temporary_name("a.jsonl") and not is_temporary_name(".a.jsonl.old")
+    assert temporary_target(name.name) == "a.jsonl" and temporary_target(".x.srt.12.tmp") == "x.srt"
+    assert temporary_target("a.jsonl") is None and temporary_target(".a.jsonl.old") is None
     assert temporary_name(tmp_path / "d", "old").name == f".d.{os.getpid()}.old"
