@@ -75,8 +75,7 @@ class _Tile:
     reconnects: int = 0
     state: str = "starting"
     started: float = field(default_factory=time.monotonic)
-    frame: np.ndarray | None = None
-    frame_seq: int = 0
+    newest: tuple[np.ndarray, int] | None = None  # the newest frame and its number, one object
     stats_sent: float = 0.0  # when the last stats-only message went out
 
     def stats(self) -> dict[str, Any]:
@@ -131,8 +130,8 @@ class WebView(Sink):
         """The worker's hook: keep a reference to the stream's newest frame (nothing else)."""
         tile = self.tiles.get(stream)
         if tile is not None:
-            tile.frame = rgb
-            tile.frame_seq += 1
+            # One assignment: a reader never pairs one frame with another's number.
+            tile.newest = (rgb, tile.newest[1] + 1 if tile.newest else 1)
 
     def write(self, event: Event) -> None:
         with self._lock:
@@ -296,10 +295,11 @@ class WebView(Sink):
         loop = asyncio.get_running_loop()
         try:
             while self._stop is not None and not self._stop.is_set():
-                frame, seq = tile.frame, tile.frame_seq
-                if frame is None or seq == sent:
+                newest = tile.newest
+                if newest is None or newest[1] == sent:
                     await asyncio.sleep(_FRAME_POLL)
                     continue
+                frame, seq = newest
                 jpeg = await loop.run_in_executor(None, _jpeg, frame)
                 await response.write(f"--{_BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
                                      f"Content-Length: {len(jpeg)}\r\n\r\n".encode()
