@@ -140,9 +140,9 @@ def probe_duration(path: str) -> float | None:
         with av.open(path) as container:
             if container.duration is not None:
                 return float(container.duration) / av.time_base
-            stream = container.streams.video[0] if container.streams.video else None
-            if stream is not None and stream.duration is not None and stream.time_base:
-                return float(stream.duration * stream.time_base)
+            video = container.streams.video[0] if container.streams.video else None
+            if video is not None and video.duration is not None and video.time_base:
+                return float(video.duration * video.time_base)
     except (av.FFmpegError, OSError):
         return None
     return None
@@ -155,11 +155,11 @@ def seekable_by_time(path: str) -> bool:
     raw elementary streams) are scanned packet by packet, without decoding; containers with
     an index hold one timeline."""
     try:
-        with open_video(path) as (container, stream):
+        with open_video(path) as (container, video):
             if not set(container.format.name.split(",")) & JOINABLE_FORMATS:
                 return True  # an index-based container (MP4, Matroska, ...): no restarts
-            clock = StreamClock(stream)  # its restart rule, on packet times
-            for packet in container.demux(stream):
+            clock = StreamClock(video)  # its restart rule, on packet times
+            for packet in container.demux(video):
                 if packet.pts is not None and packet.time_base is not None:
                     clock.at(float(packet.pts * packet.time_base))
                     if clock.restarts:

@@ -158,10 +158,10 @@ def decode_sampled(
         sample_fps: samples per second of video time; None keeps every frame.
         size: (width, height) of the RGB output.
         first: the first time (seconds from the stream's start) to give; see :func:`frames_from`.
-        opened: called with (container, stream) on each opening, before decoding (decoder
+        opened: called with (container, video) on each opening, before decoding (decoder
             threading, a status).
         packets: the packets to decode instead of the container's demuxing (a webcam's
-            retried reads), from (container, stream).
+            retried reads), from (container, video).
 
     Frames leave with ``index`` counted from 0 over this call. Stopping the iteration closes
     the input.
@@ -203,7 +203,7 @@ def decode_sampled(
 def open_video(
     path: str | Path, hwaccel: str = "none"
 ) -> Iterator[tuple[av.container.InputContainer, av.VideoStream]]:
-    """``with open_video(path) as (container, stream):`` a media file and its first video
+    """``with open_video(path) as (container, video):`` a media file and its first video
     stream, closed on leaving; raises :class:`MediaError` naming the file when it cannot be
     opened or has no video.
 
