@@ -1,4 +1,5 @@
-"""What the pipeline emits: a caption event per sampled frame, and status events per stream.
+"""What the pipeline emits: a caption event per sampled frame, and status events per stream;
+and what settling them gives (:mod:`stream.settle`): events that begin, are said more fully and end.
 
 Both are plain frozen dataclasses with a ``to_json`` for JSON Lines. Times: ``pts`` is the
 frame's presentation time in seconds from the start of the stream (it keeps increasing across
@@ -16,6 +17,11 @@ OPENED = "opened"  # the source is open and decoding (again, after a reconnect)
 RECONNECTING = "reconnecting"  # the source ended or failed; it is reopened after a delay
 DROPPED = "dropped"  # frames were dropped to keep latency bounded (count in ``dropped``)
 ENDED = "ended"  # the stream is over: its end, or reconnecting gave up (then ``error`` is set)
+
+# Settled event types, as camera analytics tools type theirs.
+NEW = "new"  # a settled caption begins an event
+UPDATE = "update"  # the open event, said more fully
+END = "end"  # the event is over
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,8 @@ class CaptionEvent:
         reset: the stream's memory was cleared before this frame (start, reconnect).
         encoded: the CNN ran on this frame (a key frame); otherwise the appearance features of
             the stream's last key frame were held for it.
+        shown: the stream's settled caption at this frame (what a person is shown; see
+            :mod:`stream.settle`); None when the captions were not settled.
     """
 
     stream: str
@@ -48,6 +56,7 @@ class CaptionEvent:
     changed: bool
     reset: bool
     encoded: bool = True
+    shown: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "caption", **asdict(self)}
@@ -79,4 +88,45 @@ class StatusEvent:
         return {"type": "status", **asdict(self)}
 
 
-Event = CaptionEvent | StatusEvent
+@dataclass(frozen=True)
+class SettledEvent:
+    """An event of a stream's settled captions (see :mod:`stream.settle` for the rule).
+
+    Attributes:
+        stream: the stream's id.
+        type: NEW, UPDATE or END.
+        id: the event's id, ``STREAM/N`` (the same on its new, updates and end).
+        caption: the settled caption (for ``end``: the last one the event had).
+        pts: when it happened, in seconds (new, update: the frame that settled it; end: its end).
+        index: that frame's index (end: the event's last frame).
+        logprob: that frame's log-probability (end: the mean over the event's frames).
+        start: when the event began (its ``new``'s ``pts``).
+        emitted_at: wall-clock time it was settled.
+        duration: end only: ``pts - start``.
+        frames: end only: sampled frames in the event.
+        best_index: end only: the frame that said the caption most confidently (its snapshot).
+    """
+
+    stream: str
+    type: str
+    id: str
+    caption: str
+    pts: float
+    index: int
+    logprob: float
+    start: float
+    emitted_at: float
+    duration: float | None = None
+    frames: int | None = None
+    best_index: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        record = {"type": self.type, **asdict(self)}  # the type first, as in the other records
+        if self.type != END:
+            for name in ("duration", "frames", "best_index"):
+                del record[name]
+        return record
+
+
+StreamEvent = CaptionEvent | StatusEvent  # what an engine emits
+Event = CaptionEvent | StatusEvent | SettledEvent  # what a sink takes

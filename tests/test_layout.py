@@ -86,4 +86,4 @@ def test_each_room_says_its_job_in_two_lines(package):
 def test_every_module_of_stream_is_in_a_room_or_shared_by_all():
     loose = sorted(p.name for p in STREAM.glob("*.py") if p.name != "__init__.py")
     assert loose == ["api.py", "cuda.py", "errors.py", "events.py", "files.py", "paths.py",
-                     "stopping.py"]
+                     "settle.py", "stopping.py"]

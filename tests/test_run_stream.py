@@ -40,13 +40,14 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def caption_runs(events: list[dict]) -> list[tuple[float, str]]:
-    """(start pts, caption) of each run of equal non-empty captions: the expected cues."""
+    """(start pts, caption) of each run of equal non-empty shown (settled) captions: the
+    expected cues."""
     runs, last = [], None
     for e in events:
         if e["type"] == "caption":
-            if e["caption"] != last and e["caption"]:
-                runs.append((e["pts"], e["caption"]))
-            last = e["caption"]
+            if e["shown"] != last and e["shown"]:
+                runs.append((e["pts"], e["shown"]))
+            last = e["shown"]
     return runs
 
 
@@ -67,9 +68,14 @@ def test_no_arguments_captions_the_sample_with_the_bundled_model(sample_run):
     right = sum((segment := item.target_at(e["pts"])) is not None
                 and e["caption"] in segment.sentences for e in captions)
     assert len(captions) >= 80 and right / len(captions) >= 0.9
-    # The console shows each caption change once.
-    changes = [e["caption"] for e in captions if e["changed"]]
-    assert [line.split("s  ", 1)[1] for line in result.stdout.splitlines()] == changes
+    # The console shows each settled event once, as the JSON Lines record it.
+    said = [f"[end {e['duration']:.1f} s] {e['caption']}" if e["type"] == "end" else e["caption"]
+            for e in events if e["type"] in ("new", "update", "end")]
+    assert [line.split("s  ", 1)[1] for line in result.stdout.splitlines()] == said
+    # Settling: fewer events than caption changes, each event whole (new ... end, one id).
+    changes = sum(e["changed"] for e in captions)
+    ends = [e for e in events if e["type"] == "end"]
+    assert 4 <= len(ends) < changes and sum(e["frames"] for e in ends) == len(captions)
 
 
 def summary_row(stderr: str, stream: str) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -106,6 +107,20 @@ def test_example_captions_the_sample_video_with_its_annotated_sentences():
     assert sum(c not in allowed for c in captions) <= 1, captions
 
 
+def test_the_alert_example_raises_one_alert_per_matching_event_and_clears_it():
+    [annotation] = json.loads((SAMPLE / "captions.json").read_text()).values()
+    pattern = "moves (left|down)"
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "alert.py"), pattern],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = [line.split(None, 3) for line in done.stdout.splitlines()]
+    alerts = [rest for _, kind, _, rest in lines if kind == "ALERT"]
+    clears = [rest.rsplit("  (", 1)[0] for _, kind, _, rest in lines if kind == "CLEAR"]
+    matching = [s for s in annotation["sentences"] if re.search(pattern, s)]
+    assert alerts == clears == matching  # one alert per event, each cleared when it ended
+    assert [kind for _, kind, _, _ in lines] == ["ALERT", "CLEAR"] * len(matching)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_still_images_get_what_they_show_through_every_entry_point(tmp_path):
@@ -149,8 +164,12 @@ def test_still_images_get_what_they_show_through_every_entry_point(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     by_archive = {}
     for name in wanted:
-        [line] = (archive_out / f"{name}.jsonl").read_text().splitlines()
-        by_archive[name] = json.loads(line)["caption"]
+        lines = [json.loads(line) for line in
+                 (archive_out / f"{name}.jsonl").read_text().splitlines()]
+        [caption] = [e for e in lines if e["type"] == "caption"]
+        assert [e["type"] for e in lines] == ["caption", "new", "end"]  # a still: one event
+        assert lines[1]["caption"] == lines[2]["caption"] == caption["caption"] == caption["shown"]
+        by_archive[name] = caption["caption"]
 
     assert by_stream == by_library == by_archive
     right = sum(by_stream[name] == caption for name, caption in wanted.items())

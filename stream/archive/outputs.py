@@ -52,6 +52,7 @@ from stream.files import (
     temporary_target,
     write_text_atomically,
 )
+from stream.settle import DEFAULT_SETTLE, Settler
 from stream.sinks.jsonl import JsonlSink
 from stream.sinks.subtitles import SubtitleSink
 
@@ -144,8 +145,10 @@ def stitch(results: list[TaskResult]) -> list[dict[str, Any]]:
 
 
 def write_outputs(out: Path, video: VideoInput, records: list[dict[str, Any]],
-                  sample_fps: float) -> dict[str, dict[str, Any]]:
+                  sample_fps: float, settle: int = DEFAULT_SETTLE) -> dict[str, dict[str, Any]]:
     """Write the video's JSONL, SRT and WebVTT under temporary names, then rename all three.
+    The captions are settled over the whole video (``settle``, see :mod:`stream.settle`), so a
+    video captioned in chunks gets the settled captions and events of a whole run.
 
     Returns each output's ``{"size", "sha256"}`` by kind, for its manifest record: the set that
     the record vouches for (:meth:`Manifest.done`)."""
@@ -154,6 +157,7 @@ def write_outputs(out: Path, video: VideoInput, records: list[dict[str, Any]],
     finals = [base.with_name(f"{base.name}.{kind}") for kind in OUTPUT_KINDS]
     temps = [temporary_name(p) for p in finals]
     stream = printable(video.output)
+    settler = Settler(stream, settle, 1 / sample_fps)
     try:
         with JsonlSink(temps[0], timing=False) as jsonl, \
                 SubtitleSink(temps[1], 1 / sample_fps, "srt") as srt, \
@@ -164,8 +168,12 @@ def write_outputs(out: Path, video: VideoInput, records: list[dict[str, Any]],
                                      logprob=record["logprob"], latency_ms=0.0,
                                      changed=record["changed"], reset=i == 0,
                                      encoded=record.get("encoded", True))
+                for settled in settler.push(event):
+                    for sink in (jsonl, srt, vtt):
+                        sink.write(settled)
+            for settled in settler.finish():
                 for sink in (jsonl, srt, vtt):
-                    sink.write(event)
+                    sink.write(settled)
         # Durable before the manifest vouches for them: synced, renamed, directory synced.
         for temp in temps:
             sync(temp)

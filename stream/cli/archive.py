@@ -52,12 +52,13 @@ from stream.archive.outputs import (
 )
 from stream.archive.worker import TaskResult
 from stream.cli import exits
-from stream.cli.arguments import add_log_level, doc_parser, run_command
+from stream.cli.arguments import add_log_level, doc_parser, positive_int, run_command
 from stream.errors import BundleError, DeviceError, StreamError, reason
 from stream.media.hwaccel import HWACCELS
 from stream.model.bundle import open_bundle
 from stream.model.sessions import DEVICES, SessionSettings, default_threads
 from stream.paths import DEFAULT_BUNDLE
+from stream.settle import DEFAULT_SETTLE
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -76,6 +77,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="decode on the GPU (cuda: NVDEC) or the first hardware decoder "
                              "that works (auto); software where none works (default: none)")
     parser.add_argument("--beam", type=int, default=1, help="beam width; 1 = greedy (default)")
+    parser.add_argument("--settle", type=positive_int, default=DEFAULT_SETTLE, metavar="N",
+                        help=f"sampled frames a new caption must hold before the subtitles "
+                             f"show it and an event says it; 1 = every frame's caption "
+                             f"(default: {DEFAULT_SETTLE})")
     parser.add_argument("--encode-every-frame", action="store_true",
                         help="run the CNN on every sampled frame, not only on key frames "
                              "(slower, for comparison)")
@@ -150,7 +155,7 @@ def _run(args: argparse.Namespace, paths: list[Path], root: Path, workers: int,
     # What shapes the outputs besides the video: a change redoes every video (recording an
     # evaluation in bundle.json does not).
     settings = {"model": loaded.bundle.fingerprint(), "beam": args.beam,
-                "encode_every_frame": args.encode_every_frame,
+                "encode_every_frame": args.encode_every_frame, "settle": args.settle,
                 "chunk_seconds": args.chunk_seconds, "warmup_seconds": args.warmup_seconds}
     del loaded
 
@@ -222,7 +227,8 @@ def _finish(video: VideoInput, parts: list[TaskResult], out: Path, manifest: Man
     record = video_record(video, parts, records) | {"settings": settings}
     if record["status"] == "ok":
         try:
-            record["outputs"] = write_outputs(out, video, records, sample_fps)
+            record["outputs"] = write_outputs(out, video, records, sample_fps,
+                                                settings["settle"])
             summary.done += 1
             summary.frames += len(records)
             summary.encoded += record["frames_encoded"]

@@ -8,17 +8,35 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from stream.cli import exits
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the usage is what ``--help`` is for)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(exits.USAGE, f"{self.prog}: error: {message}\n")
 
 
 def doc_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
     """A parser for ``prog`` whose description is the docstring's first paragraph and whose
     epilog is the rest, laid out as written."""
     paragraphs = (doc or "").split("\n\n")
-    return argparse.ArgumentParser(prog=prog, description=paragraphs[0],
-                                   epilog="\n\n".join(paragraphs[1:]),
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    return Parser(prog=prog, description=paragraphs[0], epilog="\n\n".join(paragraphs[1:]),
+                  formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
 
 
 def frame_size(text: str) -> tuple[int, int]:

@@ -20,12 +20,13 @@ from pathlib import Path
 from types import FrameType
 
 from stream.cli import exits
-from stream.cli.arguments import add_log_level, frame_size, run_command
+from stream.cli.arguments import Parser, add_log_level, frame_size, positive_int, run_command
 from stream.engines.decoder import ReconnectPolicy
 from stream.engines.local import Pipeline
 from stream.engines.ray import RayPipeline, RaySettings
 from stream.engines.settings import FrameListener, PipelineSettings
 from stream.errors import BundleError, DeviceError, MediaError, StreamError, reason
+from stream.events import Event
 from stream.media.hwaccel import HWACCELS
 from stream.media.sources import (
     Source,
@@ -39,6 +40,7 @@ from stream.media.sources import (
 from stream.model.bundle import open_bundle
 from stream.model.sessions import DEVICES, SessionSettings
 from stream.paths import DEFAULT_BUNDLE, SAMPLE_VIDEO
+from stream.settle import DEFAULT_SETTLE, Settling
 from stream.sinks.base import PerStream, Sink
 from stream.sinks.console import ConsoleSink
 from stream.sinks.jsonl import STDOUT, JsonlSink
@@ -67,7 +69,14 @@ sources:
 outputs: --jsonl/--srt/--vtt take a file for one source, or a directory (an existing one, a
 path ending in /, or any path when there are several sources) that gets STREAM.jsonl etc.;
 --jsonl - writes every stream's events to standard output (the console's lines go to stderr).
---mqtt mqtt://[user:pw@]host[:port]/TOPIC publishes every event to TOPIC/STREAM (QoS 1).
+--mqtt mqtt://[user:pw@]host[:port]/TOPIC publishes each stream's events to TOPIC/STREAM/events,
+its statuses to TOPIC/STREAM/status and the caption shown now to TOPIC/STREAM/caption (retained),
+QoS 1; --mqtt-frames adds every sampled frame's caption on TOPIC/STREAM/frames.
+
+captions: the model says a caption for every sampled frame; what is shown (subtitles, console,
+live view, the retained MQTT caption) changes only once a new caption has held for --settle
+frames, and events say when a shown caption begins (new), is said more fully (update) and ends
+(end). JSON Lines get every frame's caption (with the one shown) and the events.
 
 engines: --engine local runs every stream in this process; --engine ray spreads them over
 Ray actors (--workers), on this machine or a cluster (--ray-address), restarting an actor
@@ -80,7 +89,7 @@ class _Terminated(Exception):
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="run_stream.py",
         description="Live captions for video files, cameras and network streams.",
         epilog=SOURCE_FORMS + "\n" + __doc__.split("\n\n")[2],
@@ -93,7 +102,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="model bundle directory (default: the bundled models/shapes)")
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where the model runs; auto picks CUDA when it works (default: auto)")
-    parser.add_argument("--threads", type=_positive_int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="ONNX Runtime intra-op threads (default: usable cores); with "
                              "--engine ray, the CPUs of each worker (default: 1)")
     parser.add_argument("--hwaccel", choices=HWACCELS, default="none",
@@ -109,12 +118,19 @@ def get_args_parser() -> argparse.ArgumentParser:
                      help="video files only: write a copy with the caption burned into every "
                           "frame (H.264, same frame rate and timing, audio copied)")
     out.add_argument("--mqtt", metavar="URL", default=None,
-                     help="publish every event to an MQTT broker, on TOPIC/STREAM with QoS 1, "
+                     help="publish the events to an MQTT broker, on TOPIC/STREAM/... with QoS 1, "
                           "reconnecting by itself: mqtt://[user[:pw]@]host[:port]/TOPIC "
                           "(mqtts:// for TLS); without pw in the URL, the password is "
                           "$LRCN_MQTT_PASSWORD_FILE's first line or $LRCN_MQTT_PASSWORD "
                           "(not both)")
+    out.add_argument("--mqtt-frames", action="store_true",
+                     help="with --mqtt: publish every sampled frame's caption too, on "
+                          "TOPIC/STREAM/frames (ten messages a second per camera)")
     out.add_argument("--quiet", action="store_true", help="print no captions on the console")
+    out.add_argument("--settle", type=positive_int, default=DEFAULT_SETTLE, metavar="N",
+                     help=f"sampled frames a new caption must hold before it is shown and an "
+                          f"event says it; 1 shows every frame's caption (default: "
+                          f"{DEFAULT_SETTLE})")
     out.add_argument("--serve", metavar="HOST:PORT", default=None,
                      help="serve the live view (video, caption, history and stats per stream) "
                           "at http://HOST:PORT/; loopback unless a token is set, e.g. "
@@ -123,15 +139,15 @@ def get_args_parser() -> argparse.ArgumentParser:
                      help=f"token the live view requires (?token= or Authorization: Bearer); "
                           f"needed to serve beyond loopback (default: ${TOKEN_ENV})")
     batching = parser.add_argument_group("batching and queues")
-    batching.add_argument("--max-batch", type=_positive_int, default=8,
+    batching.add_argument("--max-batch", type=positive_int, default=8,
                           help="frames per encoder call at most (default: 8)")
     batching.add_argument("--max-wait-ms", type=_non_negative, default=20.0,
                           help="how long a batch waits for more frames after its first one "
                                "(default: 20)")
-    batching.add_argument("--queue-size", type=_positive_int, default=8,
+    batching.add_argument("--queue-size", type=positive_int, default=8,
                           help="frames queued per source; live sources drop their oldest "
                                "beyond it, files wait (default: 8)")
-    batching.add_argument("--beam", type=_positive_int, default=1,
+    batching.add_argument("--beam", type=positive_int, default=1,
                           help="beam width of caption search; 1 = greedy (default: 1)")
     batching.add_argument("--encode-every-frame", action="store_true",
                           help="run the CNN on every sampled frame, not only on key frames "
@@ -162,7 +178,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     engine.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="local: every stream in this process; ray: the streams spread over "
                              "Ray actors, here or on a cluster (default: local)")
-    engine.add_argument("--workers", type=_positive_int, default=None,
+    engine.add_argument("--workers", type=positive_int, default=None,
                         help="Ray actors (default: as many as the cluster's CPUs allow at "
                              "--threads each, at most one per source)")
     engine.add_argument("--ray-address", default=None, metavar="ADDRESS",
@@ -243,7 +259,7 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             print(f"live view: http://{shown}:{view.port}/", file=sys.stderr)
         if args.mqtt is not None:
             try:
-                mqtt = MqttSink(args.mqtt)
+                mqtt = MqttSink(args.mqtt, frames=args.mqtt_frames)
             except ImportError as error:
                 print(f"error: {error}", file=sys.stderr)
                 return exits.USAGE
@@ -271,7 +287,7 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                                   show_stream=len(ids) > 1))
     interval = 1.0 / sample_fps  # positive: the bundle's validation says so
     return _run(pipeline, shared, lambda: _file_sinks(ids, paths, interval),
-                SummarySink(ids), OverlayRecorder(overlays))
+                SummarySink(ids), OverlayRecorder(overlays), Settling(args.settle, interval))
 
 
 def _ray_settings(args: argparse.Namespace,
@@ -290,10 +306,11 @@ def _ray_settings(args: argparse.Namespace,
 
 
 def _run(pipeline: Pipeline | RayPipeline, shared: list[Sink], files: Callable[[], PerStream],
-         summary: SummarySink, overlays: OverlayRecorder) -> int:
-    """Run the pipeline into every sink: the per-stream files (opened by ``files``), the
-    ``shared`` sinks (live view, MQTT, console), the summary and the overlay recorder; write
-    the overlays of a run that ended; print the summary; return the exit code."""
+         summary: SummarySink, overlays: OverlayRecorder, settling: Settling) -> int:
+    """Run the pipeline's events, settled, into every sink: the per-stream files (opened by
+    ``files``), the ``shared`` sinks (live view, MQTT, console), the summary and the overlay
+    recorder; write the overlays of a run that ended; print the summary; return the exit code.
+    A run that is stopped ends its open events first."""
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         with contextlib.ExitStack() as stack:
@@ -306,9 +323,13 @@ def _run(pipeline: Pipeline | RayPipeline, shared: list[Sink], files: Callable[[
             sinks.insert(0, stack.enter_context(files()))  # written first, closed first
             sinks += [summary, overlays]
             events = stack.enter_context(contextlib.closing(iter(pipeline)))
-            for event in events:
-                for sink in sinks:
-                    sink.write(event)
+            try:
+                for event in events:
+                    _deliver(settling.push(event), sinks)
+            except (KeyboardInterrupt, _Terminated):
+                _deliver(settling.finish(), sinks)
+                raise
+            _deliver(settling.finish(), sinks)
         failed = {stream for stream, s in summary.streams.items() if s.error}
         for stream, error in overlays.write_overlays(skip=failed).items():
             summary.streams[stream].error = error  # still under the SIGTERM handler
@@ -324,6 +345,12 @@ def _run(pipeline: Pipeline | RayPipeline, shared: list[Sink], files: Callable[[
         signal.signal(signal.SIGTERM, previous)
     summary.report()
     return exits.FAILED if summary.failed else exits.OK
+
+
+def _deliver(events: list[Event], sinks: list[Sink]) -> None:
+    for event in events:
+        for sink in sinks:
+            sink.write(event)
 
 
 def _failed(error: StreamError | ImportError | OSError) -> int:
@@ -386,13 +413,6 @@ def _list_devices() -> int:
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise _Terminated()
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
 
 
 def _non_negative_int(text: str) -> int:

@@ -33,7 +33,7 @@ from stream.engines.decoder import Decoder, Resume
 from stream.engines.mailbox import FrameItem, Item, Mailbox
 from stream.engines.settings import FrameListener, PipelineSettings, unopened
 from stream.errors import MediaError, StreamError, reason
-from stream.events import DROPPED, ENDED, RECONNECTING, CaptionEvent, Event, StatusEvent
+from stream.events import DROPPED, ENDED, RECONNECTING, CaptionEvent, StatusEvent, StreamEvent
 from stream.media.sources import Source, redact
 from stream.model.bundle import LoadedBundle
 from stream.model.captioning import Caption, CaptionCore
@@ -76,7 +76,7 @@ class Pipeline:
         self.loaded = loaded
         self.stop = threading.Event()
         self.mailbox = Mailbox(self.settings.queue_size, self.stop)
-        self.events: queue.Queue[Event | None] = queue.Queue(self.settings.events_queue)
+        self.events: queue.Queue[StreamEvent | None] = queue.Queue(self.settings.events_queue)
         bundle = loaded.bundle
         size = (bundle.input_size, bundle.input_size)
         self.decoders: list[Decoder] = []
@@ -96,7 +96,7 @@ class Pipeline:
         self.join_on_exit = join_on_exit
         self._started = False
 
-    def __iter__(self) -> Generator[Event, None, None]:
+    def __iter__(self) -> Generator[StreamEvent, None, None]:
         """Start the threads and yield events until every stream has ended.
 
         Raises the first exception of any thread (with its cause) after stopping the rest.
@@ -174,7 +174,7 @@ class Pipeline:
                     return
         self._emit(None)
 
-    def _caption(self, batch: list[Item], last_text: dict[str, str]) -> list[Event]:
+    def _caption(self, batch: list[Item], last_text: dict[str, str]) -> list[StreamEvent]:
         frames = [item for item in batch if isinstance(item, FrameItem)]
         captions: Iterator[Caption] = iter(())
         if frames:
@@ -182,7 +182,7 @@ class Pipeline:
                                             [f.stream for f in frames],
                                             [f.reset for f in frames],
                                             [f.pts for f in frames]))
-        events: list[Event] = []
+        events: list[StreamEvent] = []
         for item in batch:
             if isinstance(item, StatusEvent):
                 # The batch's frames were all stepped above, so a status must not touch the
@@ -222,6 +222,6 @@ class Pipeline:
                            message=f"{dropped - count} frame(s) dropped to keep up "
                                    f"({dropped} in all)")
 
-    def _emit(self, event: Event | None) -> bool:
+    def _emit(self, event: StreamEvent | None) -> bool:
         """Hand an event to the consumer; False when the pipeline stopped first."""
         return put_unless_stopped(self.events, event, self.stop)

@@ -60,7 +60,7 @@ from stream.engines.local import Pipeline
 from stream.engines.ray_cluster import connect, import_ray
 from stream.engines.settings import FrameListener, PipelineSettings, unopened
 from stream.errors import MediaError, StreamError, reason
-from stream.events import ENDED, OPENED, RECONNECTING, CaptionEvent, Event, StatusEvent
+from stream.events import ENDED, OPENED, RECONNECTING, CaptionEvent, StatusEvent, StreamEvent
 from stream.media.sources import Source, redact
 from stream.model.bundle import BUNDLE_FILE, Bundle, check_files, open_bundle, read_bundle
 from stream.model.sessions import SessionSettings
@@ -110,7 +110,7 @@ class Polled:
     """What one poll of an actor returns: its events in order, frames for the live view, and
     whether its pipeline is over (then ``error`` says why it failed, if it did)."""
 
-    events: list[Event]
+    events: list[StreamEvent]
     frames: list[tuple[str, np.ndarray, float]]
     done: bool
     error: str | None = None
@@ -127,7 +127,7 @@ class LiveWorker:
     """
 
     def __init__(self) -> None:
-        self._events: queue.Queue[Event] = queue.Queue(_POLL_EVENTS)
+        self._events: queue.Queue[StreamEvent] = queue.Queue(_POLL_EVENTS)
         self._pipeline: Pipeline | None = None
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
@@ -185,7 +185,7 @@ class LiveWorker:
         if self._batch is not None and self._batch[0] == batch:
             return self._batch[1]
         finished = self._done.is_set()  # before draining: every event was queued by then
-        events: list[Event] = []
+        events: list[StreamEvent] = []
         with contextlib.suppress(queue.Empty):
             events.append(self._events.get(timeout=wait))
             while len(events) < max_events:
@@ -309,7 +309,7 @@ class RayPipeline:
 
     # ------------------------------------------------------------------ the driver's loop
 
-    def __iter__(self) -> Generator[Event, None, None]:
+    def __iter__(self) -> Generator[StreamEvent, None, None]:
         if self._started:
             raise RuntimeError("a pipeline runs once")
         self._started = True
@@ -379,7 +379,7 @@ class RayPipeline:
             pending[self._start(worker)] = (worker, "start")
 
     def _handle(self, ref: Any, worker: _Worker, call: str,
-                pending: dict[Any, tuple[_Worker, str]]) -> Generator[Event, None, None]:
+                pending: dict[Any, tuple[_Worker, str]]) -> Generator[StreamEvent, None, None]:
         ray = self._ray
         try:
             with _signal_exceptions():
@@ -430,7 +430,8 @@ class RayPipeline:
         if not polled.done:
             pending[worker.handle.poll.remote(worker.batch)] = (worker, "poll")
 
-    def _started_on(self, worker: _Worker, result: dict[str, Any]) -> Generator[Event, None, None]:
+    def _started_on(self, worker: _Worker,
+                    result: dict[str, Any]) -> Generator[StreamEvent, None, None]:
         """Take in start's answer: a first start, a restart, or the same process again."""
         lost, worker.lost = worker.lost, False
         same = result["incarnation"] == worker.incarnation
@@ -453,7 +454,7 @@ class RayPipeline:
         log.info("worker %d (pid %s on %s): %s", worker.number, result["pid"],
                  result["host"], ", ".join(sorted(worker.open)))
 
-    def _account(self, event: Event, worker: _Worker) -> Event | None:
+    def _account(self, event: StreamEvent, worker: _Worker) -> StreamEvent | None:
         """The event as the driver emits it: counts carried over restarts, repeats dropped."""
         received = self.received[event.stream]
         if isinstance(event, CaptionEvent):

@@ -1,6 +1,15 @@
 """Events to an MQTT broker, as camera analytics systems publish them (``--mqtt``).
 
-Each event is one JSON message (the JSON Lines form, plus ``seq``) on ``TOPIC/STREAM``,
+Topics, per stream (``STREAM`` is its id)::
+
+    TOPIC/STREAM/events   the settled events: new, update, end (see stream.settle)
+    TOPIC/STREAM/caption  the caption shown now, as plain text, retained, so that a consumer
+                          that connects late knows it; empty when nothing is shown (an empty
+                          retained message clears the broker's: a late consumer gets none)
+    TOPIC/STREAM/status   opened, reconnecting, dropped, ended
+    TOPIC/STREAM/frames   every sampled frame's caption, only when asked for (``--mqtt-frames``)
+
+Each message but the retained caption is one JSON object (the JSON Lines form, plus ``seq``),
 published with QoS 1: the broker acknowledges each, and unacknowledged messages are sent again
 after a reconnect, in order. QoS 1 is at-least-once: a consumer may see a message twice, and a
 broker that restarts may deliver a message it held at shutdown after those that came while it
@@ -30,7 +39,7 @@ password from anywhere logs in with the user name alone.
 Example:
     >>> with MqttSink("mqtt://broker.local/lrcn/events") as mqtt:
     ...     for event in caption_stream("rtsp://cam1/live"):
-    ...         mqtt.write(event)          # on lrcn/events/cam1-live
+    ...         mqtt.write(event)          # on lrcn/events/cam1-live/events, ...
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from stream.errors import reason
-from stream.events import Event
+from stream.events import END, CaptionEvent, Event, SettledEvent
 from stream.media.sources import redact
 from stream.sinks.base import Sink
 from stream.sinks.jsonl import event_json
@@ -129,13 +138,14 @@ def _password_from(environ: Mapping[str, str]) -> str | None:
 
 
 class MqttSink(Sink):
-    """Publish every event to ``TOPIC/STREAM`` on the broker at ``url`` (see the module doc).
+    """Publish a run's events to the broker at ``url`` (see the module doc for the topics).
 
     Args:
         url: ``mqtt[s]://[user[:password]@]host[:port]/topic`` (or its parsed MqttTarget);
             without a password in it, the password comes from ``LRCN_MQTT_PASSWORD_FILE``
             or ``LRCN_MQTT_PASSWORD``.
         queue_limit: messages held while the broker cannot be reached, at most.
+        frames: publish every per-frame caption too, on ``TOPIC/STREAM/frames``.
 
     Raises:
         ValueError: the URL is malformed or the password's file unreadable (a broker that
@@ -143,7 +153,8 @@ class MqttSink(Sink):
         ImportError: paho-mqtt is not installed.
     """
 
-    def __init__(self, url: str | MqttTarget, queue_limit: int = _QUEUE_LIMIT) -> None:
+    def __init__(self, url: str | MqttTarget, queue_limit: int = _QUEUE_LIMIT,
+                 frames: bool = False) -> None:
         try:
             import paho.mqtt.client as mqtt
         except ImportError as error:
@@ -157,6 +168,8 @@ class MqttSink(Sink):
         self._lock = threading.Lock()
         self._warned: dict[str, float] = {}
         self._seq: dict[str, int] = {}  # the next seq of each stream
+        self._shown: dict[str, str] = {}  # the caption last retained for each stream
+        self.frames = frames
         self._connected_once = False
         client_id = f"lrcn-stream-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
@@ -179,10 +192,27 @@ class MqttSink(Sink):
     def write(self, event: Event) -> None:
         if not self._open:
             raise ValueError(f"{self.name}: sink is closed")
+        base = f"{self.target.topic}/{event.stream}"
+        if isinstance(event, CaptionEvent):
+            if self.frames:
+                self._publish(f"{base}/frames", event)
+            return
+        if isinstance(event, SettledEvent):
+            self._publish(f"{base}/events", event)
+            shown = "" if event.type == END else event.caption
+            if shown != self._shown.get(event.stream):
+                self._shown[event.stream] = shown
+                self._send(f"{base}/caption", shown, retain=True)
+            return
+        self._publish(f"{base}/status", event)
+
+    def _publish(self, topic: str, event: Event) -> None:
         seq = self._seq.get(event.stream, 0)
         self._seq[event.stream] = seq + 1  # a dropped message leaves a gap: seen, not hidden
-        info = self._client.publish(f"{self.target.topic}/{event.stream}",
-                                    event_json(event, seq=seq), qos=1)
+        self._send(topic, event_json(event, seq=seq))
+
+    def _send(self, topic: str, payload: str, retain: bool = False) -> None:
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
         if info.rc == self._mqtt.MQTT_ERR_QUEUE_SIZE:
             self.dropped += 1
             self._warn("queue", f"MQTT {self.name}: {self.dropped} message(s) dropped so far, "

@@ -14,13 +14,14 @@ import math
 from pathlib import Path
 from typing import IO
 
-from stream.events import ENDED, RECONNECTING, Event, StatusEvent
+from stream.events import ENDED, RECONNECTING, CaptionEvent, Event, StatusEvent
 from stream.sinks.base import Sink
 
 SUBTITLE_FORMATS = ("srt", "vtt")
 
 class SubtitleSink(Sink):
-    """SRT or WebVTT (by ``fmt``, or the file suffix): a cue per run of equal captions.
+    """SRT or WebVTT (by ``fmt``, or the file suffix): a cue per settled caption (per run of
+    equal captions when they were not settled: see :mod:`stream.settle`).
 
     A cue starts at the PTS of its first frame and ends at the PTS of the frame whose caption
     differs; the last cue, and a cue cut by a reconnect, end one frame interval after their last
@@ -54,7 +55,9 @@ class SubtitleSink(Sink):
             if event.kind in (RECONNECTING, ENDED):
                 self._finish(None)
             return
-        text = " ".join(event.caption.split())
+        if not isinstance(event, CaptionEvent):
+            return  # the settled events: the cues follow the frames' shown captions
+        text = " ".join((event.caption if event.shown is None else event.shown).split())
         if self._open is not None and self._open[0] == text:
             self._open = (text, self._open[1], event.pts)
             return

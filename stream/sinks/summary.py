@@ -9,7 +9,7 @@ from typing import IO
 
 import numpy as np
 
-from stream.events import ENDED, CaptionEvent, Event
+from stream.events import ENDED, NEW, CaptionEvent, Event, SettledEvent
 from stream.sinks.base import Sink
 
 LATENCY_BINS = 60_000  # 1 ms bins up to a minute
@@ -22,7 +22,7 @@ class StreamSummary:
 
     frames: int = 0
     encoded: int = 0  # frames the CNN ran on (key frames)
-    changes: int = 0
+    events: int = 0  # settled events begun
     # Counts per whole millisecond (the last bin holds everything slower): percentiles in
     # constant memory, however many weeks a live run lasts.
     latency_ms: np.ndarray = field(default_factory=lambda: np.zeros(LATENCY_BINS, np.int64))
@@ -34,8 +34,9 @@ class StreamSummary:
         if isinstance(event, CaptionEvent):
             self.frames += 1
             self.encoded += event.encoded
-            self.changes += event.changed
             self.latency_ms[min(LATENCY_BINS - 1, max(0, int(event.latency_ms)))] += 1
+        elif isinstance(event, SettledEvent):
+            self.events += event.type == NEW
         else:
             self.dropped = max(self.dropped, event.dropped)
             self.reconnects = max(self.reconnects, event.reconnects)
@@ -69,11 +70,11 @@ class SummarySink(Sink):
     def report(self, stopped: str | None = None) -> None:
         """A table of what each stream did, and one line per failed source, on stderr."""
         out = self.out or sys.stderr
-        lines = [f"{'stream':24} {'frames':>7} {'encoded':>8} {'changes':>8} {'dropped':>8} "
+        lines = [f"{'stream':24} {'frames':>7} {'encoded':>8} {'events':>8} {'dropped':>8} "
                  f"{'reconnects':>10} {'p50 ms':>7} {'p99 ms':>7}"]
         for stream, s in self.streams.items():
             p50, p99 = (percentile(s.latency_ms, q) for q in (0.5, 0.99))
-            lines.append(f"{stream[:24]:24} {s.frames:>7} {s.encoded:>8} {s.changes:>8} "
+            lines.append(f"{stream[:24]:24} {s.frames:>7} {s.encoded:>8} {s.events:>8} "
                          f"{s.dropped:>8} {s.reconnects:>10} {p50:>7} {p99:>7}")
         if stopped:
             lines.append(f"({stopped}; outputs are complete up to the last caption)")

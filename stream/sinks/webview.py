@@ -1,9 +1,9 @@
-"""The live web view: each stream as a tile with its video, current caption, history and stats.
+"""The live web view: each stream as a tile with its video, settled caption, events and stats.
 
 ``run_stream.py SOURCES --serve 127.0.0.1:8080`` serves (aiohttp, in its own thread)::
 
     GET /                    the page (no other files are served)
-    GET /events              Server-Sent Events: a snapshot, then every caption change and status
+    GET /events              Server-Sent Events: a snapshot, then every settled event and status
     GET /frames/STREAM.mjpg  the stream's frames as MJPEG (multipart/x-mixed-replace)
 
 It binds to loopback by default. Any other address needs a token (``--serve-token`` or the
@@ -34,13 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from stream.events import CaptionEvent, Event
+from stream.events import END, NEW, CaptionEvent, Event, SettledEvent
 from stream.sinks.base import Sink
 
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "LRCN_SERVE_TOKEN"
-_HISTORY = 50  # caption changes kept per stream for the page
+_HISTORY = 50  # events kept per stream for the page
 _VIEWER_QUEUE = 256  # events buffered per viewer; a viewer that falls further behind loses old
 _FRAME_POLL = 0.03  # seconds between checks for a newer frame in an MJPEG response
 _BOUNDARY = "frame"
@@ -77,6 +77,24 @@ class _Tile:
     started: float = field(default_factory=time.monotonic)
     newest: tuple[np.ndarray, int] | None = None  # the newest frame and its number, one object
     stats_sent: float = 0.0  # when the last stats-only message went out
+
+    def event(self, event: SettledEvent) -> None:
+        """Take in a settled event: the caption shown, and the history of events (newest first,
+        each with its start, caption and, once it ended, its duration)."""
+        if event.type == NEW:
+            self.caption = event.caption
+            self.history.appendleft({"id": event.id, "pts": event.start,
+                                     "caption": event.caption, "duration": None})
+            return
+        if event.type == END and self.caption == event.caption:
+            self.caption = ""  # nothing shown until the next event begins
+        else:
+            self.caption = event.caption
+        for item in self.history:
+            if item["id"] == event.id:
+                item["caption"] = event.caption
+                item["duration"] = event.duration
+                break
 
     def stats(self) -> dict[str, Any]:
         elapsed = max(1e-6, time.monotonic() - self.started)
@@ -140,18 +158,16 @@ class WebView(Sink):
                 tile.frames += 1
                 tile.latency_ms = event.latency_ms
                 tile.state = "live"
-                if not event.changed:
-                    now = time.monotonic()
-                    if now - tile.stats_sent >= 0.5:  # stats twice a second at most
-                        tile.stats_sent = now
-                        self._publish({"type": "stats", "stream": event.stream,
-                                       "stats": tile.stats()})
-                    return
-                tile.caption = event.caption
-                item = {"pts": event.pts, "caption": event.caption, "at": event.emitted_at}
-                tile.history.appendleft(item)
-                message = {"type": "caption", "stream": event.stream, **item,
-                           "stats": tile.stats()}
+                now = time.monotonic()
+                if now - tile.stats_sent >= 0.5:  # stats twice a second at most
+                    tile.stats_sent = now
+                    self._publish({"type": "stats", "stream": event.stream,
+                                   "stats": tile.stats()})
+                return
+            if isinstance(event, SettledEvent):
+                tile.event(event)
+                message = {"type": "event", "stream": event.stream, "caption": tile.caption,
+                           "history": list(tile.history), "stats": tile.stats()}
             else:
                 tile.dropped = max(tile.dropped, event.dropped)
                 tile.reconnects = max(tile.reconnects, event.reconnects)
@@ -370,24 +386,27 @@ function add(el, item) {
   const t = document.createElement("span"); t.className = "t";
   t.textContent = item.pts.toFixed(1) + "s";
   li.appendChild(t); li.appendChild(document.createTextNode(item.caption || "(none)"));
+  if (item.duration !== null && item.duration !== undefined) {
+    const d = document.createElement("span"); d.className = "t";
+    d.textContent = " (" + item.duration.toFixed(1) + " s)"; li.appendChild(d);
+  }
   const list = el.querySelector(".history"); list.prepend(li);
   while (list.children.length > 50) list.lastChild.remove();
+}
+function show(el, s) {  // the shown caption and the events, newest first
+  el.querySelector(".history").replaceChildren();
+  el.querySelector(".caption").textContent = s.caption;
+  for (const item of s.history.slice().reverse()) add(el, item);
 }
 const source = new EventSource("/events" + q);
 source.onmessage = (message) => {
   const m = JSON.parse(message.data);
   if (m.type === "snapshot") {  // also after a reconnect: start the lists over
-    for (const s of m.streams) {
-      const el = tile(s.stream);
-      el.querySelector(".history").replaceChildren();
-      el.querySelector(".caption").textContent = s.caption;
-      for (const item of s.history.slice().reverse()) add(el, item);
-      stats(el, s.stats);
-    }
+    for (const s of m.streams) { show(tile(s.stream), s); stats(tile(s.stream), s.stats); }
     return;
   }
   const el = tile(m.stream);
-  if (m.type === "caption") { el.querySelector(".caption").textContent = m.caption; add(el, m); }
+  if (m.type === "event") show(el, m);
   stats(el, m.stats);
 };
 </script></body></html>

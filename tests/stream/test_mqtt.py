@@ -67,10 +67,17 @@ def run_stream(*args: str, env: dict[str, str], timeout: float = 150):
 
 
 def by_stream(messages):
+    """Each stream's numbered messages (events, statuses, frames), in the order they came."""
     streams: dict[str, list[dict]] = {}
     for topic, payload in messages:
-        streams.setdefault(topic.rsplit("/", 1)[1], []).append(payload)
+        if isinstance(payload, dict):
+            streams.setdefault(topic.split("/")[-2], []).append(payload)
     return streams
+
+
+def retained(messages, stream):
+    """The captions published on ``stream``'s caption topic, in order."""
+    return [payload for topic, payload in messages if topic.endswith(f"/{stream}/caption")]
 
 
 def test_mqtt_urls():
@@ -157,8 +164,8 @@ def test_the_password_from_the_environment_logs_in_and_every_event_arrives(locke
                             "--jsonl", str(tmp_path / "out.jsonl"), "--log-level", "info",
                             env={PASSWORD_ENV: "s3cret"})
         assert result.returncode == 0, result.stderr
-        written = [json.loads(line) for line in
-                   (tmp_path / "out.jsonl").read_text().splitlines()]
+        written = [e for e in map(json.loads, (tmp_path / "out.jsonl").read_text().splitlines())
+                   if e["type"] != "caption"]  # the frames go to MQTT only when asked for
         got = by_stream(subscriber.wait_for(len(written)))
     finally:
         subscriber.close()
@@ -173,7 +180,7 @@ def test_every_event_arrives_in_order_per_stream_and_credentials_stay_hidden(bro
     try:
         result = subprocess.run(
             [sys.executable, str(ROOT / "run_stream.py"), str(SAMPLE_VIDEO), str(SAMPLE_VIDEO),
-             "--mqtt", broker.url("bob:s3cret"), "--jsonl", str(tmp_path / "out"),
+             "--mqtt", broker.url("bob:s3cret"), "--mqtt-frames", "--jsonl", str(tmp_path / "out"),
              "--log-level", "info"], capture_output=True, text=True, timeout=150, cwd=ROOT)
         assert result.returncode == 0, result.stderr
         written = {stream: [json.loads(line) for line in
@@ -188,6 +195,8 @@ def test_every_event_arrives_in_order_per_stream_and_credentials_stay_hidden(bro
         assert [m["seq"] for m in got] == list(range(len(events)))  # all, in order, once
         assert [{k: v for k, v in m.items() if k != "seq"} for m in got] == events
     assert sum(m["type"] == "caption" for m in received["shapes_s5_00000"]) == 89
+    topics = {topic.split("/")[-1] for topic, _ in subscriber.received()}
+    assert topics == {"events", "status", "frames", "caption"}
     assert "s3cret" not in result.stderr + result.stdout
     assert "MQTT mqtt://***@127.0.0.1" in result.stderr
 
@@ -201,7 +210,7 @@ def test_the_run_goes_on_while_the_broker_restarts_and_nothing_is_lost(broker):
     sent: list[CaptionEvent] = []
     during_outage = 0
     try:
-        sink = MqttSink(broker.url())
+        sink = MqttSink(broker.url(), frames=True)
         with sink:
             stopped_at = None
             for event in caption_stream(CAMERA, DEFAULT_BUNDLE, device="cpu"):
@@ -217,7 +226,7 @@ def test_the_run_goes_on_while_the_broker_restarts_and_nothing_is_lost(broker):
                         broker.start()
                 if captions >= 70:
                     break
-        assert sink.acknowledged == sink.sent == len(sent) and sink.dropped == 0
+        assert sink.acknowledged == sink.sent >= len(sent) and sink.dropped == 0
         got = by_stream(subscriber.wait_for(len(sent)))["lavfi"]
     finally:
         subscriber.close()
@@ -234,7 +243,8 @@ def test_the_run_goes_on_while_the_broker_restarts_and_nothing_is_lost(broker):
 
 def test_a_broker_that_is_not_there_is_retried_and_said_without_stopping_the_run(caplog):
     port = free_port()  # nothing listens there
-    with caplog.at_level("WARNING"), MqttSink(f"mqtt://u:secret@127.0.0.1:{port}/t") as sink:
+    with caplog.at_level("WARNING"), MqttSink(f"mqtt://u:secret@127.0.0.1:{port}/t",
+                                              frames=True) as sink:
         for event in caption_stream(str(SAMPLE_VIDEO), DEFAULT_BUNDLE, device="cpu"):
             sink.write(event)
         assert sink.sent > 89
@@ -243,3 +253,70 @@ def test_a_broker_that_is_not_there_is_retried_and_said_without_stopping_the_run
     assert any("cannot reach the broker" in line for line in lines)
     assert any("not acknowledged" in line for line in lines)
     assert not any("secret" in line for line in lines)
+
+
+def looped(video: Path, out: Path, times: int) -> Path:
+    """``video`` played ``times`` times over, as one H.264 file (a long camera-like input)."""
+    import av
+
+    with av.open(str(out), "w") as output:
+        stream = None
+        frame_index = 0
+        for _ in range(times):
+            with av.open(str(video)) as source:
+                rate = source.streams.video[0].average_rate
+                for frame in source.decode(video=0):
+                    if stream is None:
+                        stream = output.add_stream("libx264", rate=rate)
+                        stream.width, stream.height = frame.width, frame.height
+                        stream.pix_fmt = "yuv420p"
+                    image = frame.reformat(format="yuv420p")
+                    image.pts, image.time_base = frame_index, 1 / rate
+                    frame_index += 1
+                    output.mux(stream.encode(image))
+        output.mux(stream.encode(None))
+    return out
+
+
+def test_a_minute_of_camera_is_a_few_messages_per_event_not_one_per_frame(broker, tmp_path):
+    """About 60 s at the sampling rate of 10 frames a second: 600 captions, which go to the
+    broker only as the events they settle into, the statuses and the retained caption."""
+    video = looped(SAMPLE_VIDEO, tmp_path / "minute.mp4", 7)
+    subscriber = Subscriber(broker.port)
+    try:
+        result = run_stream(str(video), "--mqtt", broker.url(), "--quiet", "--jsonl",
+                            str(tmp_path / "out.jsonl"), env={})
+        assert result.returncode == 0, result.stderr
+        written = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+        numbered = [e for e in written if e["type"] != "caption"]
+        messages = subscriber.wait_for(len(numbered))
+    finally:
+        subscriber.close()
+    frames = sum(e["type"] == "caption" for e in written)
+    events = sum(e["type"] == "new" for e in written)
+    assert frames >= 600 and events >= 7 * 4  # the sample's four scenes, seven times over
+    assert len(messages) <= 5 * events  # new, update, end, the retained caption; 2 statuses
+    assert len(messages) < frames / 4
+    assert not any(topic.endswith("/frames") for topic, _ in messages)
+
+
+def test_a_late_subscriber_gets_the_caption_shown_now(broker):
+    from stream.events import END, NEW, SettledEvent
+
+    def event(kind: str, caption: str) -> SettledEvent:
+        return SettledEvent(stream="cam", type=kind, id="cam/1", caption=caption, pts=1.0,
+                            index=10, logprob=-0.5, start=1.0, emitted_at=0.0)
+
+    with MqttSink(broker.url()) as sink:
+        sink.write(event(NEW, "a red circle"))
+    late = Subscriber(broker.port, topic="lrcn/events")
+    try:
+        assert retained(late.wait_for_topic("lrcn/events/cam/caption"), "cam") == ["a red circle"]
+        with MqttSink(broker.url()) as sink:
+            sink.write(event(END, "a red circle"))  # nothing shown now: the retained one cleared
+        deadline = time.monotonic() + 30
+        while len(retained(late.received(), "cam")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert retained(late.received(), "cam") == ["a red circle", ""]
+    finally:
+        late.close()

@@ -63,7 +63,8 @@ def test_a_killed_server_is_reconnected_and_nothing_is_lost_or_repeated(
                         after_restart += 1
                         if after_restart == 12:
                             break
-                elif event.kind == RECONNECTING and server.process.poll() is not None:
+                elif isinstance(event, StatusEvent) and event.kind == RECONNECTING \
+                        and server.process.poll() is not None:
                     server.start()
     finally:
         server.kill()

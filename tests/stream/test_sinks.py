@@ -11,6 +11,7 @@ import srt
 import webvtt
 
 from stream.events import DROPPED, RECONNECTING, CaptionEvent, StatusEvent
+from stream.settle import Settling
 from stream.sinks.base import CallbackSink
 from stream.sinks.console import ConsoleSink
 from stream.sinks.jsonl import JsonlSink
@@ -91,12 +92,24 @@ def test_jsonl_is_flushed_line_by_line(tmp_path):
 
 def test_console_prints_changes_and_problems_only():
     out = io.StringIO()
-    sink = ConsoleSink(out)
+    sink = ConsoleSink(out, frames=True)
     sink.write(caption(0, "first"))
     sink.write(caption(1, "first", changed=False))
     sink.write(StatusEvent("cam", RECONNECTING, 0.0, message="end of stream"))
     lines = out.getvalue().splitlines()
     assert len(lines) == 2 and "first" in lines[0] and "[reconnecting] end of stream" in lines[1]
+
+
+def test_console_prints_the_settled_events_not_the_frames():
+    out = io.StringIO()
+    sink = ConsoleSink(out)
+    for event in Settling(settle=2, frame_interval=0.5)(
+            [caption(0, "a red circle"), caption(1, "a red circle shrinks"),
+             caption(2, "a red circle shrinks"), caption(3, "a blue square")]):
+        sink.write(event)
+    assert out.getvalue().splitlines() == [  # the last caption said once: never shown
+        "    0.00s  a red circle", "    0.20s  a red circle shrinks",
+        "    0.80s  [end 0.8 s] a red circle shrinks"]
 
 
 def test_callback_gets_every_event():

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from stream.events import CaptionEvent
+from stream.settle import Settling
 from stream.sinks.webview import WebView, is_loopback, parse_address
 from tests.conftest import require_tool
 
@@ -49,7 +50,7 @@ def test_a_browser_sees_captions_change_and_frames_arrive(tmp_path, engine):
     chromium = require_tool("chromium", "the live view's browser test")
     from playwright.sync_api import sync_playwright
 
-    process, url = start_serving(LIVE, "--engine", engine)
+    process, url = start_serving(LIVE, "--engine", engine, "--settle", "1")
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium,
@@ -62,7 +63,9 @@ def test_a_browser_sees_captions_change_and_frames_arrive(tmp_path, engine):
             page.wait_for_function(
                 "(c) => document.querySelector('.tile .caption').textContent !== c",
                 arg=first, timeout=30_000)  # a caption change arrives over SSE
-            assert page.locator(".tile .history li").count() >= 2
+            page.wait_for_function(  # an event that ended is listed with its duration
+                "document.querySelectorAll('.tile .history li').length >= 2", timeout=30_000)
+            assert " s)" in page.inner_text(".tile .history li:nth-child(2)")
             assert "frames/s" in page.inner_text(".tile .stats")
             pixels = """() => { const img = document.querySelector('.tile img');
                 const c = document.createElement('canvas');
@@ -164,20 +167,27 @@ def next_frame(response):
     return np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
 
 
-def test_the_view_keeps_only_the_newest_frame_and_counts_changes():
-    """Through its routes: a viewer gets the newest frame, and the captions that changed."""
+def test_the_view_keeps_only_the_newest_frame_and_lists_the_events():
+    """Through its routes: a viewer gets the newest frame, the caption shown and the settled
+    events, newest first, each with its duration once it ended."""
     import numpy as np
 
     def shade(value: int) -> np.ndarray:
         return np.full((16, 16, 3), value, np.uint8)
 
     view = WebView("127.0.0.1", 0, ["cam"]).start()
+    settling = Settling(settle=1, frame_interval=0.1)
+
+    def say(index: int, text: str, latency_ms: float) -> None:
+        for event in settling.push(CaptionEvent("cam", index, index / 10, 0.0, 0.0, text, -1.0,
+                                                latency_ms, changed=True, reset=index == 0)):
+            view.write(event)
+
     base = f"http://127.0.0.1:{view.port}"
     try:
         for i in range(3):  # three frames, three captions of which two differ
             view.frame("cam", shade(60 * i), i / 10)
-            view.write(CaptionEvent("cam", i, i / 10, 0.0, 0.0, f"c{i // 2}", -1.0, 5.0,
-                                    changed=i % 2 == 0, reset=i == 0))
+            say(i, f"c{i // 2}", 5.0)
         # Reads block until the server sends: SAFETY is only a safety net.
         with urllib.request.urlopen(f"{base}/frames/cam.mjpg", timeout=SAFETY) as frames:
             assert frames.headers["Content-Type"].startswith("multipart/x-mixed-replace")
@@ -189,16 +199,16 @@ def test_the_view_keeps_only_the_newest_frame_and_counts_changes():
             assert snapshot["type"] == "snapshot"
             [tile] = snapshot["streams"]
             assert tile["stream"] == "cam" and tile["caption"] == "c1"
-            assert [item["caption"] for item in tile["history"]] == ["c1", "c0"]  # changes only
+            assert [(item["caption"], item["duration"]) for item in tile["history"]] == [
+                ("c1", None), ("c0", pytest.approx(0.2))]  # events, not frames
             assert tile["stats"]["state"] == "live" and tile["stats"]["latency_ms"] == 5.0
-            view.write(CaptionEvent("cam", 3, 0.3, 0.0, 0.0, "c2", -1.0, 6.0, changed=True,
-                                    reset=False))
+            say(3, "c2", 6.0)
             change = next_event(events)
-            assert change["type"] == "caption" and change["caption"] == "c2"
-            assert change["pts"] == 0.3 and change["stats"]["latency_ms"] == 6.0
-        with urllib.request.urlopen(f"{base}/events", timeout=SAFETY) as events:
-            history = next_event(events)["streams"][0]["history"]
-            assert [item["caption"] for item in history] == ["c2", "c1", "c0"]
+            while change["type"] != "event" or change["caption"] != "c2":
+                change = next_event(events)  # stats, and the end of the event before
+            assert [(item["caption"], item["duration"]) for item in change["history"]] == [
+                ("c2", None), ("c1", pytest.approx(0.1)), ("c0", pytest.approx(0.2))]
+            assert change["stats"]["latency_ms"] == 6.0
     finally:
         view.close()
 

@@ -88,14 +88,16 @@ def _hashed(password: str) -> str:
 
 
 class Subscriber:
-    """A persistent-session QoS 1 subscriber to ``topic/#`` that reconnects by itself."""
+    """A persistent-session QoS 1 subscriber to ``topic/#`` that reconnects by itself. It keeps
+    JSON messages as dicts and the retained captions (plain text) as strings."""
 
     def __init__(self, port: int, topic: str = "lrcn/events",
-                 credentials: tuple[str, str] | None = None) -> None:
-        self.messages: list[tuple[str, dict[str, Any]]] = []
+                 credentials: tuple[str, str] | None = None,
+                 client_id: str = "lrcn-test-sub") -> None:
+        self.messages: list[tuple[str, Any]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="lrcn-test-sub",
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                   clean_session=False)
         self.client.on_connect = lambda c, u, f, rc, p=None: c.subscribe(f"{topic}/#", qos=1)
         self.client.on_subscribe = lambda *args: self._subscribed.set()
@@ -109,19 +111,32 @@ class Subscriber:
             raise RuntimeError("the subscriber could not subscribe")
 
     def _keep(self, client: object, userdata: object, message: Any) -> None:
+        text = message.payload.decode()
+        payload = text if message.topic.endswith("/caption") else json.loads(text)
         with self._lock:
-            self.messages.append((message.topic, json.loads(message.payload)))
+            self.messages.append((message.topic, payload))
 
-    def received(self) -> list[tuple[str, dict[str, Any]]]:
+    def received(self) -> list[tuple[str, Any]]:
         with self._lock:
             return list(self.messages)
 
-    def wait_for(self, count: int, timeout: float = 30.0) -> list[tuple[str, dict[str, Any]]]:
-        """The messages, once at least ``count`` distinct ones came (or ``timeout`` passed)."""
+    def wait_for(self, count: int, timeout: float = 30.0) -> list[tuple[str, Any]]:
+        """The messages, once at least ``count`` distinct numbered ones came (or ``timeout``
+        passed)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             got = self.received()
-            if len({(t, m["seq"]) for t, m in got}) >= count:
+            if len({(t, m["seq"]) for t, m in got if isinstance(m, dict)}) >= count:
+                return got
+            time.sleep(0.1)
+        return self.received()
+
+    def wait_for_topic(self, topic: str, timeout: float = 30.0) -> list[tuple[str, Any]]:
+        """The messages, once one came on ``topic`` (or ``timeout`` passed)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.received()
+            if any(t == topic for t, _ in got):
                 return got
             time.sleep(0.1)
         return self.received()
