@@ -21,7 +21,11 @@ For every split and decoding (greedy, and beam search of each --beam width) it r
   * event exact match and COCO caption metrics (BLEU-1..4, METEOR, ROUGE-L, CIDEr) of the caption
     emitted at each segment's last sampled frame, against that segment's references;
   * caption lag: sampled frames from a segment's start until the emitted caption is correct and
-    stays so (median and 90th percentile; a segment that never settles counts as infinite).
+    stays so (median and 90th percentile; a segment that never settles counts as infinite);
+  * settled captions, for each --settle value (what the runtime shows: stream.settle): subtitle
+    cues per event, spurious cues per event (cues true of no segment they overlap), the lag
+    from a segment's start until the shown caption is its sentence, and what settling adds to
+    the per-frame captions' own lag.
 """
 
 from __future__ import annotations
@@ -51,21 +55,74 @@ from lrcn.metrics import (
     caption_changes,
     caption_lag,
     coco_caption_scores,
+    cue_runs,
+    first_match,
     frame_exact_match,
     lag_summary,
     normalize_caption,
+    spurious_cues,
     wrong_runs,
 )
 from lrcn.predict import predict, video_key_frames
 from stream.errors import StreamError
+from stream.events import CaptionEvent
 from stream.files import write_text_atomically
 from stream.media.frames import read_sampled_frames
 from stream.model.bundle import BundleError, open_bundle, record_evaluation
 from stream.model.captioning import CaptionCore, caption_sequences
 from stream.model.keyframes import EVERY_FRAME
 from stream.model.sessions import DEVICES, SessionSettings
+from stream.settle import DEFAULT_SETTLE, Settler
 
 log = logging.getLogger(__name__)
+
+SETTLE_CURVE = (1, 2, 3, 4, 5)  # the settle values scored by default
+
+
+def settled_captions(captions: Sequence[str], settle: int) -> list[str]:
+    """The caption the runtime shows at each frame of one video's per-frame ``captions`` (the
+    runtime's own rule, :mod:`stream.settle`, the video a stream from its first frame)."""
+    settler = Settler("video", settle)
+    shown = []
+    for index, caption in enumerate(captions):
+        frame = CaptionEvent(stream="video", index=index, pts=float(index), decoded_at=0.0,
+                             emitted_at=0.0, caption=caption, logprob=0.0, latency_ms=0.0,
+                             changed=True, reset=index == 0)
+        shown += [e.shown or "" for e in settler.push(frame) if isinstance(e, CaptionEvent)]
+    return shown
+
+
+def score_settled(items: Sequence[VideoItem], times: Sequence[Sequence[float] | np.ndarray],
+                  captions: Sequence[Sequence[str]], settle: int) -> dict[str, Any]:
+    """What a person is shown with ``settle`` (subtitle cues of the settled captions): cues and
+    spurious cues (true of no segment they overlap) per event, and the lag from a segment's
+    start until the shown caption is its sentence, with what settling adds to the per-frame
+    captions' own lag."""
+    cues = spurious = events = 0
+    lags: list[int | None] = []
+    added: list[int | None] = []
+    for item, t, caps in zip(items, times, captions, strict=True):
+        shown = settled_captions(caps, settle)
+        segments = []
+        for seg in item.segments:
+            frames = [i for i, x in enumerate(t) if seg.covers(float(x))]
+            if not frames:
+                continue
+            first, end = frames[0], frames[-1] + 1
+            segments.append((first, end, seg.truthful))
+            lag = first_match(shown, first, end, seg.sentences)
+            lags.append(lag)
+            own = first_match(caps, first, end, seg.sentences)
+            if lag is not None and own is not None:
+                added.append(lag - own)
+        video_cues = cue_runs(shown)
+        cues += len(video_cues)
+        spurious += spurious_cues(video_cues, segments)
+        events += len(segments)
+    return {"settle": settle,
+            "cues_per_event": cues / events if events else None,
+            "spurious_cues_per_event": spurious / events if events else None,
+            "lag_frames": lag_summary(lags), "added_lag_frames": lag_summary(added)}
 
 
 def score_split(
@@ -73,8 +130,10 @@ def score_split(
     times: Sequence[Sequence[float] | np.ndarray],
     captions: Sequence[Sequence[str]],
     meteor: bool = True,
+    settles: Sequence[int] = (DEFAULT_SETTLE,),
 ) -> dict[str, Any]:
-    """All metrics for one split, given each video's sampled-frame times and emitted captions."""
+    """All metrics for one split, given each video's sampled-frame times and emitted captions;
+    ``settled`` holds what is shown at each of ``settles``."""
     correct = counted = on_target = truthful = runs = changes = 0
     event_hits, lags = 0, []
     candidates: dict[str, str] = {}
@@ -111,6 +170,7 @@ def score_split(
         "caption_changes_per_event": changes / events if events else None,
         "caption_lag_frames": lag_summary(lags),
     }
+    result["settled"] = {str(n): score_settled(items, times, captions, n) for n in settles}
     if candidates:
         result["coco"] = coco_caption_scores(candidates, references, meteor=meteor)
     return result
@@ -150,6 +210,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--encode-every-frame", action="store_true",
                    help="run the CNN on every frame instead of holding its features between "
                         "the model's key frames (for comparison)")
+    p.add_argument("--settle", type=int, nargs="+", default=list(SETTLE_CURVE), metavar="N",
+                   help="score the captions shown with each of these settle values (the "
+                        "runtime's --settle; default: %(default)s)")
     p.add_argument("--no-meteor", action="store_true",
                    help="skip METEOR (its Java process takes ~10 s to start)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -176,7 +239,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         for beam in _beams(args):
             captions = predict(model, videos, vocab, sample_fps, beam=beam, rule=rule)
             split[_label(beam)] = score_split(data.items, [v.times for v in videos], captions,
-                                              meteor=not args.no_meteor)
+                                              meteor=not args.no_meteor, settles=args.settle)
             log.info("%s %s: %s", name, _label(beam), _headline(split[_label(beam)]))
         results["splits"][name] = split
     return results
@@ -249,7 +312,7 @@ def _evaluate_bundle(args: argparse.Namespace) -> dict[str, Any]:
                                  "encoder_calls_per_frame": round(encoded / max(frames, 1), 4)}
         for beam in cores:
             split[_label(beam)] = score_split(items, times, captions[beam],
-                                              meteor=not args.no_meteor)
+                                              meteor=not args.no_meteor, settles=args.settle)
             log.info("%s %s: %s", name, _label(beam), _headline(split[_label(beam)]))
         results["splits"][name] = split
     if args.record:
@@ -264,11 +327,16 @@ _STREAMS = 16  # videos captioned side by side as concurrent streams
 def _headline(scores: dict[str, Any]) -> str:
     lag = scores["caption_lag_frames"]
     coco = scores.get("coco", {})
+    settled = scores["settled"].get(str(DEFAULT_SETTLE))
+    shown = "" if settled is None else (
+        f"settle {DEFAULT_SETTLE}: cues/event {settled['cues_per_event']:.2f}, spurious/event "
+        f"{settled['spurious_cues_per_event']:.3f}, added lag median "
+        f"{settled['added_lag_frames']['median']}, ")
     return (f"frame EM {scores['frame_exact_match']:.4f}, truthful "
             f"{scores['truthful_frames']:.4f}, event EM {scores['event_exact_match']:.4f}, "
             f"wrong runs/event {scores['wrong_caption_runs_per_event']:.3f}, changes/event "
             f"{scores['caption_changes_per_event']:.2f}, lag median {lag['median']} p90 "
-            f"{lag['p90']}, " + ", ".join(f"{k} {v:.4f}" for k, v in coco.items()))
+            f"{lag['p90']}, " + shown + ", ".join(f"{k} {v:.4f}" for k, v in coco.items()))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -173,6 +173,57 @@ def caption_changes(predictions: Sequence[str]) -> list[bool]:
     return changes
 
 
+def cue_runs(shown: Sequence[str]) -> list[tuple[int, int, str]]:
+    """The subtitle cues that captions shown per frame make: ``(first, end, text)`` of each run
+    of equal non-empty captions (``end`` exclusive), as the runtime's subtitle files hold them.
+
+    >>> cue_runs(["a", "a", "", "b", "a"])
+    [(0, 2, 'a'), (3, 4, 'b'), (4, 5, 'a')]
+    """
+    cues: list[tuple[int, int, str]] = []
+    start = 0
+    for index in range(1, len(shown) + 1):
+        if index == len(shown) or normalize_caption(shown[index]) != normalize_caption(
+                shown[start]):
+            if normalize_caption(shown[start]):
+                cues.append((start, index, shown[start]))
+            start = index
+    return cues
+
+
+def spurious_cues(cues: Sequence[tuple[int, int, str]],
+                  segments: Sequence[tuple[int, int, Collection[str]]]) -> int:
+    """Cues whose text is true of no segment they overlap (``segments``: ``(first, end,
+    allowed captions)`` in frame indices, ``end`` exclusive). A cue that overlaps no segment is
+    spurious: it says something where nothing is annotated.
+
+    >>> spurious_cues([(0, 3, "a cat"), (3, 4, "a dog"), (4, 9, "a cow")], [(0, 5, {"a cat"})])
+    2
+    """
+    spurious = 0
+    for first, end, text in cues:
+        said = normalize_caption(text)
+        spurious += not any(first < seg_end and seg_first < end
+                            and said in {normalize_caption(a) for a in allowed}
+                            for seg_first, seg_end, allowed in segments)
+    return spurious
+
+
+def first_match(predictions: Sequence[str], start: int, end: int,
+                references: Collection[str]) -> int | None:
+    """Frames from ``start`` until the first frame in ``[start, end)`` whose caption is one of
+    ``references``, or None when none is.
+
+    >>> first_match(["a", "b", "c"], 0, 3, {"c"}), first_match(["a"], 0, 1, {"z"})
+    (2, None)
+    """
+    wanted = {normalize_caption(r) for r in references}
+    for index in range(start, end):
+        if normalize_caption(predictions[index]) in wanted:
+            return index - start
+    return None
+
+
 def lag_summary(lags: Sequence[int | None]) -> LagSummary:
     """Median and 90th percentile of caption lags, counting unsettled segments as infinite.
 
