@@ -63,3 +63,25 @@ def test_truthful_frames_wrong_runs_and_changes():
     assert scores["wrong_caption_runs_per_event"] == pytest.approx(0.5)
     assert scores["caption_changes_per_event"] == pytest.approx((2 + 3) / 2)
     assert scores["event_exact_match"] == 1.0
+
+
+def test_settled_captions_are_scored_as_the_cues_a_person_sees():
+    from lrcn.evaluate import score_settled
+
+    item = VideoItem("v", Path("v.mp4"), (
+        Segment(0.0, 0.5, ("a red circle moves left",), ("a red circle",), 0.05),
+        Segment(0.5, 1.0, ("a blue square grows",), ("a blue square",), 0.05)))
+    red, blue = "a red circle moves left", "a blue square grows"
+    # A one-frame flash ("a green star") in segment 1; segment 2 starts with two frames of
+    # the previous sentence, then its own.
+    captions = [red, red, "a green star", red, red, red, red, blue, blue, blue]
+    per_frame = score_settled([item], [TIMES], [captions], settle=1)
+    assert per_frame["cues_per_event"] == pytest.approx(4 / 2)  # red, star, red, blue
+    assert per_frame["spurious_cues_per_event"] == pytest.approx(1 / 2)  # the star
+    assert per_frame["lag_frames"]["median"] == pytest.approx(1.0)  # 0 and 2 frames
+    settled = score_settled([item], [TIMES], [captions], settle=2)
+    assert settled["cues_per_event"] == pytest.approx(2 / 2)  # the flash never shows
+    assert settled["spurious_cues_per_event"] == 0
+    # Blue shows at frame 8 (held 2 frames), 3 frames into its segment: 1 more than per frame.
+    assert settled["lag_frames"]["median"] == pytest.approx((0 + 3) / 2)
+    assert settled["added_lag_frames"]["median"] == pytest.approx((0 + 1) / 2)
