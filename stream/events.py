@@ -104,7 +104,8 @@ class SettledEvent:
         emitted_at: wall-clock time it was settled.
         duration: end only: ``pts - start``.
         frames: end only: sampled frames in the event.
-        best_index: end only: the frame that said the caption most confidently (its snapshot).
+        best_index: end only: the frame that said the caption most confidently.
+        snapshot: end only, with ``--snapshots``: the path of that frame's JPEG.
     """
 
     stream: str
@@ -119,12 +120,15 @@ class SettledEvent:
     duration: float | None = None
     frames: int | None = None
     best_index: int | None = None
+    snapshot: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         record = {"type": self.type, **asdict(self)}  # the type first, as in the other records
         if self.type != END:
             for name in ("duration", "frames", "best_index"):
                 del record[name]
+        if self.snapshot is None:
+            del record["snapshot"]
         return record
 
 

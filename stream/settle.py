@@ -132,6 +132,11 @@ class Settler:
         (a run stopped, an archive video whose captions are all written)."""
         return self._end(None)
 
+    @property
+    def open_id(self) -> str | None:
+        """The id of the open event (the one the last frame was counted into), if any."""
+        return None if self._open is None else self._open.id
+
     # ------------------------------------------------------------------ the rule
 
     def _caption(self, event: CaptionEvent) -> list[Event]:
@@ -222,6 +227,11 @@ class Settling:
             settler = self.streams[event.stream] = Settler(event.stream, self.settle,
                                                            self.frame_interval)
         return self._wanted(settler.push(event))
+
+    def open_id(self, stream: str) -> str | None:
+        """The id of ``stream``'s open event, if any."""
+        settler = self.streams.get(stream)
+        return None if settler is None else settler.open_id
 
     def finish(self) -> list[Event]:
         """The ``end`` of every stream's open event (a run that stopped)."""

@@ -46,6 +46,7 @@ from stream.sinks.console import ConsoleSink
 from stream.sinks.jsonl import STDOUT, JsonlSink
 from stream.sinks.mqtt import MqttSink, parse_mqtt_url
 from stream.sinks.overlay import OverlayRecorder
+from stream.sinks.snapshots import Snapshots
 from stream.sinks.subtitles import SubtitleSink
 from stream.sinks.summary import SummarySink
 from stream.sinks.webview import TOKEN_ENV, WebView, parse_address
@@ -126,6 +127,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     out.add_argument("--mqtt-frames", action="store_true",
                      help="with --mqtt: publish every sampled frame's caption too, on "
                           "TOPIC/STREAM/frames (ten messages a second per camera)")
+    out.add_argument("--snapshots", type=Path, metavar="DIR", default=None,
+                     help="write each event's most confident frame as DIR/STREAM/N.jpg (at the "
+                          "model's input size) and name it in the event's end record")
     out.add_argument("--quiet", action="store_true", help="print no captions on the console")
     out.add_argument("--settle", type=positive_int, default=DEFAULT_SETTLE, metavar="N",
                      help=f"sampled frames a new caption must hold before it is shown and an "
@@ -257,6 +261,14 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             listeners.append(view.frame)
             shown = f"[{host}]" if ":" in host else host
             print(f"live view: http://{shown}:{view.port}/", file=sys.stderr)
+        snapshots = None
+        if args.snapshots is not None:
+            try:
+                snapshots = Snapshots(args.snapshots)
+            except ImportError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return exits.USAGE
+            listeners.append(snapshots.frame)
         if args.mqtt is not None:
             try:
                 mqtt = MqttSink(args.mqtt, frames=args.mqtt_frames)
@@ -287,7 +299,8 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                                   show_stream=len(ids) > 1))
     interval = 1.0 / sample_fps  # positive: the bundle's validation says so
     return _run(pipeline, shared, lambda: _file_sinks(ids, paths, interval),
-                SummarySink(ids), OverlayRecorder(overlays), Settling(args.settle, interval))
+                SummarySink(ids), OverlayRecorder(overlays), Settling(args.settle, interval),
+                snapshots)
 
 
 def _ray_settings(args: argparse.Namespace,
@@ -306,11 +319,16 @@ def _ray_settings(args: argparse.Namespace,
 
 
 def _run(pipeline: Pipeline | RayPipeline, shared: list[Sink], files: Callable[[], PerStream],
-         summary: SummarySink, overlays: OverlayRecorder, settling: Settling) -> int:
-    """Run the pipeline's events, settled, into every sink: the per-stream files (opened by
-    ``files``), the ``shared`` sinks (live view, MQTT, console), the summary and the overlay
-    recorder; write the overlays of a run that ended; print the summary; return the exit code.
-    A run that is stopped ends its open events first."""
+         summary: SummarySink, overlays: OverlayRecorder, settling: Settling,
+         snapshots: Snapshots | None = None) -> int:
+    """Run the pipeline's events, settled (and with their snapshots), into every sink: the
+    per-stream files (opened by ``files``), the ``shared`` sinks (live view, MQTT, console),
+    the summary and the overlay recorder; write the overlays of a run that ended; print the
+    summary; return the exit code. A run that is stopped ends its open events first."""
+
+    def settled(events: list[Event]) -> list[Event]:
+        return events if snapshots is None else snapshots.take(events, settling)
+
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         with contextlib.ExitStack() as stack:
@@ -325,11 +343,11 @@ def _run(pipeline: Pipeline | RayPipeline, shared: list[Sink], files: Callable[[
             events = stack.enter_context(contextlib.closing(iter(pipeline)))
             try:
                 for event in events:
-                    _deliver(settling.push(event), sinks)
+                    _deliver(settled(settling.push(event)), sinks)
             except (KeyboardInterrupt, _Terminated):
-                _deliver(settling.finish(), sinks)
+                _deliver(settled(settling.finish()), sinks)
                 raise
-            _deliver(settling.finish(), sinks)
+            _deliver(settled(settling.finish()), sinks)
         failed = {stream for stream, s in summary.streams.items() if s.error}
         for stream, error in overlays.write_overlays(skip=failed).items():
             summary.streams[stream].error = error  # still under the SIGTERM handler
