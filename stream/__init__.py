@@ -2,7 +2,7 @@
 exported LRCN bundle. Start at :mod:`stream.api` (``caption_stream``) or the command lines.
 
 Rooms, each importing only the ones above it in this list: the shared vocabulary (``errors``,
-``events``, ``files``, ``paths``, ``stopping``, ``cuda``), :mod:`stream.media`,
+``events``, ``settle``, ``files``, ``paths``, ``stopping``, ``cuda``), :mod:`stream.media`,
 :mod:`stream.model`, :mod:`stream.engines`, :mod:`stream.sinks`, :mod:`stream.api`,
 :mod:`stream.archive`, :mod:`stream.cli`.
 """
