@@ -229,15 +229,17 @@ def _finish(video: VideoInput, parts: list[TaskResult], out: Path, manifest: Man
         try:
             record["outputs"] = write_outputs(out, video, records, sample_fps,
                                                 settings["settle"])
-            summary.done += 1
-            summary.frames += len(records)
-            summary.encoded += record["frames_encoded"]
         except (OSError, ValueError) as error:  # cannot be written (no space, odd name, ...)
             record |= {"status": "failed", "error": printable(f"{video.path}: cannot write "
                                                               f"outputs ({reason(error)})")}
-    if record["status"] != "ok":
-        summary.failures.append((printable(video.path), record["error"]))
     manifest.append(record)
+    # Counted once recorded, so that a Ctrl-C in between never counts a video not recorded.
+    if record["status"] == "ok":
+        summary.done += 1
+        summary.frames += len(records)
+        summary.encoded += record["frames_encoded"]
+    else:
+        summary.failures.append((printable(video.path), record["error"]))
 
 
 def _counting(results: Iterator[TaskResult], progress: _ProgressBar,
