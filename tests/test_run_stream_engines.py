@@ -28,8 +28,15 @@ pytestmark = pytest.mark.timeout(300)
 
 def caption_lines(path: Path) -> list[tuple]:
     events = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    return [(e["index"], e["pts"], e["caption"], e["encoded"]) for e in events
+    return [(e["index"], e["pts"], e["caption"], e["encoded"], e["shown"]) for e in events
             if e["type"] == "caption"]
+
+
+def settled_events(path: Path) -> list[dict]:
+    """The settled events (new, update, end), without their wall-clock times."""
+    events = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return [{k: v for k, v in e.items() if k != "emitted_at"} for e in events
+            if e["type"] in ("new", "update", "end")]
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +61,8 @@ def test_a_source_list_on_ray_gives_the_captions_of_the_local_engine(camera_list
         ours = caption_lines(tmp_path / "ray" / f"{stream}.jsonl")
         assert ours == caption_lines(tmp_path / "local" / f"{stream}.jsonl")
         assert len(ours) == frames
+        events = settled_events(tmp_path / "ray" / f"{stream}.jsonl")  # the same settling
+        assert events == settled_events(tmp_path / "local" / f"{stream}.jsonl") != []
         assert list(srt.parse((tmp_path / "ray" / f"{stream}.srt").read_text()))
     # The summary table counts the same frames on both engines.
     for stream in ("lobby", "noise"):
