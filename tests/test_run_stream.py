@@ -336,6 +336,18 @@ def test_several_sources_and_a_file_output_exit_2_with_one_line(tmp_path, option
     assert existing.read_text() == "keep me"
 
 
+@pytest.mark.parametrize("script", ["run_stream.py", "run_archive.py"])
+@pytest.mark.parametrize("value", ["0", "-2", "three"])
+def test_a_settle_that_is_not_a_positive_number_of_frames_is_one_line_exit_2(script, value,
+                                                                          tmp_path):
+    args = [] if script == "run_stream.py" else [str(tmp_path), "--out", str(tmp_path / "out")]
+    result = subprocess.run([sys.executable, str(ROOT / script), *args, f"--settle={value}"],
+                            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"{script}: error: argument --settle: ") and value in line
+
+
 @pytest.fixture(scope="module")
 def black_only_bundle(tmp_path_factory) -> Path:
     """The shipped bundle with an encoder that fails on any frame that is not black (a
