@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from stream.errors import reason
-from stream.events import END, CaptionEvent, Event, SettledEvent
+from stream.events import ENDED, RECONNECTING, CaptionEvent, Event, SettledEvent
 from stream.media.sources import redact
 from stream.sinks.base import Sink
 from stream.sinks.jsonl import event_json
@@ -194,17 +194,22 @@ class MqttSink(Sink):
             raise ValueError(f"{self.name}: sink is closed")
         base = f"{self.target.topic}/{event.stream}"
         if isinstance(event, CaptionEvent):
+            if event.shown is not None:
+                self._show(event.stream, event.shown)
             if self.frames:
                 self._publish(f"{base}/frames", event)
-            return
-        if isinstance(event, SettledEvent):
+        elif isinstance(event, SettledEvent):
             self._publish(f"{base}/events", event)
-            shown = "" if event.type == END else event.caption
-            if shown != self._shown.get(event.stream):
-                self._shown[event.stream] = shown
-                self._send(f"{base}/caption", shown, retain=True)
-            return
-        self._publish(f"{base}/status", event)
+        else:
+            if event.kind in (RECONNECTING, ENDED):
+                self._show(event.stream, "")  # nothing is shown until it is back
+            self._publish(f"{base}/status", event)
+
+    def _show(self, stream: str, caption: str) -> None:
+        """Retain ``caption`` as ``stream``'s caption shown now, when it changed."""
+        if caption != self._shown.get(stream, ""):
+            self._shown[stream] = caption
+            self._send(f"{self.target.topic}/{stream}/caption", caption, retain=True)
 
     def _publish(self, topic: str, event: Event) -> None:
         seq = self._seq.get(event.stream, 0)
