@@ -94,6 +94,8 @@ def test_the_jsonl_and_the_summary_say_which_frames_the_cnn_ran_on(sample_run, t
     assert captions[0]["encoded"] and 0 < encoded < len(captions)
     row = summary_row(result.stderr, "shapes_s5_00000")
     assert (int(row["frames"]), int(row["encoded"])) == (len(captions), encoded)
+    events = sum(e["type"] == "new" for e in read_jsonl(out / "c.jsonl"))
+    assert int(row["events"]) == events >= 4  # the summary counts the settled events
     # --encode-every-frame: the CNN on every frame, and much the same captions.
     every = run_stream("--encode-every-frame", "--quiet", "--jsonl", str(tmp_path / "e.jsonl"))
     assert every.returncode == 0, every.stderr

@@ -314,3 +314,7 @@ def test_caption_stream_refuses_bad_arguments_and_bundles_at_the_call(tmp_path, 
         caption_stream([], engine=engine)
     with pytest.raises(ValueError, match="engine must be local or ray"):
         caption_stream(str(SAMPLE_VIDEO), engine="spark")
+    with pytest.raises(ValueError, match="settle must be"):
+        caption_stream(str(SAMPLE_VIDEO), engine=engine, settle=0)
+    with pytest.raises(ValueError, match="emit must be one of"):
+        caption_stream(str(SAMPLE_VIDEO), engine=engine, emit="captions")
