@@ -96,7 +96,7 @@ def measure(bundle: Path, video: Path, streams: int, seconds: float, device: str
         if now >= seconds:
             break
     if isinstance(pipeline, Pipeline):  # the counts not yet reported in a status
-        dropped = {d.stream: pipeline.mailbox.dropped(d.stream) for d in pipeline.decoders}
+        dropped = {d.stream: pipeline.mailbox.dropped(d.stream) for d in pipeline.decoders.values()}
     elapsed = time.monotonic() - (start or time.monotonic())
     cpu = time.process_time() - cpu0
     events.close()

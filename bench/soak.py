@@ -68,7 +68,7 @@ def soak(bundle: Path, seconds: float, streams: int, every: float, warmup: float
             next_sample += every
         if now - start >= seconds:
             break
-    dropped = sum(pipeline.mailbox.dropped(d.stream) for d in pipeline.decoders)
+    dropped = sum(pipeline.mailbox.dropped(d.stream) for d in pipeline.decoders.values())
     events.close()
     return {"seconds": seconds, "streams": streams, "every": every, "warmup": warmup,
             "dropped": dropped, "samples": samples, "verdict": verdict(samples, warmup)}

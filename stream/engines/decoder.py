@@ -121,6 +121,7 @@ class Decoder(threading.Thread):
         reconnect: ReconnectPolicy,
         stop: threading.Event,
         resume: Resume | None = None,
+        halt: threading.Event | None = None,
     ) -> None:
         super().__init__(name=f"decoder-{stream}", daemon=True)
         self.stream = stream
@@ -130,6 +131,7 @@ class Decoder(threading.Thread):
         self.size = size
         self.reconnect = reconnect
         self.stop = stop
+        self.halt = stop if halt is None else halt  # set on a bug: the whole pipeline stops
         self.error: BaseException | None = None
         self.index = 0  # sampled frames queued so far
         self.reconnects = 0
@@ -150,14 +152,15 @@ class Decoder(threading.Thread):
         try:
             failure = self._decode_until_done()
             done = "stopped" if self.stop.is_set() else "end of stream"
-            self._status(ENDED, failure or done, error=failure)
+            # The last status and the stream's close in one step (then its id is free again).
+            self.mailbox.finish(self.stream, self._status_event(ENDED, failure or done, failure))
         except BaseException as error:  # a bug: the pipeline re-raises it in the main thread
             self.error = error
-            self.stop.set()
+            self.halt.set()
+            self.mailbox.close(self.stream)
         finally:
             if self._pipe is not None:
                 self._pipe.close()
-            self.mailbox.close(self.stream)
 
     def _decode_until_done(self) -> str | None:
         """Decode, reopening live sources; return None at a normal end, else the failure."""
@@ -263,12 +266,14 @@ class Decoder(threading.Thread):
                              f"{context.width}x{context.height}{where}")
 
     def _status(self, kind: str, message: str, error: str | None = None) -> None:
-        event = StatusEvent(stream=self.stream, kind=kind, at=time.time(), message=message,
-                            dropped=self.mailbox.dropped(self.stream),
-                            reconnects=self.reconnects, error=error)
+        self.mailbox.put(self.stream, self._status_event(kind, message, error))
+
+    def _status_event(self, kind: str, message: str, error: str | None) -> StatusEvent:
         level = logging.WARNING if error or kind == RECONNECTING else logging.INFO
         log.log(level, "%s %s: %s", self.stream, kind, message)
-        self.mailbox.put(self.stream, event)
+        return StatusEvent(stream=self.stream, kind=kind, at=time.time(), message=message,
+                           dropped=self.mailbox.dropped(self.stream),
+                           reconnects=self.reconnects, error=error)
 
 
 class _Pace:

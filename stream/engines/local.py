@@ -60,6 +60,11 @@ class Pipeline:
             each must be cheap and never block (the live view keeps the newest frame).
         join_on_exit: leaving the iteration joins the threads; a caller with outputs to
             finish first (the CLI) passes False and calls :meth:`close` itself afterwards.
+        keep_open: the pipeline goes on when every stream has ended, waiting for streams that
+            :meth:`add` brings (a service); it ends when the caller stops iterating.
+
+    Streams may be added (:meth:`add`) and removed (:meth:`remove`) while it runs, from any
+    thread; the other streams are not touched.
     """
 
     def __init__(
@@ -70,31 +75,30 @@ class Pipeline:
         resume: dict[str, Resume] | None = None,
         frame_listeners: Sequence[FrameListener] = (),
         join_on_exit: bool = True,
+        keep_open: bool = False,
     ) -> None:
         self.settings = settings or PipelineSettings()
         resume = resume or {}
         self.loaded = loaded
         self.stop = threading.Event()
         self.mailbox = Mailbox(self.settings.queue_size, self.stop)
+        self.mailbox.hold_open(keep_open)
         self.events: queue.Queue[StreamEvent | None] = queue.Queue(self.settings.events_queue)
-        bundle = loaded.bundle
-        size = (bundle.input_size, bundle.input_size)
-        self.decoders: list[Decoder] = []
+        self.decoders: dict[str, Decoder] = {}  # the streams' decoders, the latest per id
+        self._retired: list[Decoder] = []  # decoders of removed or replaced streams
+        self._lock = threading.Lock()  # decoders, _retired, _started: add/remove from any thread
         self._failed: list[StatusEvent] = []
         for stream, source in sources.items():
             if isinstance(source, MediaError):
                 self._failed.append(unopened(stream, source))
-                continue
-            self.mailbox.register(stream, live=bool(source.live))
-            sample_fps = None if self.settings.caption_every_decoded_frame else bundle.sample_fps
-            self.decoders.append(Decoder(stream, source, self.mailbox, sample_fps, size,
-                                         self.settings.reconnect, self.stop,
-                                         resume.get(stream)))
+            else:
+                self._register(stream, source, resume.get(stream))
         self.worker = threading.Thread(target=self._work, name="inference", daemon=True)
         self.worker_error: BaseException | None = None
         self.frame_listeners = list(frame_listeners)
         self.join_on_exit = join_on_exit
         self._started = False
+        self._running = False  # the decoders were started: those added later start at once
 
     def __iter__(self) -> Generator[StreamEvent, None, None]:
         """Start the threads and yield events until every stream has ended.
@@ -109,8 +113,10 @@ class Pipeline:
             # The core is built here, before any thread, so that a broken bundle fails early.
             self._core = CaptionCore(self.loaded, beam=self.settings.beam,
                                      encode_every_frame=self.settings.encode_every_frame)
-            for decoder in self.decoders:
-                decoder.start()
+            with self._lock:
+                self._running = True
+                for decoder in self.decoders.values():
+                    decoder.start()
             self.worker.start()
             while True:
                 try:
@@ -126,23 +132,86 @@ class Pipeline:
                 yield event
             self._raise_thread_error()
         finally:
-            self.stop.set()
+            self._stop_all()
             if self.join_on_exit:
                 self.close()
 
+    def add(self, stream: str, source: Source) -> None:
+        """Caption ``source`` as ``stream`` from now on (its first frame resets its state),
+        next to the streams running; before the iteration starts, it starts with them.
+
+        Raises:
+            ValueError: a stream of that id is running, or still stopping (try again).
+        """
+        with self._lock:
+            if self.stop.is_set():
+                raise ValueError(f"{stream}: the pipeline has stopped")
+            if self.mailbox.running(stream):
+                raise ValueError(f"{stream}: a stream of that id is running")
+            previous = self.decoders.pop(stream, None)
+            if previous is not None:
+                self._retired.append(previous)
+            # One that ended or was removed is on its way out: its thread, its last status.
+            for old in [d for d in self._retired if d.stream == stream]:
+                old.join(_JOIN_TIMEOUT)
+                if old.is_alive() or not self.mailbox.wait_gone(stream, _JOIN_TIMEOUT):
+                    raise ValueError(f"{stream}: a stream of that id is still stopping")
+            decoder = self._register(stream, source, None)
+            if self._running:
+                decoder.start()
+            self._retired = [d for d in self._retired if d.is_alive()]  # bounded under churn
+
+    def remove(self, stream: str) -> None:
+        """Stop captioning ``stream`` now: its queued frames are dropped and it ends with an
+        ``ended`` status whose message is "removed"; the other streams go on.
+
+        Raises:
+            KeyError: no stream of that id is running (never added, or already ended).
+        """
+        with self._lock:
+            decoder = self.decoders.get(stream)
+            if decoder is None or not self.mailbox.running(stream):
+                raise KeyError(f"{stream}: no such stream")
+            self.mailbox.end(stream, StatusEvent(
+                stream=stream, kind=ENDED, at=time.time(), message="removed",
+                dropped=self.mailbox.dropped(stream), reconnects=decoder.reconnects))
+            decoder.stop.set()
+            self._retired.append(self.decoders.pop(stream))
+
     def close(self) -> None:
         """Stop every thread and wait for them, at most a bounded time."""
-        self.stop.set()
+        self._stop_all()
         deadline = time.monotonic() + _JOIN_TIMEOUT
-        for thread in [*self.decoders, self.worker]:
+        with self._lock:
+            threads: list[threading.Thread] = [*self.decoders.values(), *self._retired]
+        for thread in [*threads, self.worker]:
             if thread.ident is not None:
                 thread.join(max(0.0, deadline - time.monotonic()))
                 if thread.is_alive():
                     log.warning("%s did not stop within %.0f s; leaving it", thread.name,
                                 _JOIN_TIMEOUT)
 
+    def _register(self, stream: str, source: Source, resume: Resume | None) -> Decoder:
+        bundle = self.loaded.bundle
+        self.mailbox.register(stream, live=bool(source.live))
+        sample_fps = None if self.settings.caption_every_decoded_frame else bundle.sample_fps
+        decoder = Decoder(stream, source, self.mailbox, sample_fps,
+                          (bundle.input_size, bundle.input_size), self.settings.reconnect,
+                          threading.Event(), resume, halt=self.stop)
+        self.decoders[stream] = decoder
+        return decoder
+
+    def _stop_all(self) -> None:
+        """Tell every thread to stop (each decoder has its own stop, for :meth:`remove`)."""
+        self.stop.set()
+        with self._lock:
+            for decoder in [*self.decoders.values(), *self._retired]:
+                decoder.stop.set()
+
     def _raise_thread_error(self) -> None:
-        for error in [self.worker_error, *(d.error for d in self.decoders)]:
+        with self._lock:
+            decoders = [*self.decoders.values(), *self._retired]
+        for error in [self.worker_error, *(d.error for d in decoders)]:
             if error is not None:
                 raise StreamError(f"the pipeline stopped: {type(error).__name__}: "
                                   f"{redact(reason(error))}") from error

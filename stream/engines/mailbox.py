@@ -11,6 +11,13 @@ returns as soon as ``max_batch`` frames are queued, or every open stream has a f
 (waiting longer could only bring a second frame of a stream, a whole frame interval later), or
 ``max_wait`` seconds after the oldest queued frame arrived, whichever comes first. Nothing here
 blocks forever: every wait is bounded and watches the stop event.
+
+Streams come and go: :meth:`Mailbox.register` adds one at any time, :meth:`Mailbox.finish`
+queues a stream's last status and closes it in one step, and :meth:`Mailbox.end` ends one at
+once (its queued frames dropped, later puts refused: a removed camera). A closed stream's queue
+is forgotten once drained, so that its id can be used again and the mailbox stays bounded
+however many streams come and go. Without :meth:`Mailbox.hold_open`, :meth:`Mailbox.take`
+returns None once every stream is closed and drained.
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ class _Queue:
     frames: int = 0
     dropped: int = 0
     closed: bool = False
+    ended: bool = False  # ended from outside (removed): its decoder's puts are refused
     carry_reset: bool = False  # a dropped frame had the reset flag: the next frame takes it
 
 
@@ -77,23 +85,62 @@ class Mailbox:
         self.stop = stop
         self._queues: dict[str, _Queue] = {}
         self._turn = 0  # which stream a batch starts with
+        self._held = False  # streams may still be added: take() does not end when all are done
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
 
     def register(self, stream: str, live: bool) -> None:
-        """Add a stream (before its decoder starts); ``live`` picks drop-oldest over waiting."""
-        with self._lock:
+        """Add a stream (before its decoder starts); ``live`` picks drop-oldest over waiting.
+
+        Raises:
+            ValueError: a stream of that id is still open, or its last items are still queued.
+        """
+        with self._changed:
+            queue = self._queues.get(stream)
+            if queue is not None and not (queue.closed and not queue.items):
+                raise ValueError(f"{stream}: a stream of that id is running")
             self._queues[stream] = _Queue(live=live)
+            self._changed.notify_all()
+
+    def wait_gone(self, stream: str, timeout: float) -> bool:
+        """Wait until ``stream`` is closed and its last items taken (its id free again); False
+        when it is still there after ``timeout`` seconds or the pipeline stopped."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                queue = self._queues.get(stream)
+                if queue is None or (queue.closed and not queue.items):
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.stop.is_set():
+                    return False
+                self._changed.wait(min(remaining, POLL))
+
+    def hold_open(self, held: bool = True) -> None:
+        """While held, :meth:`take` waits for new streams when every stream is done."""
+        with self._changed:
+            self._held = held
+            self._changed.notify_all()
+
+    def running(self, stream: str) -> bool:
+        """Whether ``stream`` is registered and not closed."""
+        with self._lock:
+            queue = self._queues.get(stream)
+            return queue is not None and not queue.closed
 
     def set_live(self, stream: str, live: bool) -> None:
         """Change a stream's policy once its source is open (a network input's duration)."""
         with self._lock:
-            self._queues[stream].live = live
+            if stream in self._queues:
+                self._queues[stream].live = live
 
     def put(self, stream: str, item: Item) -> bool:
-        """Queue ``item``; False when the pipeline stopped before there was room."""
+        """Queue ``item``; False when the pipeline stopped before there was room, or the stream
+        was ended from outside."""
         with self._changed:
-            queue = self._queues[stream]
+            queue = self._queues.get(stream)
+            if queue is None or queue.ended:
+                return False
             if isinstance(item, FrameItem):
                 while queue.frames >= self.capacity:
                     if queue.live:
@@ -102,6 +149,8 @@ class Mailbox:
                         return False
                     else:
                         self._changed.wait(POLL)
+                if queue.ended:  # ended (its frames dropped) while this put waited for room
+                    return False
                 queue.frames += 1
                 if queue.carry_reset:
                     item = replace(item, reset=True)
@@ -113,13 +162,43 @@ class Mailbox:
     def close(self, stream: str) -> None:
         """The stream's decoder is done; once its queue is empty the stream is gone."""
         with self._changed:
-            self._queues[stream].closed = True
+            if stream in self._queues:
+                self._queues[stream].closed = True
+            self._changed.notify_all()
+
+    def finish(self, stream: str, status: StatusEvent) -> None:
+        """Queue ``status`` as the stream's last item and close it, in one step (so that once
+        the status is out, the id can be registered again)."""
+        with self._changed:
+            queue = self._queues.get(stream)
+            if queue is not None and not queue.ended:
+                queue.items.append((time.monotonic(), status))
+                queue.closed = True
+            self._changed.notify_all()
+
+    def end(self, stream: str, status: StatusEvent) -> None:
+        """End ``stream`` now: its queued frames are dropped, ``status`` is its last item, and
+        its decoder's puts are refused from here on.
+
+        Raises:
+            KeyError: no such stream is open.
+        """
+        with self._changed:
+            queue = self._queues.get(stream)
+            if queue is None or queue.closed:
+                raise KeyError(f"{stream}: no such stream")
+            queue.items = deque(entry for entry in queue.items
+                                if not isinstance(entry[1], FrameItem))
+            queue.frames = 0
+            queue.items.append((time.monotonic(), status))
+            queue.closed = queue.ended = True
             self._changed.notify_all()
 
     def dropped(self, stream: str) -> int:
-        """Frames of ``stream`` dropped so far."""
+        """Frames of ``stream`` dropped so far (0 for a stream no longer here)."""
         with self._lock:
-            return self._queues[stream].dropped
+            queue = self._queues.get(stream)
+            return 0 if queue is None else queue.dropped
 
     def depths(self) -> dict[str, int]:
         """Frames queued per stream now."""
@@ -171,6 +250,8 @@ class Mailbox:
                     queue.frames -= 1
                     frames += 1
                     progress = True
+        for name in [n for n, q in self._queues.items() if q.closed and not q.items]:
+            del self._queues[name]  # its last status is in this batch: the id is free again
         return batch
 
     def _drop_oldest_frame(self, queue: _Queue) -> None:
@@ -202,7 +283,7 @@ class Mailbox:
                    for q in self._queues.values())
 
     def _finished(self) -> bool:
-        return all(q.closed and not q.items for q in self._queues.values())
+        return not self._held and all(q.closed and not q.items for q in self._queues.values())
 
     def _cannot_grow(self) -> bool:
         """Every stream is closed, or has a frame queued: waiting would only add latency."""

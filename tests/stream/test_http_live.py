@@ -188,7 +188,7 @@ def test_a_live_http_stream_that_ends_cleanly_is_reopened_like_rtsp(loaded, serv
     captions = before + after
     assert all(b.pts > a.pts for a, b in zip(captions, captions[1:], strict=False))
     assert all(b.index > a.index for a, b in zip(captions, captions[1:], strict=False))
-    assert not any(t.is_alive() for t in [*pipeline.decoders, pipeline.worker])
+    assert not any(t.is_alive() for t in [*pipeline.decoders.values(), pipeline.worker])
 
 
 def test_a_ts_file_served_over_http_ends_once_at_its_end(loaded, server):

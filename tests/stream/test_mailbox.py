@@ -207,3 +207,45 @@ def test_more_streams_than_a_batch_are_all_served():
         for stream, _ in indexes(box.take(2, 0)):
             served[stream] += 1
     assert min(served.values()) >= 15  # each stream gets its share of 60 batch slots
+
+
+def test_a_stream_ended_from_outside_drops_its_frames_and_refuses_a_waiting_producer(stop):
+    """A removed camera: its queued frames go, its ended status is its last item, and a file
+    producer waiting for room is refused rather than let in by the room the drop made."""
+    box = Mailbox(1, stop)
+    box.register("file", live=False)
+    box.register("other", live=False)
+    box.put("file", frame("file", 0))
+    box.put("other", frame("other", 0))
+    producer = Call(stop, box.put, "file", frame("file", 1))
+    stop.until(lambda: stop.checks >= 2 or producer.returned)
+    assert not producer.returned  # full: waiting for room
+    box.end("file", StatusEvent("file", ENDED, 0.0, message="removed"))
+    assert producer.result() is False
+    assert not box.put("file", frame("file", 2))  # and any later put
+    batch = box.take(8, 0)
+    assert indexes(batch) == [("other", 0)]
+    assert [(e.stream, e.message) for e in batch if isinstance(e, StatusEvent)] == [
+        ("file", "removed")]
+    with pytest.raises(KeyError, match="file: no such stream"):
+        box.end("file", StatusEvent("file", ENDED, 0.0))
+    box.register("file", live=False)  # its last item is out: the id is free again
+    assert box.put("file", frame("file", 0))
+
+
+def test_a_mailbox_held_open_waits_for_new_streams_when_every_stream_is_done(stop):
+    box = Mailbox(1, stop)
+    box.hold_open()
+    box.register("a", live=False)
+    box.finish("a", StatusEvent("a", ENDED, 0.0))
+    assert [e.kind for e in box.take(1, 0)] == [ENDED]
+    taker = Call(stop, box.take, 1, FOREVER)
+    stop.until(lambda: stop.checks >= 2 or taker.returned)
+    assert not taker.returned  # every stream is done, yet it waits: held open
+    box.register("b", live=False)
+    box.put("b", frame("b", 0))
+    assert indexes(taker.result()) == [("b", 0)]
+    box.hold_open(False)
+    box.finish("b", StatusEvent("b", ENDED, 0.0))
+    assert [e.kind for e in box.take(1, 0)] == [ENDED]
+    assert box.take(1, 0) is None  # no longer held: done

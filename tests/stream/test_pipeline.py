@@ -139,7 +139,8 @@ def test_an_error_in_the_worker_stops_everything_and_is_raised(loaded, monkeypat
         list(pipeline)
     assert isinstance(caught.value.__cause__, RuntimeError)
     assert time.monotonic() - start < 15
-    assert not any(d.is_alive() for d in pipeline.decoders) and not pipeline.worker.is_alive()
+    assert not any(d.is_alive() for d in pipeline.decoders.values())
+    assert not pipeline.worker.is_alive()
 
 
 def test_an_error_in_the_consumer_stops_the_pipeline_promptly(loaded):
@@ -152,7 +153,7 @@ def test_an_error_in_the_consumer_stops_the_pipeline_promptly(loaded):
             if isinstance(event, CaptionEvent):
                 raise OSError("disk full")
     assert time.monotonic() - start < 15
-    assert not any(t.is_alive() for t in [*pipeline.decoders, pipeline.worker])
+    assert not any(t.is_alive() for t in [*pipeline.decoders.values(), pipeline.worker])
 
 
 def test_leaving_the_loop_stops_an_endless_live_source_promptly(loaded):
@@ -164,7 +165,7 @@ def test_leaving_the_loop_stops_an_endless_live_source_promptly(loaded):
     start = time.monotonic()
     events.close()
     assert time.monotonic() - start < 5
-    assert not any(t.is_alive() for t in [*pipeline.decoders, pipeline.worker])
+    assert not any(t.is_alive() for t in [*pipeline.decoders.values(), pipeline.worker])
     assert threading.active_count() < 20
 
 
@@ -234,7 +235,7 @@ def test_stopping_a_reconnecting_source_is_not_a_reconnect(loaded):
     kinds = [getattr(next(events), "kind", "caption") for _ in range(4)]
     events.close()
     assert kinds[0] == OPENED and RECONNECTING not in kinds
-    assert pipeline.decoders[0].reconnects == 0
+    assert next(iter(pipeline.decoders.values())).reconnects == 0
 
 
 def test_a_reconnect_inside_a_busy_batch_keeps_the_memory_of_the_frames_after_it(loaded, videos):
