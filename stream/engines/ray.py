@@ -153,8 +153,8 @@ class LiveWorker:
             RuntimeError: started already, with other streams.
         """
         if self._thread is not None:
-            if not set(sources) <= self._streams:
-                raise RuntimeError("a worker starts once: it was started with other streams")
+            for stream in set(sources) - self._streams:  # added while the driver was away
+                self.add(stream, sources[stream])
             return self._where(fresh=False)
         unpacked = Path(tempfile.mkdtemp(prefix="lrcn-bundle-"))
         try:
@@ -166,11 +166,36 @@ class LiveWorker:
             shutil.rmtree(unpacked, ignore_errors=True)
         self._frames_every = frames_every
         listeners = [self._keep_frame] if frames_every > 0 else []
-        self._pipeline = Pipeline(dict(sources), loaded, settings, resume, listeners)
+        # Held open: streams may be added later; the driver says when the actor is done.
+        self._pipeline = Pipeline(dict(sources), loaded, settings, resume, listeners,
+                                  keep_open=True)
         self._streams = frozenset(sources)
         self._thread = threading.Thread(target=self._pump, name="events", daemon=True)
         self._thread.start()
         return self._where(fresh=True)
+
+    def add(self, stream: str, source: Source) -> None:
+        """Caption ``source`` as ``stream`` too, next to this actor's streams.
+
+        Raises:
+            RuntimeError: not started.
+            ValueError: a stream of that id runs here, or is still stopping.
+        """
+        if self._pipeline is None:
+            raise RuntimeError("the worker has not started")
+        self._pipeline.add(stream, source)
+        self._streams = self._streams | {stream}
+
+    def remove(self, stream: str) -> bool:
+        """Stop captioning ``stream`` (its ended status follows in the events); False when it
+        is not running here (it ended already)."""
+        if self._pipeline is None:
+            raise RuntimeError("the worker has not started")
+        try:
+            self._pipeline.remove(stream)
+        except KeyError:
+            return False
+        return True
 
     def _where(self, fresh: bool) -> dict[str, Any]:
         return {"pid": os.getpid(), "host": socket.gethostname(),
@@ -243,6 +268,8 @@ class _Worker:
     incarnation: str | None = None  # its process's id, once started (a restart changes it)
     batch: int = 0  # the number of the next batch of events to ask it for
     lost: bool = False  # unavailable: its streams were told ``reconnecting``
+    removing: set[str] = field(default_factory=set)  # asked to stop, not ended yet
+    dead: bool = False  # its restarts are used up
 
 
 @dataclass
@@ -270,8 +297,11 @@ class RayPipeline:
         device: where the actors run the model.
         settings: batching, queues, reconnects (as for the local pipeline).
         ray_settings: workers, their resources, the cluster, restarts.
-        frame_listeners, join_on_exit: as for the local pipeline (frames arrive at
-            ``ray_settings.frames_every``).
+        frame_listeners, join_on_exit, keep_open: as for the local pipeline (frames arrive
+            at ``ray_settings.frames_every``).
+
+    Streams may be added (:meth:`add`: to the actor with the fewest streams) and removed
+    (:meth:`remove`) while it runs, from any thread; the driver's loop carries them out.
 
     Raises:
         BundleError: the bundle is missing or damaged.
@@ -283,7 +313,7 @@ class RayPipeline:
                  device: str = "auto", settings: PipelineSettings | None = None,
                  ray_settings: RaySettings | None = None,
                  frame_listeners: Sequence[FrameListener] = (),
-                 join_on_exit: bool = True) -> None:
+                 join_on_exit: bool = True, keep_open: bool = False) -> None:
         self.settings = settings or PipelineSettings()
         self.ray_settings = ray_settings or RaySettings()
         self.device = device
@@ -296,6 +326,11 @@ class RayPipeline:
         self.frame_listeners = list(frame_listeners)
         self.join_on_exit = join_on_exit
         self.received = {stream: _Received() for stream in sources}
+        self.keep_open = keep_open
+        self._lock = threading.Lock()
+        self._running = {s for s, src in sources.items() if isinstance(src, Source)}
+        self._requests: queue.Queue[tuple[str, str, Source | None]] = queue.Queue()
+        self._calls: dict[Any, tuple[_Worker, str, str]] = {}  # add and remove calls in flight
         self._workers: list[_Worker] = []
         self._later: list[tuple[float, _Worker]] = []  # reconnections due at a monotonic time
         self._bundle_ref: Any = None
@@ -319,14 +354,22 @@ class RayPipeline:
                 yield unopened(stream, source)
         try:
             pending = self._start_workers()
-            while pending or self._later:
+            while True:
+                yield from self._carry_out_requests(pending)
+                with self._lock:
+                    if not self.keep_open and not self._running and self._requests.empty():
+                        break  # every stream has ended
                 self._reconnect_due(pending)
-                if not pending:  # every actor left is unavailable: wait for the next attempt
-                    time.sleep(_POLL_WAIT)
+                if not pending and not self._calls:  # nothing to wait on (every actor left
+                    time.sleep(_POLL_WAIT)             # is unavailable, or none is needed yet)
                     continue
                 with _signal_exceptions():
-                    ready, _ = ray.wait(list(pending), num_returns=1, timeout=_POLL_WAIT)
+                    ready, _ = ray.wait([*pending, *self._calls], num_returns=1,
+                                        timeout=_POLL_WAIT)
                 for ref in ready:
+                    if ref in self._calls:
+                        yield from self._call_done(ref, *self._calls.pop(ref))
+                        continue
                     worker, call = pending.pop(ref)
                     yield from self._handle(ref, worker, call, pending)
         finally:
@@ -336,7 +379,6 @@ class RayPipeline:
                 self._ask_to_stop()
 
     def _start_workers(self) -> dict[Any, tuple[_Worker, str]]:
-        ray = self._ray
         live = {s: src for s, src in self.sources.items() if isinstance(src, Source)}
         if not live:
             return {}
@@ -345,20 +387,100 @@ class RayPipeline:
         assigned: list[dict[str, Source]] = [{} for _ in range(count)]
         for k, (stream, source) in enumerate(live.items()):
             assigned[k % count][stream] = source
-        files = {BUNDLE_FILE: (self.bundle.path / BUNDLE_FILE).read_bytes()}
-        files |= {name: (self.bundle.path / name).read_bytes() for name in self.bundle.checksums}
-        self._bundle_ref = ray.put(files)  # once, however many actors and restarts
+        pending: dict[Any, tuple[_Worker, str]] = {}
+        for streams in assigned:
+            self._new_worker(streams, pending)
+        return pending
+
+    def _new_worker(self, streams: dict[str, Source],
+                    pending: dict[Any, tuple[_Worker, str]]) -> _Worker:
+        """An actor for ``streams``, being started."""
+        ray = self._ray
+        if self._bundle_ref is None:
+            files = {BUNDLE_FILE: (self.bundle.path / BUNDLE_FILE).read_bytes()}
+            files |= {name: (self.bundle.path / name).read_bytes()
+                      for name in self.bundle.checksums}
+            self._bundle_ref = ray.put(files)  # once, however many actors and restarts
         actor = ray.remote(LiveWorker).options(
             num_cpus=self.ray_settings.cpus_per_worker,
             num_gpus=self.ray_settings.gpus_per_worker,
             max_restarts=self.ray_settings.max_restarts, max_task_retries=0)
-        pending: dict[Any, tuple[_Worker, str]] = {}
-        for number, streams in enumerate(assigned, 1):
-            handle = actor.remote()
-            worker = _Worker(number, handle, streams, open=set(streams))
-            self._workers.append(worker)
-            pending[self._start(worker)] = (worker, "start")
-        return pending
+        worker = _Worker(len(self._workers) + 1, actor.remote(), dict(streams),
+                         open=set(streams))
+        self._workers.append(worker)
+        pending[self._start(worker)] = (worker, "start")
+        return worker
+
+    # ------------------------------------------------------------------ streams come and go
+
+    def add(self, stream: str, source: Source) -> None:
+        """Caption ``source`` as ``stream`` from now on, on the actor with the fewest streams
+        (a new actor when there is none); its events follow in the iteration.
+
+        Raises:
+            ValueError: a stream of that id is running (or still stopping).
+        """
+        with self._lock:
+            if stream in self._running:
+                raise ValueError(f"{stream}: a stream of that id is running")
+            self._running.add(stream)
+            self._requests.put(("add", stream, source))
+
+    def remove(self, stream: str) -> None:
+        """Stop captioning ``stream``; it ends with an ``ended`` status ("removed").
+
+        Raises:
+            KeyError: no stream of that id is running.
+        """
+        with self._lock:
+            if stream not in self._running:
+                raise KeyError(f"{stream}: no such stream")
+            self._requests.put(("remove", stream, None))
+
+    def _carry_out_requests(
+            self, pending: dict[Any, tuple[_Worker, str]]) -> Generator[StreamEvent, None, None]:
+        """Hand the added streams to actors, and the removals to theirs (the driver's thread)."""
+        while True:
+            try:
+                request, stream, source = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            if request == "add" and source is not None:
+                self.received[stream] = _Received()
+                alive = [w for w in self._workers if not w.dead]
+                if not alive:
+                    self._new_worker({stream: source}, pending)
+                    continue
+                worker = min(alive, key=lambda w: (len(w.open), w.number))
+                worker.sources[stream] = source
+                worker.open.add(stream)
+                self._calls[worker.handle.add.remote(stream, source)] = (worker, "add", stream)
+                continue
+            owner = next((w for w in self._workers if stream in w.open), None)
+            if owner is not None and stream not in owner.removing:
+                owner.removing.add(stream)
+                if owner.incarnation is not None and not owner.lost:  # else: once it answers
+                    self._calls[owner.handle.remove.remote(stream)] = (owner, "remove", stream)
+            yield from ()
+
+    def _call_done(self, ref: Any, worker: _Worker, call: str,
+                   stream: str) -> Generator[StreamEvent, None, None]:
+        """An add or a remove answered. A stream the actor refused ends with the error; an
+        actor that could not be reached gets the change again with its next start."""
+        ray = self._ray
+        try:
+            with _signal_exceptions():
+                ray.get(ref)
+        except ray.exceptions.RayTaskError as error:
+            cause = getattr(error, "cause", None) or error
+            if call == "add" and stream in worker.open:
+                worker.open.discard(stream)
+                worker.sources.pop(stream, None)
+                with self._lock:
+                    self._running.discard(stream)
+                yield self._ended(stream, f"{stream}: cannot be added: {redact(reason(cause))}")
+        except (ray.exceptions.ActorUnavailableError, ray.exceptions.RayActorError):
+            pass  # the reconnection's start brings its streams (and skips those removed)
 
     def _start(self, worker: _Worker) -> Any:
         resume = {}
@@ -366,7 +488,8 @@ class RayPipeline:
             last = self.received[stream].last
             if last is not None:
                 resume[stream] = Resume(last.index + 1, last.pts, last.decoded_at)
-        sources = {s: src for s, src in worker.sources.items() if s in worker.open}
+        sources = {s: src for s, src in worker.sources.items()
+                   if s in worker.open and s not in worker.removing}
         every = self.ray_settings.frames_every if self.frame_listeners else 0.0
         session = SessionSettings(device=self.device, threads=self.ray_settings.cpus_per_worker)
         return worker.handle.start.remote(self._bundle_ref, session, sources, self.settings,
@@ -408,8 +531,11 @@ class RayPipeline:
             message = (f"worker {worker.number} died and cannot be restarted "
                        f"({worker.restarts} restart(s) used): {why}")
             log.error("%s", message)
+            worker.dead = True
             for stream in sorted(worker.open):
                 yield self._ended(stream, message)
+            with self._lock:
+                self._running -= worker.open
             worker.open.clear()
             return
         if call == "start":
@@ -435,6 +561,17 @@ class RayPipeline:
         """Take in start's answer: a first start, a restart, or the same process again."""
         lost, worker.lost = worker.lost, False
         same = result["incarnation"] == worker.incarnation
+        # Removals asked for while it was starting or away: a new process was started without
+        # those streams (they end here); the same process is asked (again).
+        for stream in sorted(worker.removing & worker.open):
+            if worker.incarnation is not None and not same:
+                worker.open.discard(stream)
+                worker.removing.discard(stream)
+                with self._lock:
+                    self._running.discard(stream)
+                yield self._status(stream, ENDED, "removed")
+            else:
+                self._calls[worker.handle.remove.remote(stream)] = (worker, "remove", stream)
         if lost and same:  # alive all along: its pipeline went on, and so does its polling
             log.warning("worker %d reachable again", worker.number)
             for stream in sorted(worker.open):
@@ -467,6 +604,9 @@ class RayPipeline:
         received.dropped, received.reconnects = event.dropped, event.reconnects
         if event.kind == ENDED:
             worker.open.discard(event.stream)
+            worker.removing.discard(event.stream)
+            with self._lock:
+                self._running.discard(event.stream)
         return event
 
     def _lost(self, stream: str, message: str) -> StatusEvent:

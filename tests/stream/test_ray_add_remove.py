@@ -1,0 +1,85 @@
+"""Streams added and removed while the Ray engine runs (stream/engines/ray.py): an added stream
+goes to the actor with the fewest streams (a new actor when there is none), a removed one ends
+with an ``ended`` status ("removed"), and the other streams go on untouched."""
+
+from __future__ import annotations
+
+import pytest
+
+from stream.engines.ray import RayPipeline, RaySettings
+from stream.engines.settings import PipelineSettings
+from stream.events import ENDED, CaptionEvent, StatusEvent
+from stream.media.sources import SourceOptions, parse_source
+from stream.paths import DEFAULT_BUNDLE
+from tests.media import write_video
+from tests.tools.local_ray import local_ray  # noqa: F401 - the module's Ray
+
+FRAMES = 60  # 6 s at 10 fps, played in real time: the test acts while every stream runs
+# Played as live sources; queues deep enough that a busy machine drops no frame.
+SETTINGS = PipelineSettings(queue_size=64, source_options=SourceOptions(realtime=True))
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("videos")
+    return [write_video(folder / f"{name}.mp4", frames=FRAMES, fps=10, seed=seed)
+            for seed, name in enumerate("abc")]
+
+
+def source(path):
+    return parse_source(str(path), SETTINGS.source_options)
+
+
+def test_on_ray_a_stream_added_then_removed_leaves_the_others_untouched(videos):
+    a, b, c = videos
+    engine = RayPipeline({"a": source(a), "b": source(b)}, DEFAULT_BUNDLE, device="cpu",
+                         settings=SETTINGS, ray_settings=RaySettings(workers=2, max_restarts=0))
+    captions: dict[str, list[CaptionEvent]] = {"a": [], "b": [], "c": []}
+    ended: dict[str, list[StatusEvent]] = {"a": [], "b": [], "c": []}
+    after_end = 0
+    for event in engine:
+        if isinstance(event, CaptionEvent):
+            captions[event.stream].append(event)
+            after_end += bool(ended["c"]) and event.stream == "c"
+            if event.stream == "a" and event.index == 5:
+                engine.add("c", source(c))
+            if event.stream == "c" and event.index == 5:
+                engine.remove("c")
+        elif isinstance(event, StatusEvent) and event.kind == ENDED:
+            ended[event.stream].append(event)
+    for stream in "ab":
+        assert [e.index for e in captions[stream]] == list(range(FRAMES))  # no gap
+        assert [e.index for e in captions[stream] if e.reset] == [0]  # no reset
+        assert [e.error for e in ended[stream]] == [None]
+    added = [e.index for e in captions["c"]]
+    assert added == list(range(len(added))) and 6 <= len(added) < FRAMES
+    assert captions["c"][0].reset
+    [removed] = ended["c"]
+    assert removed.message == "removed" and removed.error is None and after_end == 0
+    placement = engine.placement()
+    assert placement["c"][0] in (placement["a"][0], placement["b"][0])  # an actor of theirs
+
+
+def test_on_ray_a_pipeline_held_open_starts_an_actor_for_its_first_stream(videos):
+    a, _, _ = videos
+    engine = RayPipeline({}, DEFAULT_BUNDLE, device="cpu", settings=SETTINGS,
+                         ray_settings=RaySettings(max_restarts=0), keep_open=True)
+    engine.add("a", source(a))
+    with pytest.raises(ValueError, match="a: a stream of that id is running"):
+        engine.add("a", source(a))
+    with pytest.raises(KeyError, match="nobody: no such stream"):
+        engine.remove("nobody")
+    seen = []
+    events = iter(engine)
+    try:
+        for event in events:
+            if isinstance(event, CaptionEvent):
+                seen.append(event.index)
+            elif isinstance(event, StatusEvent) and event.kind == ENDED:
+                break  # held open: it would wait for more streams
+    finally:
+        events.close()
+        engine.close()
+    assert seen == list(range(FRAMES))
