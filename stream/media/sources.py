@@ -392,16 +392,20 @@ class PipeReader(io.RawIOBase):
         super().close()
 
 
-def stream_ids(specs: Sequence[str]) -> list[str]:
-    """A short, unique, file-name-safe id per source string, free of credentials.
+def stream_ids(specs: Sequence[str], taken: Sequence[str] = ()) -> list[str]:
+    """A short, unique, file-name-safe id per source string, free of credentials, unique
+    among themselves and against the ids ``taken`` already.
 
     Files give their stem, network sources their host and path, cameras ``webcam0``...
 
     Example:
         >>> stream_ids(["a/cam.mp4", "b/cam.mp4", "rtsp://u:p@10.0.0.5/live", "webcam"])
         ['cam', 'cam-2', '10.0.0.5-live', 'webcam0']
+        >>> stream_ids(["c/cam.mp4"], taken=["cam", "cam-2"])
+        ['cam-3']
     """
     ids: list[str] = []
+    used = [i.lower() for i in taken]  # case-insensitive file systems
     for spec in specs:
         text = spec.strip()
         lowered = text.lower()
@@ -410,18 +414,18 @@ def stream_ids(specs: Sequence[str]) -> list[str]:
         elif lowered == "webcam" or lowered.startswith("webcam:"):
             base = "webcam" + (text.split(":", 1)[1] if ":" in text else "0")
         elif "://" in text:
-            rest = text.split("://", 1)[1]
-            rest = rest.rsplit("@", 1)[-1] if "@" in rest.split("/", 1)[0] else rest
+            rest = _CREDENTIALS.sub(r"\g<scheme>", text).split("://", 1)[1]
             host, _, path = rest.partition("/")
             base = "-".join(p for p in (host.split(":")[0], path.split("?")[0]) if p)
         else:
             base = Path(text).stem or "source"
         base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip(".-")[:64] or "source"
         name, n = base, 1
-        while name.lower() in (i.lower() for i in ids):  # case-insensitive file systems
+        while name.lower() in used:
             n += 1
             name = f"{base}-{n}"
         ids.append(name)
+        used.append(name.lower())
     return ids
 
 
