@@ -21,6 +21,7 @@ from types import FrameType
 
 from stream.cli import exits
 from stream.cli.arguments import Parser, add_log_level, frame_size, positive_int, run_command
+from stream.cli.cameras import Cameras, api_routes
 from stream.engines.decoder import ReconnectPolicy
 from stream.engines.local import Pipeline
 from stream.engines.ray import RayPipeline, RaySettings
@@ -139,6 +140,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                      help="serve the live view (video, caption, history and stats per stream) "
                           "at http://HOST:PORT/; loopback unless a token is set, e.g. "
                           "127.0.0.1:8080")
+    out.add_argument("--keep-running", action="store_true",
+                     help="keep running when every source has ended, for cameras added later "
+                          "through the live view's API (--serve: GET/POST /api/cameras, "
+                          "DELETE /api/cameras/ID, POST /api/cameras/ID/enable|disable); "
+                          "stop with Ctrl-C or SIGTERM")
     out.add_argument("--serve-token", default=None, metavar="TOKEN",
                      help=f"token the live view requires (?token= or Authorization: Bearer); "
                           f"needed to serve beyond loopback (default: ${TOKEN_ENV})")
@@ -243,10 +249,15 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     with contextlib.ExitStack() as undo:  # a failure below leaves no server or client behind
         shared: list[Sink] = []  # the sinks that get every stream's events
         listeners: list[FrameListener] = []
+        cameras: Cameras | None = None
         if args.serve:
             try:
                 host, port = parse_address(args.serve)
-                view = WebView(host, port, ids, args.serve_token).start()
+                view = WebView(host, port, ids, args.serve_token)
+                cameras = Cameras(None, settings.source_options,
+                                  dict(zip(ids, specs, strict=True)))
+                view.add_routes(api_routes(cameras))
+                view.start()
             except ValueError as error:
                 parser.error(str(error))
             except OSError as error:
@@ -259,6 +270,7 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             undo.callback(view.close)
             shared.append(view)
             listeners.append(view.frame)
+            shared.append(cameras)  # after the outputs: a removed camera's close them
             shown = f"[{host}]" if ":" in host else host
             print(f"live view: http://{shown}:{view.port}/", file=sys.stderr)
         snapshots = None
@@ -283,22 +295,32 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 loaded = open_bundle(args.model, SessionSettings(device=args.device,
                                                                  threads=args.threads))
                 pipeline = Pipeline(sources, loaded, settings, frame_listeners=listeners,
-                                    join_on_exit=False)
+                                    join_on_exit=False, keep_open=args.keep_running)
                 sample_fps = loaded.bundle.sample_fps
             else:
                 pipeline = RayPipeline(sources, args.model, args.device, settings,
                                        ray_settings, frame_listeners=listeners,
-                                       join_on_exit=False)
+                                       join_on_exit=False, keep_open=args.keep_running)
                 sample_fps = pipeline.bundle.sample_fps
+            if cameras is not None:
+                cameras.engine = pipeline
         except (StreamError, ImportError) as error:
             return _failed(error)
         undo.pop_all()  # from here on, _run closes them
     # JSON Lines on standard output leave it to them: the console's lines go to stderr.
     if not args.quiet:
         shared.append(ConsoleSink(sys.stderr if str(args.jsonl) == STDOUT else sys.stdout,
-                                  show_stream=len(ids) > 1))
+                                  show_stream=len(ids) > 1 or cameras is not None))
     interval = 1.0 / sample_fps  # positive: the bundle's validation says so
-    return _run(pipeline, shared, lambda: _file_sinks(ids, paths, interval),
+    later = {kind: _later_output(getattr(args, kind), ids, kind) for kind in paths}
+
+    def files() -> PerStream:
+        outputs = _file_sinks(ids, paths, interval, later)
+        if cameras is not None:
+            cameras.outputs = outputs
+        return outputs
+
+    return _run(pipeline, shared, files,
                 SummarySink(ids), OverlayRecorder(overlays), Settling(args.settle, interval),
                 snapshots)
 
@@ -380,23 +402,38 @@ def _failed(error: StreamError | ImportError | OSError) -> int:
     return exits.USAGE if isinstance(error, ImportError) else exits.PIPELINE
 
 
-def _file_sinks(ids: list[str], paths: dict[str, dict[str, Path]],
-                interval: float) -> PerStream:
-    """The JSON Lines and subtitle files of every stream, opened (all, or none)."""
+def _file_sinks(ids: list[str], paths: dict[str, dict[str, Path]], interval: float,
+                later: dict[str, Callable[[str], Path] | None]) -> PerStream:
+    """The JSON Lines and subtitle files of every stream, opened (all, or none); a stream
+    added while running gets its own where the outputs are directories (``later``)."""
+
+    def file_sink(kind: str, path: Path) -> Sink:
+        try:
+            return JsonlSink(path) if kind == "jsonl" else SubtitleSink(path, interval, kind)
+        except OSError as error:
+            raise StreamError(f"--{kind} {path}: cannot write ({reason(error)})") from error
+
+    def added(stream: str) -> list[Sink]:
+        return [file_sink(kind, where(stream)) for kind, where in later.items()
+                if where is not None]
+
     with contextlib.ExitStack() as opened:
         sinks: dict[str, list[Sink]] = {stream: [] for stream in ids}
         for stream in ids:
             for kind, by_stream in paths.items():
-                path = by_stream[stream]
-                try:
-                    sink = (JsonlSink(path) if kind == "jsonl"
-                            else SubtitleSink(path, interval, kind))
-                except OSError as error:
-                    raise StreamError(f"--{kind} {path}: cannot write "
-                                      f"({reason(error)})") from error
-                sinks[stream].append(opened.enter_context(sink))
+                sinks[stream].append(opened.enter_context(file_sink(kind, by_stream[stream])))
         opened.pop_all()
-    return PerStream(sinks)
+    return PerStream(sinks, added)
+
+
+def _later_output(path: Path, ids: list[str], kind: str) -> Callable[[str], Path] | None:
+    """Where a stream added while running writes its ``kind`` output: in the directory that
+    the other streams' go to, or standard output; None when the option named one file."""
+    if str(path) == STDOUT:
+        return lambda stream: path
+    if len(ids) > 1 or path.is_dir() or str(path).endswith(("/", "\\")):
+        return lambda stream: path / f"{stream}.{kind}"
+    return None
 
 
 def _output_paths(path: Path, ids: list[str], kind: str,

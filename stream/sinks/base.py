@@ -38,14 +38,31 @@ class Sink(ABC):
 
 
 class PerStream(Sink):
-    """Hands each event to the sinks of its own stream (a file per stream); closes them all."""
+    """Hands each event to the sinks of its own stream (a file per stream); closes them all.
 
-    def __init__(self, sinks: dict[str, list[Sink]]) -> None:
+    Args:
+        sinks: each stream's sinks.
+        factory: the sinks of a stream first seen later (a camera added while running), or
+            None for none.
+    """
+
+    def __init__(self, sinks: dict[str, list[Sink]],
+                 factory: Callable[[str], list[Sink]] | None = None) -> None:
         self.sinks = sinks
+        self.factory = factory
 
     def write(self, event: Event) -> None:
-        for sink in self.sinks.get(event.stream, ()):
+        sinks = self.sinks.get(event.stream)
+        if sinks is None:
+            sinks = self.sinks[event.stream] = (self.factory(event.stream)
+                                                if self.factory is not None else [])
+        for sink in sinks:
             sink.write(event)
+
+    def close_stream(self, stream: str) -> None:
+        """Close ``stream``'s sinks now (a camera removed); its next events open new ones."""
+        for sink in self.sinks.pop(stream, []):
+            sink.close()
 
     def close(self) -> None:
         """Close every sink, even after one failed to (the first failure is raised)."""

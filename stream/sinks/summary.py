@@ -60,7 +60,7 @@ class SummarySink(Sink):
         self.out = out
 
     def write(self, event: Event) -> None:
-        self.streams[event.stream].add(event)
+        self.streams.setdefault(event.stream, StreamSummary()).add(event)  # also ones added
 
     @property
     def failed(self) -> bool:

@@ -29,6 +29,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,6 +123,7 @@ class WebView(Sink):
                              f"(--serve-token or {TOKEN_ENV})")
         self.port = port
         self.tiles = {stream: _Tile() for stream in streams}
+        self._routes: list[Callable[[Any], None]] = []
         self._lock = threading.Lock()
         self._viewers: set[asyncio.Queue[str]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -143,6 +145,11 @@ class WebView(Sink):
             raise self._error
         log.info("live view on http://%s:%d/", self.host, self.port)
         return self
+
+    def add_routes(self, add: Callable[[Any], None]) -> None:
+        """Before :meth:`start`: ``add(router)`` adds routes of the caller's (the cameras' API)
+        to the server, behind the same token rules."""
+        self._routes.append(add)
 
     def frame(self, stream: str, rgb: np.ndarray, pts: float) -> None:
         """The worker's hook: keep a reference to the stream's newest frame (nothing else)."""
@@ -216,6 +223,8 @@ class WebView(Sink):
         app.router.add_get("/", self._page)
         app.router.add_get("/events", self._events)
         app.router.add_get("/frames/{stream}.mjpg", self._frames)
+        for add in self._routes:
+            add(app.router)
         # Open responses (event streams, MJPEG) end within a second of stop: a page left open
         # never delays the end of a run.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
