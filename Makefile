@@ -23,7 +23,7 @@ $(VENV)/.runtime: pyproject.toml
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.runtime
-	$(PY) -m pip install --quiet -e '.[train,dev,bench,archive,ray,web,mqtt]'
+	$(PY) -m pip install --quiet -e '.[train,dev,bench,archive,ray,web,mqtt,service]'
 	touch $@
 
 # Live captions of the bundled sample (pass your own sources: make run ARGS="rtsp://... webcam").

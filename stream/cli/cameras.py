@@ -29,6 +29,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -71,6 +72,7 @@ class Camera:
     caption: str = ""
     error: str | None = None
     deleting: bool = False
+    restart: Source | None = None  # to start on once its stream has ended (a new source)
     since: float = field(default_factory=time.monotonic)  # frames counted from here
 
     def to_json(self) -> dict[str, Any]:
@@ -91,14 +93,17 @@ class Cameras(Sink):
         options: how new sources are opened.
         specs: the cameras it started with, id -> source string.
         outputs: the per-stream outputs, closed when a camera is removed.
+        disabled: the ids among ``specs`` that start disabled (not running).
     """
 
     def __init__(self, engine: Engine | None, options: SourceOptions, specs: dict[str, str],
-                 outputs: PerStream | None = None) -> None:
+                 outputs: PerStream | None = None, disabled: Collection[str] = ()) -> None:
         self.engine = engine
         self.options = options
         self.outputs = outputs
-        self.cameras = {stream: Camera(stream, spec) for stream, spec in specs.items()}
+        self.cameras = {stream: Camera(stream, spec, enabled=stream not in disabled,
+                                       state="disabled" if stream in disabled else "starting")
+                        for stream, spec in specs.items()}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ requests
@@ -166,6 +171,27 @@ class Cameras(Sink):
                 camera.enabled = True
             return camera.to_json()
 
+    def update(self, stream: str, spec: str, enabled: bool) -> None:
+        """Give a camera another source or enabled state (a reloaded config): a running one
+        with a new source is stopped and started again on it once its stream has ended."""
+        with self._lock:
+            camera = self._camera(stream)
+            if spec != camera.spec:
+                source = self._parse(spec)
+                camera.spec = spec
+                if camera.enabled and self._stop(camera):
+                    camera.restart = source if enabled else None
+                    camera.enabled = enabled
+                    return
+                camera.enabled = False
+            if enabled and not camera.enabled:
+                self._start(camera, self._parse(camera.spec))
+                camera.enabled = True
+            elif not enabled and camera.enabled:
+                camera.enabled = False
+                if not self._stop(camera):
+                    camera.state = "disabled"
+
     # ------------------------------------------------------------------ events
 
     def write(self, event: Event) -> None:
@@ -190,6 +216,12 @@ class Cameras(Sink):
         camera.caption = ""
         if camera.deleting:
             self._forget(camera)
+        elif camera.restart is not None:  # its source changed: on the new one now
+            source, camera.restart = camera.restart, None
+            try:
+                self._start(camera, source)
+            except CameraError as error:
+                camera.state, camera.error = "failed", str(error)
         elif not camera.enabled:
             camera.state = "disabled"
         else:

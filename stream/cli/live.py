@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from stream.cli import exits
 from stream.cli.arguments import Parser, add_log_level, frame_size, positive_int, run_command
-from stream.cli.cameras import Cameras, api_routes
+from stream.cli.cameras import CameraError, Cameras, api_routes
 from stream.engines.decoder import ReconnectPolicy
 from stream.engines.local import Pipeline
 from stream.engines.ray import RayPipeline, RaySettings
@@ -51,6 +54,11 @@ from stream.sinks.snapshots import Snapshots
 from stream.sinks.subtitles import SubtitleSink
 from stream.sinks.summary import SummarySink
 from stream.sinks.webview import TOKEN_ENV, WebView, parse_address
+
+if TYPE_CHECKING:  # pydantic is the service extra's: imported where --config is used
+    from stream.cli.config import CameraConfig, ServiceConfig
+
+log = logging.getLogger(__name__)
 
 _RAY_OPTIONS = ("workers", "ray_address", "ray_gpus_per_worker", "ray_max_restarts")
 
@@ -97,6 +105,10 @@ def get_args_parser() -> argparse.ArgumentParser:
         epilog=SOURCE_FORMS + "\n" + __doc__.split("\n\n")[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--config", type=Path, metavar="FILE", default=None,
+                        help="a YAML file of global settings and cameras (see the README's "
+                             "'Running as a service'); options given here override it; "
+                             "SIGHUP reloads its cameras; implies --keep-running")
     parser.add_argument("sources", nargs="*", metavar="SOURCE",
                         help=f"what to caption (default: the bundled sample, "
                              f"{SAMPLE_VIDEO.relative_to(SAMPLE_VIDEO.parents[2])})")
@@ -212,6 +224,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.list_devices:
         return _list_devices()
+    config = None
+    if args.config is not None:
+        try:
+            from stream.cli.config import ConfigError, load_config
+        except ImportError as error:
+            print(f"error: --config needs pydantic and PyYAML (pip install "
+                  f"'lrcn-stream[service]'): {error}", file=sys.stderr)
+            return exits.USAGE
+        try:
+            config = load_config(args.config)
+        except ConfigError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return exits.USAGE
+        _take_defaults(args, parser, config)
     try:
         settings = PipelineSettings(
             max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
@@ -224,16 +250,31 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         ray_settings = _ray_settings(args, parser)
         if args.mqtt is not None:  # read once (a password file too), handed to the sink
             args.mqtt = parse_mqtt_url(args.mqtt)
-        specs = expand_source_lists(args.sources) or [str(SAMPLE_VIDEO)]
+        given = expand_source_lists(args.sources)
+        if not given and (config is None or not config.cameras):
+            given = [str(SAMPLE_VIDEO)]
     except (ValueError, MediaError) as error:
         parser.error(redact(str(error)))
-    ids = stream_ids(specs)
+    cameras_configured = config.cameras if config is not None else []
+    configured = _config_ids(cameras_configured)
+    everyone = {**configured, **dict(zip(stream_ids(given, taken=list(configured)), given,
+                                         strict=True))}
+    disabled = {stream for stream, c in zip(configured, cameras_configured, strict=True)
+                if not c.enabled}
+    ids = [stream for stream in everyone if stream not in disabled]
+    specs = [everyone[stream] for stream in ids]
     try:
         paths = {kind: _output_paths(getattr(args, kind), ids, kind)
-                 for kind in ("jsonl", "srt", "vtt") if getattr(args, kind) is not None}
+                 for kind in ("jsonl", "srt", "vtt") if getattr(args, kind) is not None
+                 and ids}
+        for stream, camera in zip(configured, cameras_configured, strict=True):
+            for kind, path in (camera.outputs.model_dump() if camera.outputs else {}).items():
+                if path is not None and stream in ids:  # this camera's own, instead
+                    paths.setdefault(kind, {})[stream] = _output_paths(path, [stream], kind)[
+                        stream]
     except ValueError as error:
         parser.error(str(error))
-    sources = parse_sources(specs, settings.source_options)
+    sources = parse_sources(specs, settings.source_options, ids)
     overlays: dict[str, tuple[str, Path]] = {}
     if args.overlay is not None:
         try:
@@ -250,12 +291,13 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         shared: list[Sink] = []  # the sinks that get every stream's events
         listeners: list[FrameListener] = []
         cameras: Cameras | None = None
+        if args.serve or config is not None:
+            cameras = Cameras(None, settings.source_options, everyone, disabled=disabled)
         if args.serve:
             try:
                 host, port = parse_address(args.serve)
-                view = WebView(host, port, ids, args.serve_token)
-                cameras = Cameras(None, settings.source_options,
-                                  dict(zip(ids, specs, strict=True)))
+                view = WebView(host, port, list(everyone), args.serve_token)
+                assert cameras is not None
                 view.add_routes(api_routes(cameras))
                 view.start()
             except ValueError as error:
@@ -270,6 +312,7 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             undo.callback(view.close)
             shared.append(view)
             listeners.append(view.frame)
+        if cameras is not None:
             shared.append(cameras)  # after the outputs: a removed camera's close them
             shown = f"[{host}]" if ":" in host else host
             print(f"live view: http://{shown}:{view.port}/", file=sys.stderr)
@@ -283,7 +326,9 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             listeners.append(snapshots.frame)
         if args.mqtt is not None:
             try:
-                mqtt = MqttSink(args.mqtt, frames=args.mqtt_frames)
+                topics = {stream: c.topic for stream, c in zip(configured, cameras_configured,
+                                                               strict=True) if c.topic}
+                mqtt = MqttSink(args.mqtt, frames=args.mqtt_frames, topics=topics)
             except ImportError as error:
                 print(f"error: {error}", file=sys.stderr)
                 return exits.USAGE
@@ -304,6 +349,8 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 sample_fps = pipeline.bundle.sample_fps
             if cameras is not None:
                 cameras.engine = pipeline
+            if config is not None and cameras is not None and hasattr(signal, "SIGHUP"):
+                _reload_on_sighup(args.config, cameras, configured)
         except (StreamError, ImportError) as error:
             return _failed(error)
         undo.pop_all()  # from here on, _run closes them
@@ -323,6 +370,66 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return _run(pipeline, shared, files,
                 SummarySink(ids), OverlayRecorder(overlays), Settling(args.settle, interval),
                 snapshots)
+
+
+def _take_defaults(args: argparse.Namespace, parser: argparse.ArgumentParser,
+                   config: ServiceConfig) -> None:
+    """The config file's settings, where the command line did not give the option."""
+    reconnect = config.reconnect
+    values = {"model": config.model, "device": config.device, "settle": config.settle,
+              "jsonl": config.outputs.jsonl, "srt": config.outputs.srt,
+              "vtt": config.outputs.vtt, "mqtt": config.mqtt, "serve": config.serve,
+              "reconnect_attempts": reconnect and reconnect.attempts,
+              "reconnect_delay": reconnect and reconnect.delay,
+              "reconnect_max_delay": reconnect and reconnect.max_delay}
+    for dest, value in values.items():
+        if value is not None and getattr(args, dest) == parser.get_default(dest):
+            setattr(args, dest, value)
+    args.keep_running = True  # a service: cameras come and go
+
+
+def _config_ids(cameras: Sequence[CameraConfig]) -> dict[str, str]:
+    """id -> source of the config's cameras: a camera's name, else one made from its source
+    (as on the command line) that no name takes."""
+    names = [c.name for c in cameras if c.name is not None]
+    made = iter(stream_ids([c.source for c in cameras if c.name is None], taken=names))
+    return {(c.name if c.name is not None else next(made)): c.source for c in cameras}
+
+
+def _reload_on_sighup(path: Path, cameras: Cameras, configured: dict[str, str]) -> None:
+    """On SIGHUP, read the config file again and apply the difference in its cameras (added,
+    removed, another source, enabled or not) in a thread of its own; a file that cannot be
+    used is refused in one line and the running set kept."""
+    from stream.cli.config import ConfigError, load_config
+
+    current = dict(configured)  # id -> source, as last applied
+    lock = threading.Lock()
+
+    def reload() -> None:
+        with lock:
+            try:
+                config = load_config(path)
+                if not config.cameras and current and not path.read_text().strip():
+                    raise ConfigError(f"{path}: the file is empty (half written?)")
+                wanted = _config_ids(config.cameras)
+                enabled = dict(zip(wanted, (c.enabled for c in config.cameras), strict=True))
+                for stream in [s for s in current if s not in wanted]:
+                    cameras.remove(stream)
+                    del current[stream]
+                for stream, spec in wanted.items():
+                    if stream in current:
+                        cameras.update(stream, spec, enabled[stream])
+                    else:
+                        cameras.add({"source": spec, "id": stream, "enabled": enabled[stream]})
+                    current[stream] = spec
+            except (ConfigError, CameraError) as error:
+                print(f"error: reloading: {error}; the cameras are as they were",
+                      file=sys.stderr)
+                return
+            log.warning("%s reloaded: %d camera(s) from the file", path, len(current))
+
+    signal.signal(signal.SIGHUP, lambda signum, frame: threading.Thread(
+        target=reload, name="reload", daemon=True).start())
 
 
 def _ray_settings(args: argparse.Namespace,
@@ -421,7 +528,9 @@ def _file_sinks(ids: list[str], paths: dict[str, dict[str, Path]], interval: flo
         sinks: dict[str, list[Sink]] = {stream: [] for stream in ids}
         for stream in ids:
             for kind, by_stream in paths.items():
-                sinks[stream].append(opened.enter_context(file_sink(kind, by_stream[stream])))
+                if stream in by_stream:  # a camera's own outputs may be its alone
+                    sinks[stream].append(opened.enter_context(file_sink(kind,
+                                                                        by_stream[stream])))
         opened.pop_all()
     return PerStream(sinks, added)
 

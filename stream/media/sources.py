@@ -430,11 +430,13 @@ def stream_ids(specs: Sequence[str], taken: Sequence[str] = ()) -> list[str]:
 
 
 def parse_sources(
-    specs: Sequence[str], options: SourceOptions | None = None
+    specs: Sequence[str], options: SourceOptions | None = None,
+    ids: Sequence[str] | None = None,
 ) -> dict[str, Source | MediaError]:
-    """Parse source strings under unique stream ids; a bad string maps to its error."""
+    """Parse source strings under unique stream ids (``ids``, or made by :func:`stream_ids`);
+    a bad string maps to its error."""
     parsed: dict[str, Source | MediaError] = {}
-    for stream, spec in zip(stream_ids(specs), specs, strict=True):
+    for stream, spec in zip(stream_ids(specs) if ids is None else ids, specs, strict=True):
         try:
             parsed[stream] = parse_source(spec, options)
         except MediaError as error:

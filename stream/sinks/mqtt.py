@@ -146,6 +146,7 @@ class MqttSink(Sink):
             or ``LRCN_MQTT_PASSWORD``.
         queue_limit: messages held while the broker cannot be reached, at most.
         frames: publish every per-frame caption too, on ``TOPIC/STREAM/frames``.
+        topics: stream id -> the topic its messages go under instead of ``TOPIC/STREAM``.
 
     Raises:
         ValueError: the URL is malformed or the password's file unreadable (a broker that
@@ -154,7 +155,7 @@ class MqttSink(Sink):
     """
 
     def __init__(self, url: str | MqttTarget, queue_limit: int = _QUEUE_LIMIT,
-                 frames: bool = False) -> None:
+                 frames: bool = False, topics: Mapping[str, str] | None = None) -> None:
         try:
             import paho.mqtt.client as mqtt
         except ImportError as error:
@@ -170,6 +171,7 @@ class MqttSink(Sink):
         self._seq: dict[str, int] = {}  # the next seq of each stream
         self._shown: dict[str, str] = {}  # the caption last retained for each stream
         self.frames = frames
+        self.topics = dict(topics or {})
         self._connected_once = False
         client_id = f"lrcn-stream-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
@@ -192,7 +194,7 @@ class MqttSink(Sink):
     def write(self, event: Event) -> None:
         if not self._open:
             raise ValueError(f"{self.name}: sink is closed")
-        base = f"{self.target.topic}/{event.stream}"
+        base = self._base(event.stream)
         if isinstance(event, CaptionEvent):
             if event.shown is not None:
                 self._show(event.stream, event.shown)
@@ -209,7 +211,10 @@ class MqttSink(Sink):
         """Retain ``caption`` as ``stream``'s caption shown now, when it changed."""
         if caption != self._shown.get(stream, ""):
             self._shown[stream] = caption
-            self._send(f"{self.target.topic}/{stream}/caption", caption, retain=True)
+            self._send(f"{self._base(stream)}/caption", caption, retain=True)
+
+    def _base(self, stream: str) -> str:
+        return self.topics.get(stream) or f"{self.target.topic}/{stream}"
 
     def _publish(self, topic: str, event: Event) -> None:
         seq = self._seq.get(event.stream, 0)
