@@ -37,6 +37,7 @@ from stream.errors import MediaError
 from stream.events import ENDED, OPENED, RECONNECTING, CaptionEvent, Event, StatusEvent
 from stream.media.sources import Source, SourceOptions, parse_source, redact, stream_ids
 from stream.sinks.base import PerStream, Sink
+from stream.sinks.metrics import Metrics
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # what stream_ids makes: file-name-safe
 _KEYS = {"source", "id", "enabled"}
@@ -108,7 +109,7 @@ class Cameras(Sink):
 
     # ------------------------------------------------------------------ requests
 
-    def list(self) -> list[dict[str, Any]]:
+    def describe(self) -> list[dict[str, Any]]:
         with self._lock:
             return [camera.to_json() for camera in self.cameras.values()]
 
@@ -192,6 +193,16 @@ class Cameras(Sink):
                 if not self._stop(camera):
                     camera.state = "disabled"
 
+    def readiness(self) -> list[str]:
+        """Why the service is not ready (empty: ready): the model is loaded and every enabled
+        camera has opened, is reconnecting within its policy, or has come to its end."""
+        if self.engine is None:
+            return ["the model is loading"]
+        with self._lock:
+            return [f"{c.id}: {c.state}" + (f" ({c.error})" if c.error else "")
+                    for c in self.cameras.values()
+                    if c.enabled and c.state in ("starting", "failed")]
+
     # ------------------------------------------------------------------ events
 
     def write(self, event: Event) -> None:
@@ -269,9 +280,24 @@ class Cameras(Sink):
             self.outputs.close_stream(camera.id)
 
 
-def api_routes(cameras: Cameras) -> Any:
-    """A function that adds the cameras' routes to an aiohttp router."""
+def api_routes(cameras: Cameras, metrics: Metrics | None = None) -> Any:
+    """A function that adds the cameras' routes to an aiohttp router, with ``GET /healthz``
+    (the process answers), ``GET /readyz`` (200, or 503 with the reasons) and, with
+    ``metrics``, ``GET /metrics`` (Prometheus's text format)."""
     from aiohttp import web
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        waiting = cameras.readiness()
+        return web.json_response({"ready": not waiting, "waiting": waiting},
+                                 status=503 if waiting else 200)
+
+    async def exposition(request: web.Request) -> web.Response:
+        assert metrics is not None
+        return web.Response(body=metrics.exposition(),
+                            headers={"Content-Type": metrics.content_type})
 
     async def call(function: Any, *args: Any, status: int = 200) -> web.Response:
         loop = asyncio.get_running_loop()
@@ -288,7 +314,7 @@ def api_routes(cameras: Cameras) -> Any:
         return None
 
     async def listing(request: web.Request) -> web.Response:
-        return web.json_response({"cameras": cameras.list()})
+        return web.json_response({"cameras": cameras.describe()})
 
     async def adding(request: web.Request) -> web.Response:
         refused = json_only(request)
@@ -311,6 +337,10 @@ def api_routes(cameras: Cameras) -> Any:
         return await call(action, request.match_info["id"])
 
     def add(router: Any) -> None:
+        router.add_get("/healthz", healthz)
+        router.add_get("/readyz", readyz)
+        if metrics is not None:
+            router.add_get("/metrics", exposition)
         router.add_get("/api/cameras", listing)
         router.add_post("/api/cameras", adding)
         router.add_delete("/api/cameras/{id}", removing)

@@ -53,9 +53,9 @@ class _Strict(BaseModel):
 class Outputs(_Strict):
     """Where events are written: a file, or a directory (an existing one, or ending in /)."""
 
-    jsonl: Path | None = None
-    srt: Path | None = None
-    vtt: Path | None = None
+    jsonl: str | None = None  # as written: a trailing / names a directory
+    srt: str | None = None
+    vtt: str | None = None
 
 
 class Reconnect(_Strict):

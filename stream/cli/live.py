@@ -48,6 +48,7 @@ from stream.settle import DEFAULT_SETTLE, Settling
 from stream.sinks.base import PerStream, Sink
 from stream.sinks.console import ConsoleSink
 from stream.sinks.jsonl import STDOUT, JsonlSink
+from stream.sinks.metrics import Metrics
 from stream.sinks.mqtt import MqttSink, parse_mqtt_url
 from stream.sinks.overlay import OverlayRecorder
 from stream.sinks.snapshots import Snapshots
@@ -124,11 +125,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "the first hardware decoder that works (auto); where none works, "
                              "software decoding, said in one log line (default: none)")
     out = parser.add_argument_group("outputs")
-    out.add_argument("--jsonl", type=Path, metavar="PATH",
+    out.add_argument("--jsonl", metavar="PATH",
                      help="JSON Lines: one event per line, flushed as written")
-    out.add_argument("--srt", type=Path, metavar="PATH", help="SRT subtitles")
-    out.add_argument("--vtt", type=Path, metavar="PATH", help="WebVTT subtitles")
-    out.add_argument("--overlay", type=Path, metavar="PATH",
+    out.add_argument("--srt", metavar="PATH", help="SRT subtitles")
+    out.add_argument("--vtt", metavar="PATH", help="WebVTT subtitles")
+    out.add_argument("--overlay", metavar="PATH",
                      help="video files only: write a copy with the caption burned into every "
                           "frame (H.264, same frame rate and timing, audio copied)")
     out.add_argument("--mqtt", metavar="URL", default=None,
@@ -293,12 +294,15 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         cameras: Cameras | None = None
         if args.serve or config is not None:
             cameras = Cameras(None, settings.source_options, everyone, disabled=disabled)
+        metrics: Metrics | None = None
         if args.serve:
             try:
                 host, port = parse_address(args.serve)
                 view = WebView(host, port, list(everyone), args.serve_token)
                 assert cameras is not None
-                view.add_routes(api_routes(cameras))
+                with contextlib.suppress(ImportError):  # /metrics is the service extra's
+                    metrics = Metrics(args.device, args.engine)
+                view.add_routes(api_routes(cameras, metrics))
                 view.start()
             except ValueError as error:
                 parser.error(str(error))
@@ -314,6 +318,8 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             listeners.append(view.frame)
         if cameras is not None:
             shared.append(cameras)  # after the outputs: a removed camera's close them
+        if metrics is not None:
+            shared.append(metrics)
             shown = f"[{host}]" if ":" in host else host
             print(f"live view: http://{shown}:{view.port}/", file=sys.stderr)
         snapshots = None
@@ -347,6 +353,8 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                                        ray_settings, frame_listeners=listeners,
                                        join_on_exit=False, keep_open=args.keep_running)
                 sample_fps = pipeline.bundle.sample_fps
+            if metrics is not None and isinstance(pipeline, Pipeline):
+                metrics.depths = pipeline.mailbox.depths
             if cameras is not None:
                 cameras.engine = pipeline
             if config is not None and cameras is not None and hasattr(signal, "SIGHUP"):
@@ -535,25 +543,32 @@ def _file_sinks(ids: list[str], paths: dict[str, dict[str, Path]], interval: flo
     return PerStream(sinks, added)
 
 
-def _later_output(path: Path, ids: list[str], kind: str) -> Callable[[str], Path] | None:
+def _later_output(given: str, ids: list[str], kind: str) -> Callable[[str], Path] | None:
     """Where a stream added while running writes its ``kind`` output: in the directory that
     the other streams' go to, or standard output; None when the option named one file."""
-    if str(path) == STDOUT:
+    path = Path(given)
+    if given == STDOUT:
         return lambda stream: path
-    if len(ids) > 1 or path.is_dir() or str(path).endswith(("/", "\\")):
+    if len(ids) > 1 or _names_a_directory(given):
         return lambda stream: path / f"{stream}.{kind}"
     return None
 
 
-def _output_paths(path: Path, ids: list[str], kind: str,
+def _names_a_directory(given: str) -> bool:
+    """An existing directory, or a path written with a trailing separator."""
+    return Path(given).is_dir() or given.endswith(("/", "\\"))
+
+
+def _output_paths(given: str, ids: list[str], kind: str,
                   option: str | None = None) -> dict[str, Path]:
     """One file for one source; a directory of STREAM.KIND files otherwise (``option``: the
     command-line option named in errors, by default ``--KIND``)."""
-    if str(path) == STDOUT:
+    path = Path(given)
+    if given == STDOUT:
         if kind != "jsonl":
             raise ValueError(f"--{option or kind} -: only --jsonl writes to standard output")
         return dict.fromkeys(ids, path)
-    as_dir = len(ids) > 1 or path.is_dir() or str(path).endswith(("/", "\\"))
+    as_dir = len(ids) > 1 or _names_a_directory(given)
     if not as_dir:
         return {ids[0]: path}
     if path.exists() and not path.is_dir():
