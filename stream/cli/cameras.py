@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -38,6 +39,8 @@ from stream.events import ENDED, OPENED, RECONNECTING, CaptionEvent, Event, Stat
 from stream.media.sources import Source, SourceOptions, parse_source, redact, stream_ids
 from stream.sinks.base import PerStream, Sink
 from stream.sinks.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # what stream_ids makes: file-name-safe
 _KEYS = {"source", "id", "enabled"}
@@ -105,6 +108,7 @@ class Cameras(Sink):
         self.cameras = {stream: Camera(stream, spec, enabled=stream not in disabled,
                                        state="disabled" if stream in disabled else "starting")
                         for stream, spec in specs.items()}
+        self.on_state: Callable[[str, str], None] | None = None  # told "disabled"
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ requests
@@ -161,7 +165,7 @@ class Cameras(Sink):
             if camera.enabled:
                 camera.enabled = False
                 if not self._stop(camera):
-                    camera.state = "disabled"
+                    self._disabled(camera)
             return camera.to_json()
 
     def enable(self, stream: str) -> dict[str, Any]:
@@ -191,7 +195,7 @@ class Cameras(Sink):
             elif not enabled and camera.enabled:
                 camera.enabled = False
                 if not self._stop(camera):
-                    camera.state = "disabled"
+                    self._disabled(camera)
 
     def readiness(self) -> list[str]:
         """Why the service is not ready (empty: ready): the model is loaded and every enabled
@@ -234,12 +238,24 @@ class Cameras(Sink):
             except CameraError as error:
                 camera.state, camera.error = "failed", str(error)
         elif not camera.enabled:
-            camera.state = "disabled"
+            self._disabled(camera)
         else:
             camera.state = "failed" if event.error else "ended"
             camera.error = event.error
 
     # ------------------------------------------------------------------ helpers
+
+    def _disabled(self, camera: Camera) -> None:
+        camera.state = "disabled"
+        if self.on_state is not None:
+            self.on_state(camera.id, "disabled")
+
+    def switch(self, stream: str, on: bool) -> None:
+        """Enable or disable a camera (MQTT's ON and OFF); a refusal is logged."""
+        try:
+            self.enable(stream) if on else self.disable(stream)
+        except CameraError as error:
+            log.warning("%s %s: %s", stream, "ON" if on else "OFF", error)
 
     def _camera(self, stream: str) -> Camera:
         camera = self.cameras.get(stream)

@@ -138,6 +138,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                           "(mqtts:// for TLS); without pw in the URL, the password is "
                           "$LRCN_MQTT_PASSWORD_FILE's first line or $LRCN_MQTT_PASSWORD "
                           "(not both)")
+    out.add_argument("--no-discovery", action="store_true",
+                     help="with --mqtt: do not announce the cameras to Home Assistant (MQTT "
+                          "discovery, on by default)")
     out.add_argument("--mqtt-frames", action="store_true",
                      help="with --mqtt: publish every sampled frame's caption too, on "
                           "TOPIC/STREAM/frames (ten messages a second per camera)")
@@ -334,7 +337,11 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             try:
                 topics = {stream: c.topic for stream, c in zip(configured, cameras_configured,
                                                                strict=True) if c.topic}
-                mqtt = MqttSink(args.mqtt, frames=args.mqtt_frames, topics=topics)
+                mqtt = MqttSink(args.mqtt, frames=args.mqtt_frames, topics=topics,
+                                discovery=not args.no_discovery,
+                                on_set=cameras.switch if cameras is not None else None)
+                if cameras is not None:
+                    cameras.on_state = mqtt.camera_state
             except ImportError as error:
                 print(f"error: {error}", file=sys.stderr)
                 return exits.USAGE

@@ -8,6 +8,15 @@ Topics, per stream (``STREAM`` is its id)::
                           retained message clears the broker's: a late consumer gets none)
     TOPIC/STREAM/status   opened, reconnecting, dropped, ended
     TOPIC/STREAM/frames   every sampled frame's caption, only when asked for (``--mqtt-frames``)
+    TOPIC/STREAM/state    online, reconnecting, offline or disabled (retained)
+    TOPIC/STREAM/set      ON or OFF, sent by others: enables or disables the camera (a service)
+    TOPIC/availability    online, or offline (retained; the broker's last will says offline
+                          for a service that vanishes)
+    homeassistant/sensor/lrcn_STREAM/config   Home Assistant's MQTT discovery: a sensor per
+                          camera whose state is its caption shown, available while both the
+                          service and the camera are online (retained; --no-discovery: none)
+
+A camera with a ``topic`` of its own (the config file) uses it instead of ``TOPIC/STREAM``.
 
 Each message but the retained caption is one JSON object (the JSON Lines form, plus ``seq``),
 published with QoS 1: the broker acknowledges each, and unacknowledged messages are sent again
@@ -44,17 +53,20 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from stream.errors import reason
-from stream.events import ENDED, RECONNECTING, CaptionEvent, Event, SettledEvent
+from stream.events import ENDED, OPENED, RECONNECTING, CaptionEvent, Event, SettledEvent
 from stream.media.sources import redact
 from stream.sinks.base import Sink
 from stream.sinks.jsonl import event_json
@@ -66,6 +78,8 @@ _INFLIGHT = 20  # messages sent and not yet acknowledged, at most
 _CLOSE_TIMEOUT = 10.0  # seconds close() waits for the last acknowledgements
 _WARN_EVERY = 5.0  # seconds between log lines about the same trouble
 _MQTT_EXTRA = "pip install 'lrcn-stream[mqtt]'"
+_STATES = {OPENED: "online", RECONNECTING: "reconnecting", ENDED: "offline"}
+DISCOVERY_PREFIX = "homeassistant"  # Home Assistant's default discovery prefix
 PASSWORD_ENV = "LRCN_MQTT_PASSWORD"
 PASSWORD_FILE_ENV = "LRCN_MQTT_PASSWORD_FILE"
 
@@ -147,6 +161,8 @@ class MqttSink(Sink):
         queue_limit: messages held while the broker cannot be reached, at most.
         frames: publish every per-frame caption too, on ``TOPIC/STREAM/frames``.
         topics: stream id -> the topic its messages go under instead of ``TOPIC/STREAM``.
+        discovery: announce each camera to Home Assistant (MQTT discovery, retained).
+        on_set: called with (camera, on) for an ON or OFF on its set topic.
 
     Raises:
         ValueError: the URL is malformed or the password's file unreadable (a broker that
@@ -155,7 +171,9 @@ class MqttSink(Sink):
     """
 
     def __init__(self, url: str | MqttTarget, queue_limit: int = _QUEUE_LIMIT,
-                 frames: bool = False, topics: Mapping[str, str] | None = None) -> None:
+                 frames: bool = False, topics: Mapping[str, str] | None = None,
+                 discovery: bool = False,
+                 on_set: Callable[[str, bool], None] | None = None) -> None:
         try:
             import paho.mqtt.client as mqtt
         except ImportError as error:
@@ -172,6 +190,11 @@ class MqttSink(Sink):
         self._shown: dict[str, str] = {}  # the caption last retained for each stream
         self.frames = frames
         self.topics = dict(topics or {})
+        self.discovery = discovery
+        self.on_set = on_set
+        self.availability = f"{self.target.topic}/availability"
+        self._known: set[str] = set()  # cameras seen (announced, with discovery)
+        self._state: dict[str, str] = {}  # each camera's state as last retained
         self._connected_once = False
         client_id = f"lrcn-stream-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
@@ -187,6 +210,9 @@ class MqttSink(Sink):
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
+        self._client.on_message = self._on_message
+        # The broker says "offline" for a service that vanishes (killed, its network lost).
+        self._client.will_set(self.availability, "offline", qos=1, retain=True)
         self._client.connect_async(self.target.host, self.target.port, keepalive=30)
         self._client.loop_start()
         self._open = True
@@ -195,6 +221,10 @@ class MqttSink(Sink):
         if not self._open:
             raise ValueError(f"{self.name}: sink is closed")
         base = self._base(event.stream)
+        if event.stream not in self._known:
+            self._known.add(event.stream)
+            if self.discovery:
+                self._discover(event.stream)
         if isinstance(event, CaptionEvent):
             if event.shown is not None:
                 self._show(event.stream, event.shown)
@@ -205,13 +235,40 @@ class MqttSink(Sink):
         else:
             if event.kind in (RECONNECTING, ENDED):
                 self._show(event.stream, "")  # nothing is shown until it is back
+            disabled = event.kind == ENDED and self._state.get(event.stream) == "disabled"
+            if event.kind in _STATES and not disabled:  # a disabled camera's end: still that
+                self.camera_state(event.stream, _STATES[event.kind])
             self._publish(f"{base}/status", event)
+
+    def camera_state(self, stream: str, state: str) -> None:
+        """Retain ``stream``'s state (online, reconnecting, offline, disabled) on its state
+        topic, when it changed."""
+        if self._state.get(stream) != state:
+            self._state[stream] = state
+            self._send(f"{self._base(stream)}/state", state, retain=True)
 
     def _show(self, stream: str, caption: str) -> None:
         """Retain ``caption`` as ``stream``'s caption shown now, when it changed."""
         if caption != self._shown.get(stream, ""):
             self._shown[stream] = caption
             self._send(f"{self._base(stream)}/caption", caption, retain=True)
+
+    def _discover(self, stream: str) -> None:
+        """Home Assistant's MQTT discovery: a sensor whose state is the caption shown."""
+        node = "lrcn_" + re.sub(r"[^A-Za-z0-9_-]", "_", stream)
+        base = self._base(stream)
+        config = {
+            "name": stream, "unique_id": node, "object_id": node, "icon": "mdi:cctv",
+            # The events' records as attributes: the caption's log-probability and time.
+            "state_topic": f"{base}/caption", "json_attributes_topic": f"{base}/events",
+            "availability": [
+                {"topic": self.availability},  # online / offline: the service's, with its will
+                {"topic": f"{base}/state", "payload_available": "online",
+                 "payload_not_available": "offline"}],
+            "availability_mode": "all",
+            "device": {"identifiers": [node], "name": f"lrcn-stream {stream}",
+                       "manufacturer": "lrcn-stream", "model": "live captions"}}
+        self._send(f"{DISCOVERY_PREFIX}/sensor/{node}/config", json.dumps(config), retain=True)
 
     def _base(self, stream: str) -> str:
         return self.topics.get(stream) or f"{self.target.topic}/{stream}"
@@ -223,18 +280,37 @@ class MqttSink(Sink):
 
     def _send(self, topic: str, payload: str, retain: bool = False) -> None:
         info = self._client.publish(topic, payload, qos=1, retain=retain)
-        if info.rc == self._mqtt.MQTT_ERR_QUEUE_SIZE:
-            self.dropped += 1
-            self._warn("queue", f"MQTT {self.name}: {self.dropped} message(s) dropped so far, "
-                                f"the broker has been away for too long")
+        with self._lock:  # also called from the client's thread (on connect)
+            if info.rc == self._mqtt.MQTT_ERR_QUEUE_SIZE:
+                self.dropped += 1
+                dropped = self.dropped
+            else:
+                self.sent += 1
+                return
+        self._warn("queue", f"MQTT {self.name}: {dropped} message(s) dropped so far, "
+                            f"the broker has been away for too long")
+
+    def _on_message(self, client: object, userdata: object, message: Any) -> None:
+        """``TOPIC/STREAM/set`` (or a camera's own ``TOPIC/set``): ON or OFF."""
+        topic = str(message.topic).removesuffix("/set")
+        stream = next((s for s, t in self.topics.items() if t == topic), None)
+        if stream is None and topic.startswith(f"{self.target.topic}/"):
+            stream = topic[len(self.target.topic) + 1:]
+        command = bytes(message.payload).decode(errors="replace").strip().upper()
+        if stream is None or "/" in stream or command not in ("ON", "OFF"):
+            self._warn("set", f"MQTT {self.name}: ignored {message.topic!s}: expected ON or "
+                              f"OFF on TOPIC/CAMERA/set")
             return
-        self.sent += 1
+        if self.on_set is not None:  # off the client's thread: enabling may take a moment
+            threading.Thread(target=self.on_set, args=(stream, command == "ON"),
+                             name="mqtt-set", daemon=True).start()
 
     def close(self) -> None:
         """Wait (at most a bounded time) for the broker's acknowledgements, then disconnect."""
         if not self._open:
             return
         self._open = False
+        self._send(self.availability, "offline", retain=True)  # a clean end, said
         deadline = time.monotonic() + _CLOSE_TIMEOUT
         while self.acknowledged < self.sent and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -251,6 +327,11 @@ class MqttSink(Sink):
             self._warn("connect", f"MQTT {self.name}: the broker refused the connection ({code})")
             return
         self._warned.clear()
+        self._send(self.availability, "online", retain=True)
+        if self.on_set is not None:
+            self._client.subscribe(f"{self.target.topic}/+/set", qos=1)
+            for topic in self.topics.values():
+                self._client.subscribe(f"{topic}/set", qos=1)
         again = " again" if self._connected_once else ""
         self._connected_once = True
         log.info("MQTT %s: connected%s", self.name, again)

@@ -70,7 +70,7 @@ def by_stream(messages):
     """Each stream's numbered messages (events, statuses, frames), in the order they came."""
     streams: dict[str, list[dict]] = {}
     for topic, payload in messages:
-        if isinstance(payload, dict):
+        if isinstance(payload, dict) and "seq" in payload:
             streams.setdefault(topic.split("/")[-2], []).append(payload)
     return streams
 
@@ -196,7 +196,7 @@ def test_every_event_arrives_in_order_per_stream_and_credentials_stay_hidden(bro
         assert [{k: v for k, v in m.items() if k != "seq"} for m in got] == events
     assert sum(m["type"] == "caption" for m in received["shapes_s5_00000"]) == 89
     topics = {topic.split("/")[-1] for topic, _ in subscriber.received()}
-    assert topics == {"events", "status", "frames", "caption"}
+    assert topics == {"events", "status", "frames", "caption", "state", "availability"}
     assert "s3cret" not in result.stderr + result.stdout
     assert "MQTT mqtt://***@127.0.0.1" in result.stderr
 

@@ -89,7 +89,8 @@ def _hashed(password: str) -> str:
 
 class Subscriber:
     """A persistent-session QoS 1 subscriber to ``topic/#`` that reconnects by itself. It keeps
-    JSON messages as dicts and the retained captions (plain text) as strings."""
+    JSON messages as dicts and the plain-text ones (captions, states, availability) as
+    strings."""
 
     def __init__(self, port: int, topic: str = "lrcn/events",
                  credentials: tuple[str, str] | None = None,
@@ -112,7 +113,8 @@ class Subscriber:
 
     def _keep(self, client: object, userdata: object, message: Any) -> None:
         text = message.payload.decode()
-        payload = text if message.topic.endswith("/caption") else json.loads(text)
+        numbered = message.topic.rsplit("/", 1)[-1] in ("events", "status", "frames")
+        payload = json.loads(text) if numbered or message.topic.endswith("/config") else text
         with self._lock:
             self.messages.append((message.topic, payload))
 
@@ -126,7 +128,8 @@ class Subscriber:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             got = self.received()
-            if len({(t, m["seq"]) for t, m in got if isinstance(m, dict)}) >= count:
+            if len({(t, m["seq"]) for t, m in got if isinstance(m, dict) and "seq" in m}) \
+                    >= count:
                 return got
             time.sleep(0.1)
         return self.received()
