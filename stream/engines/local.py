@@ -136,9 +136,10 @@ class Pipeline:
             if self.join_on_exit:
                 self.close()
 
-    def add(self, stream: str, source: Source) -> None:
+    def add(self, stream: str, source: Source, resume: Resume | None = None) -> None:
         """Caption ``source`` as ``stream`` from now on (its first frame resets its state),
         next to the streams running; before the iteration starts, it starts with them.
+        ``resume``: it carries on a stream captioned elsewhere (see :class:`Resume`).
 
         Raises:
             ValueError: a stream of that id is running, or still stopping (try again).
@@ -156,7 +157,7 @@ class Pipeline:
                 old.join(_JOIN_TIMEOUT)
                 if old.is_alive() or not self.mailbox.wait_gone(stream, _JOIN_TIMEOUT):
                     raise ValueError(f"{stream}: a stream of that id is still stopping")
-            decoder = self._register(stream, source, None)
+            decoder = self._register(stream, source, resume)
             if self._running:
                 decoder.start()
             self._retired = [d for d in self._retired if d.is_alive()]  # bounded under churn

@@ -23,9 +23,10 @@ incarnation (a restart, up to :attr:`RaySettings.max_restarts` times): its strea
 the new actor with a reset, indexes going on after the last one the driver received (none is
 emitted twice), files from the frame after the last caption received, live sources at their
 present. An actor that stays unreachable is asked again every :data:`_RECONNECT_DELAY` s until
-Ray answers or declares it dead. Other actors are not touched. When restarts are used up, its
-streams end with an error and the rest go on. :meth:`RayPipeline.close` stops the actors within
-a bounded time.
+Ray answers or declares it dead. Other actors are not touched. When its restarts are used up,
+its streams move to the other actors (each to the one with the fewest streams), carrying on as
+after a restart; with no actor left, they end with an error. :meth:`RayPipeline.close` stops
+the actors within a bounded time.
 
 The bundle travels to the actors through Ray's object store, so the nodes of a cluster need the
 package (``pip install 'lrcn-stream[ray]'``) but not the model; video files must be readable at
@@ -174,8 +175,9 @@ class LiveWorker:
         self._thread.start()
         return self._where(fresh=True)
 
-    def add(self, stream: str, source: Source) -> None:
-        """Caption ``source`` as ``stream`` too, next to this actor's streams.
+    def add(self, stream: str, source: Source, resume: Resume | None = None) -> None:
+        """Caption ``source`` as ``stream`` too, next to this actor's streams (``resume``: where
+        it carries on, for a stream that moves here from an actor that died).
 
         Raises:
             RuntimeError: not started.
@@ -183,7 +185,7 @@ class LiveWorker:
         """
         if self._pipeline is None:
             raise RuntimeError("the worker has not started")
-        self._pipeline.add(stream, source)
+        self._pipeline.add(stream, source, resume)
         self._streams = self._streams | {stream}
 
     def remove(self, stream: str) -> bool:
@@ -463,6 +465,32 @@ class RayPipeline:
                     self._calls[owner.handle.remove.remote(stream)] = (owner, "remove", stream)
             yield from ()
 
+    def _move_or_end(self, dead: _Worker, message: str) -> Generator[StreamEvent, None, None]:
+        """The streams of an actor that died for good move to the others (each to the one with
+        the fewest streams), carrying on after the last caption received, with a reset; with
+        no actor left, they end with ``message``."""
+        for stream in sorted(dead.open):
+            alive = [w for w in self._workers if not w.dead]
+            if not alive or stream in dead.removing:
+                yield self._ended(stream, message) if not alive else self._status(
+                    stream, ENDED, "removed")
+                with self._lock:
+                    self._running.discard(stream)
+                continue
+            target = min(alive, key=lambda w: (len(w.open), w.number))
+            source = dead.sources[stream]
+            received = self.received[stream]
+            yield self._lost(stream, f"{message}; moving to worker {target.number}")
+            received.dropped_before, received.reconnects_before = (received.dropped,
+                                                                   received.reconnects)
+            last = received.last
+            resume = None if last is None else Resume(last.index + 1, last.pts, last.decoded_at)
+            target.sources[stream] = source
+            target.open.add(stream)
+            self._calls[target.handle.add.remote(stream, source, resume)] = (target, "add",
+                                                                              stream)
+        dead.open.clear()
+
     def _call_done(self, ref: Any, worker: _Worker, call: str,
                    stream: str) -> Generator[StreamEvent, None, None]:
         """An add or a remove answered. A stream the actor refused ends with the error; an
@@ -532,11 +560,7 @@ class RayPipeline:
                        f"({worker.restarts} restart(s) used): {why}")
             log.error("%s", message)
             worker.dead = True
-            for stream in sorted(worker.open):
-                yield self._ended(stream, message)
-            with self._lock:
-                self._running -= worker.open
-            worker.open.clear()
+            yield from self._move_or_end(worker, message)
             return
         if call == "start":
             yield from self._started_on(worker, result)

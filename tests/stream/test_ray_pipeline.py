@@ -129,29 +129,52 @@ def test_a_killed_actor_is_restarted_and_its_streams_resume_without_repeating(tm
     assert engine.placement()[file][1] != killed
 
 
-def test_when_restarts_are_used_up_those_streams_end_with_an_error_and_the_rest_go_on():
+def test_when_restarts_are_used_up_the_streams_move_to_another_actor():
     sources = parse_sources([CAMERA, OTHER_CAMERA])
     engine = RayPipeline(sources, DEFAULT_BUNDLE, "cpu",
                          ray_settings=RaySettings(workers=2, max_restarts=0))
     victim, survivor = "lavfi", "lavfi-2"
-    survived, ended = 0, None
+    moved = None
+    indexes: dict[str, list[int]] = {victim: [], survivor: []}
+    resets_after_move = []
     with_time = time.monotonic()
     for event in engine:
-        if isinstance(event, CaptionEvent) and event.stream == victim and event.index == 10:
-            _kill(engine, victim)
+        if isinstance(event, CaptionEvent):
+            indexes[event.stream].append(event.index)
+            if event.stream == victim and event.index == 10 and moved is None:
+                _kill(engine, victim)
+            if moved is not None and event.stream == victim:
+                resets_after_move.append(event.reset)
+                if len(resets_after_move) == 10:
+                    break
+        elif isinstance(event, StatusEvent) and event.stream == victim:
+            assert event.kind != ENDED, event  # it moves, it does not end
+            if "moving to worker" in event.message:
+                moved = event
+        assert time.monotonic() - with_time < 120
+    engine.close()
+    assert moved is not None and moved.kind == RECONNECTING
+    assert "worker 1 died and cannot be restarted" in moved.message
+    assert moved.message.endswith("moving to worker 2")
+    assert resets_after_move[0] and not any(resets_after_move[1:])  # a reset at the move
+    assert indexes[victim] == sorted(set(indexes[victim]))  # none twice, in order
+    assert engine.placement()[victim][0] == engine.placement()[survivor][0] == 2
+    assert len(indexes[survivor]) > 10  # the survivor went on
+
+
+def test_with_no_actor_left_the_streams_end_with_an_error():
+    engine = RayPipeline(parse_sources([CAMERA]), DEFAULT_BUNDLE, "cpu",
+                         ray_settings=RaySettings(workers=1, max_restarts=0))
+    ended = None
+    for event in engine:
+        if isinstance(event, CaptionEvent) and event.index == 10:
+            _kill(engine, event.stream)
         if isinstance(event, StatusEvent) and event.kind == ENDED:
             ended = event
-        if ended is not None and isinstance(event, CaptionEvent) and event.stream == survivor:
-            survived += 1
-            if survived == 20:
-                break
-        assert time.monotonic() - with_time < 120
     started = time.monotonic()
     engine.close()
     assert time.monotonic() - started < 20
-    assert ended.stream == victim
-    assert "worker 1 died and cannot be restarted" in ended.error
-    assert survived == 20
+    assert ended is not None and "worker 1 died and cannot be restarted" in ended.error
 
 
 def test_an_rtsp_camera_resumes_on_the_restarted_actor(tmp_path):
