@@ -362,6 +362,7 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 sample_fps = pipeline.bundle.sample_fps
             if metrics is not None and isinstance(pipeline, Pipeline):
                 metrics.depths = pipeline.mailbox.depths
+                pipeline.batch_listeners.append(metrics.batch)
             if cameras is not None:
                 cameras.engine = pipeline
             if config is not None and cameras is not None and hasattr(signal, "SIGHUP"):

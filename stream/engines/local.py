@@ -25,7 +25,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 
 import numpy as np
 
@@ -96,6 +96,7 @@ class Pipeline:
         self.worker = threading.Thread(target=self._work, name="inference", daemon=True)
         self.worker_error: BaseException | None = None
         self.frame_listeners = list(frame_listeners)
+        self.batch_listeners: list[Callable[[int], None]] = []  # called with each batch's frames
         self.join_on_exit = join_on_exit
         self._started = False
         self._running = False  # the decoders were started: those added later start at once
@@ -232,6 +233,9 @@ class Pipeline:
             batch = self.mailbox.take(settings.max_batch, settings.max_wait_ms / 1000)
             if batch is None:
                 break
+            frames = sum(isinstance(item, FrameItem) for item in batch)
+            for listener in self.batch_listeners if frames else ():
+                listener(frames)
             for event in self._caption(batch, last_text):
                 if not self._emit(event):
                     return

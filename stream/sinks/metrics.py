@@ -11,6 +11,7 @@ events every sink sees, with prometheus_client; a camera's series carry the labe
     lrcn_caption_events_total{camera}      settled events begun (new)
     lrcn_caption_latency_seconds{camera}   decode to caption (histogram)
     lrcn_queue_frames{camera}              frames queued for the model now (local engine)
+    lrcn_batch_frames                      frames per encoder batch (histogram; local engine)
     lrcn_model_info{device, engine}        1, labelled with where the model runs
 
 Counters only ever go up: a camera removed keeps its series (Prometheus sees them end).
@@ -61,6 +62,9 @@ class Metrics(Sink):
             buckets=_LATENCY_BUCKETS, registry=self.registry)
         queued = prometheus.Gauge("lrcn_queue_frames", "Frames queued for the model now",
                                   ["camera"], registry=self.registry)
+        self.batches = prometheus.Histogram(
+            "lrcn_batch_frames", "Frames per batch of the model", buckets=(1, 2, 4, 8, 16, 32),
+            registry=self.registry)
         info = prometheus.Gauge("lrcn_model_info", "Where the model runs",
                                 ["device", "engine"], registry=self.registry)
         info.labels(device=device, engine=engine).set(1)
@@ -105,6 +109,10 @@ class Metrics(Sink):
                 event.reconnects - reconnects)
         self._seen[event.stream] = (max(dropped, event.dropped),
                                     max(reconnects, event.reconnects))
+
+    def batch(self, frames: int) -> None:
+        """The local engine's batch listener."""
+        self.batches.observe(frames)
 
     def exposition(self) -> bytes:
         """The metrics in Prometheus's text format (queue depths read now)."""

@@ -55,6 +55,8 @@ def test_the_metrics_count_what_the_jsonl_holds(tmp_path):
         sum(e["latency_ms"] for e in captions) / 1000, rel=1e-6)
     assert found[("lrcn_reconnects_total", camera)] == 0
     assert found[("lrcn_model_info", "")] == 1
+    assert found[("lrcn_batch_frames_sum", "")] == len(captions)  # every frame in a batch
+    assert 1 <= found[("lrcn_batch_frames_count", "")] <= len(captions)
 
 
 def test_ready_once_the_model_is_loaded_and_every_enabled_camera_has_opened():
