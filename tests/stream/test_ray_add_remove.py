@@ -12,6 +12,7 @@ from stream.events import ENDED, CaptionEvent, StatusEvent
 from stream.media.sources import SourceOptions, parse_source
 from stream.paths import DEFAULT_BUNDLE
 from tests.media import write_video
+from tests.stream.test_add_remove import add_then_remove
 from tests.tools.local_ray import local_ray  # noqa: F401 - the module's Ray
 
 FRAMES = 60  # 6 s at 10 fps, played in real time: the test acts while every stream runs
@@ -36,28 +37,7 @@ def test_on_ray_a_stream_added_then_removed_leaves_the_others_untouched(videos):
     a, b, c = videos
     engine = RayPipeline({"a": source(a), "b": source(b)}, DEFAULT_BUNDLE, device="cpu",
                          settings=SETTINGS, ray_settings=RaySettings(workers=2, max_restarts=0))
-    captions: dict[str, list[CaptionEvent]] = {"a": [], "b": [], "c": []}
-    ended: dict[str, list[StatusEvent]] = {"a": [], "b": [], "c": []}
-    after_end = 0
-    for event in engine:
-        if isinstance(event, CaptionEvent):
-            captions[event.stream].append(event)
-            after_end += bool(ended["c"]) and event.stream == "c"
-            if event.stream == "a" and event.index == 5:
-                engine.add("c", source(c))
-            if event.stream == "c" and event.index == 5:
-                engine.remove("c")
-        elif isinstance(event, StatusEvent) and event.kind == ENDED:
-            ended[event.stream].append(event)
-    for stream in "ab":
-        assert [e.index for e in captions[stream]] == list(range(FRAMES))  # no gap
-        assert [e.index for e in captions[stream] if e.reset] == [0]  # no reset
-        assert [e.error for e in ended[stream]] == [None]
-    added = [e.index for e in captions["c"]]
-    assert added == list(range(len(added))) and 6 <= len(added) < FRAMES
-    assert captions["c"][0].reset
-    [removed] = ended["c"]
-    assert removed.message == "removed" and removed.error is None and after_end == 0
+    add_then_remove(engine, source(c), FRAMES)
     placement = engine.placement()
     assert placement["c"][0] in (placement["a"][0], placement["b"][0])  # an actor of theirs
 
