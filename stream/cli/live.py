@@ -363,6 +363,7 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             if metrics is not None and isinstance(pipeline, Pipeline):
                 metrics.depths = pipeline.mailbox.depths
                 pipeline.batch_listeners.append(metrics.batch)
+                metrics.decoders = pipeline.decoded
             if cameras is not None:
                 cameras.engine = pipeline
             if config is not None and cameras is not None and hasattr(signal, "SIGHUP"):

@@ -50,7 +50,7 @@ import av
 from stream.engines.mailbox import FrameItem, Mailbox
 from stream.errors import MediaError
 from stream.events import ENDED, OPENED, RECONNECTING, StatusEvent
-from stream.media.frames import decode_sampled, use_file_threading, video_stream
+from stream.media.frames import FrameCounter, decode_sampled, use_file_threading, video_stream
 from stream.media.hwaccel import report_software_fallback
 from stream.media.sources import PipeReader, Source, open_pipe, open_source, redact
 
@@ -134,6 +134,7 @@ class Decoder(threading.Thread):
         self.halt = stop if halt is None else halt  # set on a bug: the whole pipeline stops
         self.error: BaseException | None = None
         self.index = 0  # sampled frames queued so far
+        self.decoded = FrameCounter()  # frames decoded, sampled or not, over every opening
         self.reconnects = 0
         self._last: tuple[float, float] | None = None  # (pts, monotonic time) of the last frame
         self._frames_since_open = 0
@@ -224,7 +225,7 @@ class Decoder(threading.Thread):
                         video: av.VideoStream) -> Iterator[av.Packet]:
                 return retried_packets(container, video, self.source.read_timeout, self.stop)
         frames = decode_sampled(self._open, self.source.name, self.sample_fps, self.size,
-                                self.source.start, self._opened, packets)
+                                self.source.start, self._opened, packets, self.decoded)
         for frame in frames:
             if pace is not None and not pace.wait(frame.time, self.stop):
                 return None

@@ -180,6 +180,11 @@ class Pipeline:
             decoder.stop.set()
             self._retired.append(self.decoders.pop(stream))
 
+    def decoded(self) -> dict[str, int]:
+        """Frames decoded so far by each running stream's decoder (sampled or not)."""
+        with self._lock:
+            return {stream: d.decoded.decoded for stream, d in self.decoders.items()}
+
     def close(self) -> None:
         """Stop every thread and wait for them, at most a bounded time."""
         self._stop_all()

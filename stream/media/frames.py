@@ -146,6 +146,7 @@ def decode_sampled(
     opened: Callable[[av.container.InputContainer, av.VideoStream], None] | None = None,
     packets: Callable[[av.container.InputContainer, av.VideoStream],
                       Iterable[av.Packet]] | None = None,
+    counter: FrameCounter | None = None,
 ) -> Iterator[SampledFrame]:
     """The one media path: open an input, seek to ``first`` seconds, sample on the grid,
     count and convert. The live decoder (start and resume), the archive's tasks and
@@ -162,6 +163,8 @@ def decode_sampled(
             threading, a status).
         packets: the packets to decode instead of the container's demuxing (a webcam's
             retried reads), from (container, video).
+        counter: counts every decoded frame, sampled or not (a caller's, to go on across
+            openings; the live decoder's metrics).
 
     Frames leave with ``index`` counted from 0 over this call. Stopping the iteration closes
     the input.
@@ -170,7 +173,8 @@ def decode_sampled(
         MediaError: naming ``name``: the input cannot be opened, seeks fail, decoding fails
             ("decode failed after N frames"), or it has no decodable video frame.
     """
-    counter = FrameCounter()
+    counter = counter if counter is not None else FrameCounter()
+    before = counter.decoded  # what this call decodes is counted from here
     index = 0
 
     def decode(seek: bool) -> Iterator[SampledFrame]:
@@ -187,15 +191,15 @@ def decode_sampled(
                                        rgb=frame_to_rgb(frame, size, reformatter))
                     index += 1
             except (av.FFmpegError, OSError) as error:
-                raise MediaError(f"{name}: decode failed after {counter.decoded} frames "
-                                 f"({reason(error)})") from error
+                raise MediaError(f"{name}: decode failed after {counter.decoded - before} "
+                                 f"frames ({reason(error)})") from error
 
     try:
         yield from decode(seek=True)
     except UnseekableError as error:  # raised before any frame: decoded from the start
         log.info("%s; decoding from the start to %.3f s", error, first)
         yield from decode(seek=False)
-    if counter.decoded == 0:
+    if counter.decoded == before:
         raise MediaError(f"{name}: no decodable video frames")
 
 

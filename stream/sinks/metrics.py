@@ -3,6 +3,7 @@ events every sink sees, with prometheus_client; a camera's series carry the labe
 
 ::
 
+    lrcn_frames_decoded_total{camera}      frames decoded, sampled or not (local engine)
     lrcn_frames_sampled_total{camera}      sampled frames: captioned or dropped
     lrcn_frames_captioned_total{camera}    frames captioned
     lrcn_frames_dropped_total{camera}      frames dropped to keep up (live sources)
@@ -51,6 +52,7 @@ class Metrics(Sink):
         self._prometheus = prometheus
         self.registry = prometheus.CollectorRegistry()
         counter = self._counter
+        self.decoded = counter("lrcn_frames_decoded", "Frames decoded, sampled or not")
         self.sampled = counter("lrcn_frames_sampled", "Sampled frames: captioned or dropped")
         self.captioned = counter("lrcn_frames_captioned", "Frames captioned")
         self.dropped = counter("lrcn_frames_dropped", "Frames dropped to keep up")
@@ -69,6 +71,8 @@ class Metrics(Sink):
                                 ["device", "engine"], registry=self.registry)
         info.labels(device=device, engine=engine).set(1)
         self.depths = depths
+        self.decoders: Callable[[], dict[str, int]] | None = None  # frames decoded per stream
+        self._decoded: dict[str, int] = {}  # as last read: a decoder that restarts counts anew
         self._queued = queued
         self._seen: dict[str, tuple[int, int]] = {}  # camera -> (dropped, reconnects) counted
         self._lock = threading.Lock()
@@ -119,6 +123,12 @@ class Metrics(Sink):
         if self.depths is not None:
             for camera, frames in self.depths().items():
                 self._queued.labels(camera=camera).set(frames)
+        if self.decoders is not None:
+            for camera, frames in self.decoders().items():
+                last = self._decoded.get(camera, 0)
+                self.decoded.labels(camera=camera).inc(frames - last if frames >= last
+                                                       else frames)  # a new decoder: anew
+                self._decoded[camera] = frames
         with self._lock:
             return bytes(self._prometheus.generate_latest(self.registry))
 

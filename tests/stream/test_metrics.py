@@ -8,6 +8,7 @@ import signal
 import urllib.error
 import urllib.request
 
+import av
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -55,6 +56,10 @@ def test_the_metrics_count_what_the_jsonl_holds(tmp_path):
         sum(e["latency_ms"] for e in captions) / 1000, rel=1e-6)
     assert found[("lrcn_reconnects_total", camera)] == 0
     assert found[("lrcn_model_info", "")] == 1
+    # The sample: 30 fps sampled at 10; every frame decoded (H.264 is not intra-only).
+    with av.open(str(SAMPLE_VIDEO)) as container:
+        frames = sum(1 for _ in container.decode(video=0))
+    assert found[("lrcn_frames_decoded_total", camera)] == frames == 265
     assert found[("lrcn_batch_frames_sum", "")] == len(captions)  # every frame in a batch
     assert 1 <= found[("lrcn_batch_frames_count", "")] <= len(captions)
 
