@@ -4,8 +4,8 @@ the others go on, over HTTP on the live view's server (``--serve``, the same tok
 ::
 
     GET    /api/cameras               every camera: id, source (credentials hidden), state,
-                                      enabled, frames, captioned fps, dropped, reconnects,
-                                      the caption shown, error
+                                      enabled, frames, decoded and captioned fps, dropped,
+                                      reconnects, the caption shown, error
     POST   /api/cameras               add one: {"source": "...", "id": "...", "enabled": true}
                                       ("source" alone is enough: the id then follows the
                                       stream-id rule); 201 with the camera, 400 or 409 with why
@@ -79,10 +79,11 @@ class Camera:
     restart: Source | None = None  # to start on once its stream has ended (a new source)
     since: float = field(default_factory=time.monotonic)  # frames counted from here
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, decoded: int | None = None) -> dict[str, Any]:
         elapsed = time.monotonic() - self.since
+        fps_in = None if decoded is None or elapsed <= 0 else round(decoded / elapsed, 2)
         return {"id": self.id, "source": redact(self.spec), "state": self.state,
-                "enabled": self.enabled, "frames": self.frames,
+                "enabled": self.enabled, "frames": self.frames, "decoded_fps": fps_in,
                 "captioned_fps": round(self.frames / elapsed, 2) if elapsed > 0 else 0.0,
                 "dropped": self.dropped, "reconnects": self.reconnects,
                 "caption": self.caption, "error": self.error}
@@ -114,8 +115,13 @@ class Cameras(Sink):
     # ------------------------------------------------------------------ requests
 
     def describe(self) -> list[dict[str, Any]]:
+        """Every camera's JSON; ``decoded_fps`` (frames decoded a second, sampled or not) where
+        the engine counts them (the local one), else null."""
+        counts = getattr(self.engine, "decoded", None)
+        decoded: dict[str, int] = counts() if callable(counts) else {}
         with self._lock:
-            return [camera.to_json() for camera in self.cameras.values()]
+            return [camera.to_json(decoded.get(camera.id) if callable(counts) else None)
+                    for camera in self.cameras.values()]
 
     def add(self, request: object) -> dict[str, Any]:
         """Add the camera a request describes; its JSON.

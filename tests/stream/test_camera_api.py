@@ -64,8 +64,10 @@ def test_cameras_come_and_go_while_another_keeps_captioning(tmp_path, engine):
                                  "--jsonl", f"{out}/")
     base = url.rstrip("/")
     try:
-        until(base, lambda c: {c["lavfi"]["state"], c["lavfi-2"]["state"]} == {"live"},
-              "the command line's cameras live")
+        listed = until(base, lambda c: {c["lavfi"]["state"], c["lavfi-2"]["state"]} == {"live"},
+                       "the command line's cameras live")
+        fps_in = listed["lavfi"]["decoded_fps"]
+        assert (fps_in is None) if engine == "ray" else (fps_in > 0)  # counted by local only
         # Bad requests: one line each, nothing disturbed.
         assert call(f"{base}/api/cameras", "POST", {"source": LIVE, "id": "lavfi"})[0] == 409
         assert call(f"{base}/api/cameras", "POST", {"source": ""})[0] == 400
@@ -94,6 +96,10 @@ def test_cameras_come_and_go_while_another_keeps_captioning(tmp_path, engine):
     kept = [e for e in records(out / "lavfi.jsonl") if e["type"] == "caption"]
     assert [e["index"] for e in kept] == list(range(len(kept))) and len(kept) >= 20  # no gap
     assert [e["index"] for e in kept if e["reset"]] == [0]  # no reset
+    # The other camera of the start, until it was removed: no gap, no reset either.
+    other = [e for e in records(out / "lavfi-2.jsonl") if e["type"] == "caption"]
+    assert [e["index"] for e in other] == list(range(len(other))) and len(other) >= 5
+    assert [e["index"] for e in other if e["reset"]] == [0]
     for removed in ("lavfi-2", "lavfi-3"):  # closed complete: their last records say so
         lines = records(out / f"{removed}.jsonl")
         ended = [e for e in lines if e["type"] == "status" and e["kind"] == "ended"]
