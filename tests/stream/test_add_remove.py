@@ -22,11 +22,15 @@ def loaded():
     return open_bundle(DEFAULT_BUNDLE, SessionSettings(device="cpu", threads=1))
 
 
+def three_videos(folder, frames: int):
+    """a.mp4, b.mp4 and c.mp4: ``frames`` frames at 10 fps each (every one sampled)."""
+    return [write_video(folder / f"{name}.mp4", frames=frames, fps=10, seed=seed)
+            for seed, name in enumerate("abc")]
+
+
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("videos")
-    return [write_video(folder / f"{name}.mp4", frames=FRAMES, fps=10, seed=seed)
-            for seed, name in enumerate("abc")]
+    return three_videos(tmp_path_factory.mktemp("videos"), FRAMES)
 
 
 def source(path):

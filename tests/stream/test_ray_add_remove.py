@@ -11,8 +11,7 @@ from stream.engines.settings import PipelineSettings
 from stream.events import ENDED, CaptionEvent, StatusEvent
 from stream.media.sources import SourceOptions, parse_source
 from stream.paths import DEFAULT_BUNDLE
-from tests.media import write_video
-from tests.stream.test_add_remove import add_then_remove
+from tests.stream.test_add_remove import add_then_remove, three_videos
 from tests.tools.local_ray import local_ray  # noqa: F401 - the module's Ray
 
 FRAMES = 60  # 6 s at 10 fps, played in real time: the test acts while every stream runs
@@ -24,9 +23,7 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("videos")
-    return [write_video(folder / f"{name}.mp4", frames=FRAMES, fps=10, seed=seed)
-            for seed, name in enumerate("abc")]
+    return three_videos(tmp_path_factory.mktemp("videos"), FRAMES)
 
 
 def source(path):
