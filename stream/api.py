@@ -87,20 +87,7 @@ def caption_stream(
         events = iter(Pipeline(parsed, loaded, settings))  # threads start at the first next()
     settling = Settling(settle, 1.0 / read.sample_fps, frames=emit != "events",
                         events=emit != "frames")
-    return _settled(events, settling)
-
-
-def _settled(events: Iterator[StreamEvent], settling: Settling) -> Iterator[Event]:
-    """``events`` through ``settling``, the open events ended when the events run out; a
-    caller that stops early (``break``) closes the pipeline through this generator's close."""
-    try:
-        for event in events:
-            yield from settling.push(event)
-    finally:
-        close = getattr(events, "close", None)
-        if close is not None:
-            close()
-    yield from settling.finish()
+    return settling(events)
 
 
 def _ray_events(sources: dict[str, Source | MediaError], bundle: Bundle, device: str,

@@ -58,6 +58,12 @@ class CaptionEvent:
     encoded: bool = True
     shown: str | None = None
 
+    @property
+    def on_screen(self) -> str:
+        """What a person sees at this frame: the settled caption, or the frame's own caption
+        when the captions were not settled."""
+        return self.caption if self.shown is None else self.shown
+
     def to_json(self) -> dict[str, Any]:
         return {"type": "caption", **asdict(self)}
 

@@ -238,9 +238,16 @@ class Settling:
         return self._wanted([e for s in self.streams.values() for e in s.finish()])
 
     def __call__(self, events: Iterable[Event]) -> Iterator[Event]:
-        """``events`` settled; the open events end when ``events`` is exhausted."""
-        for event in events:
-            yield from self.push(event)
+        """``events`` settled, the open events ended when ``events`` runs out; a caller that
+        stops early (``break``) closes ``events`` through this generator's close (a pipeline
+        then stops)."""
+        try:
+            for event in events:
+                yield from self.push(event)
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
         yield from self.finish()
 
     def _wanted(self, events: list[Event]) -> list[Event]:

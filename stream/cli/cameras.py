@@ -222,7 +222,7 @@ class Cameras(Sink):
                 return
             if isinstance(event, CaptionEvent):
                 camera.frames += 1
-                camera.caption = event.shown if event.shown is not None else event.caption
+                camera.caption = event.on_screen
                 camera.state = "live"
             elif isinstance(event, StatusEvent):
                 camera.dropped, camera.reconnects = event.dropped, event.reconnects

@@ -472,8 +472,10 @@ class RayPipeline:
         for stream in sorted(dead.open):
             alive = [w for w in self._workers if not w.dead]
             if not alive or stream in dead.removing:
-                yield self._ended(stream, message) if not alive else self._status(
-                    stream, ENDED, "removed")
+                if alive:  # it was being removed: that is how it ends
+                    yield self._status(stream, ENDED, "removed")
+                else:
+                    yield self._ended(stream, message)
                 with self._lock:
                     self._running.discard(stream)
                 continue
@@ -493,22 +495,26 @@ class RayPipeline:
 
     def _call_done(self, ref: Any, worker: _Worker, call: str,
                    stream: str) -> Generator[StreamEvent, None, None]:
-        """An add or a remove answered. A stream the actor refused ends with the error; an
-        actor that could not be reached gets the change again with its next start."""
+        """An add or a remove answered. A stream the actor refused ends with the error. An
+        actor that could not be reached needs nothing here: the poll that fails alike
+        reconnects it, and its next start brings the stream added (or, for a new process,
+        leaves out the one removed: :meth:`_started_on`); an actor dead for good moves or ends
+        its streams (:meth:`_move_or_end`)."""
         ray = self._ray
         try:
             with _signal_exceptions():
                 ray.get(ref)
+            return
+        except (ray.exceptions.ActorUnavailableError, ray.exceptions.RayActorError):
+            return
         except ray.exceptions.RayTaskError as error:
             cause = getattr(error, "cause", None) or error
-            if call == "add" and stream in worker.open:
-                worker.open.discard(stream)
-                worker.sources.pop(stream, None)
-                with self._lock:
-                    self._running.discard(stream)
-                yield self._ended(stream, f"{stream}: cannot be added: {redact(reason(cause))}")
-        except (ray.exceptions.ActorUnavailableError, ray.exceptions.RayActorError):
-            pass  # the reconnection's start brings its streams (and skips those removed)
+        if call == "add" and stream in worker.open:
+            worker.open.discard(stream)
+            worker.sources.pop(stream, None)
+            with self._lock:
+                self._running.discard(stream)
+            yield self._ended(stream, f"{stream}: cannot be added: {redact(reason(cause))}")
 
     def _start(self, worker: _Worker) -> Any:
         resume = {}

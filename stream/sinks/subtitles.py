@@ -57,7 +57,7 @@ class SubtitleSink(Sink):
             return
         if not isinstance(event, CaptionEvent):
             return  # the settled events: the cues follow the frames' shown captions
-        text = " ".join((event.caption if event.shown is None else event.shown).split())
+        text = " ".join(event.on_screen.split())
         if self._open is not None and self._open[0] == text:
             self._open = (text, self._open[1], event.pts)
             return
