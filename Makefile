@@ -4,6 +4,9 @@
 # `make demo` generates a small ShapesWorld, trains briefly, evaluates and exports a bundle.
 # `make shapes` is the full run behind the README's accepted numbers (about an hour on 2 cores);
 # `make bundle` exports its checkpoint to models/shapes and evaluates that through the ONNX core.
+# `make recover` rebuilds that checkpoint from the shipped bundle, where runs/shapes/best.pt is gone
+# (training runs are not committed), so the same weights can be exported again:
+#   make recover && make bundle CHECKPOINT=runs/shapes/recovered.pt EVALUATION=
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,7 +14,7 @@ PY := $(VENV)/bin/python
 DATA ?= data/shapes
 DEMO ?= data/demo
 
-.PHONY: setup run demo shapes bundle bench bench-quick gpu-check gpu-kit gpu-rehearsal soak test lint clean
+.PHONY: setup run demo shapes bundle recover bench bench-quick gpu-check gpu-kit gpu-rehearsal soak test lint clean
 
 setup: $(VENV)/.installed
 
@@ -73,14 +76,24 @@ EVAL_SPLITS = --data $(DATA)/test --novel $(DATA)/novel --stills $(DATA)/stills 
 # The shipped bundle: weights stored in float16 to stay small (see README), evaluated through the
 # torch-free ONNX core with the results recorded in its bundle.json (greedy decoding: beam search
 # of width 3 scored within 0.001 of it on every split so far; `--beam 3` adds it).
+# CHECKPOINT and EVALUATION (the checkpoint's eval.json; empty: none) choose what is exported.
+CHECKPOINT ?= runs/shapes/best.pt
+EVALUATION ?= runs/shapes/eval.json
+
 bundle: setup
-	$(PY) -m export --checkpoint runs/shapes/best.pt --out models/shapes --weights float16 \
-		--evaluation runs/shapes/eval.json
+	$(PY) -m export --checkpoint $(CHECKPOINT) --out models/shapes --weights float16 \
+		$(if $(EVALUATION),--evaluation $(EVALUATION))
 	$(PY) -m lrcn.evaluate --bundle models/shapes $(EVAL_SPLITS) \
 		--device cpu --record --beam --out runs/shapes/eval-bundle.json
 	$(PY) -m lrcn.evaluate --bundle models/shapes --data $(DATA)/test --novel $(DATA)/novel \
 		--device cpu --record --encode-every-frame --beam --no-meteor \
 		--out runs/shapes/eval-bundle-every-frame.json
+
+# The checkpoint behind models/shapes, rebuilt from its graphs (the trainable weights as the bundle
+# stores them; the frozen backbone comes from its installed file) and verified by exporting it
+# again: every graph must match the shipped one (see export/recover.py).
+recover: setup
+	$(PY) -m export.recover --bundle models/shapes --out runs/shapes/recovered.pt
 
 # Benchmarks of the runtime with the shipped bundle (about 25 minutes on 2 cores; bench-quick a few).
 bench: setup
