@@ -306,12 +306,17 @@ class Memory(nn.Module):
             avgs.append(avg)
             avg = decay * avg + (1 - decay) * thumbs[:, t]
         past_avg = torch.stack(avgs, dim=1)  # (B, T, 3, m, m)
+        return self.motion_stack(thumbs, prevs, past_avg), thumbs[:, -1], avg
+
+    def motion_stack(
+        self, thumbs: torch.Tensor, prevs: torch.Tensor, past_avg: torch.Tensor
+    ) -> torch.Tensor:
+        """The motion stream's input from each frame's thumbnail, the previous frame's and the
+        running average before it, all (B, T, 3, m, m) -> (B, T, MOTION_CHANNELS, m, m)."""
         fg, fg_prev, fg_avg = foreground(thumbs), foreground(prevs), foreground(past_avg)
         gain = self._DIFF_GAIN
-        stacked = torch.cat([thumbs, gain * (thumbs - prevs), gain * (thumbs - past_avg),
-                             fg, gain * (fg - fg_prev), gain * (fg - fg_avg)],
-                            dim=2)  # (B, T, MOTION_CHANNELS, m, m)
-        return stacked, thumbs[:, -1], avg
+        return torch.cat([thumbs, gain * (thumbs - prevs), gain * (thumbs - past_avg),
+                          fg, gain * (fg - fg_prev), gain * (fg - fg_avg)], dim=2)
 
     def forward(
         self,

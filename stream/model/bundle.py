@@ -3,14 +3,18 @@
 A bundle is a directory::
 
     encoder.onnx    frames (B, S, S, 3) uint8 RGB -> features (B, F), run on key frames only
-    memory.onnx     one step of the recurrent memory for B streams, plus the word LSTM's start;
-                    it reads every frame's thumbnail (B, 3, m, m) (model.keyframes.thumbnails)
+    memory.onnx     T frames of each of B streams in one call: the recurrent memory over the
+                    frames' held features and thumbnails (B, T, 3, m, m)
+                    (model.keyframes.thumbnails), each frame's greedy caption decoded inside
+                    the graph (tokens, log-probability), and the word LSTM's start for beam search
     captioner.onnx  one word for N captions: token, context, word state -> log-probs, word state
+                    (beam search only; greedy decoding happens inside memory.onnx)
     bundle.json     format, model settings (the key-frame rule among them), vocabulary, tensor
                     names and shapes, sha256 of every file, training provenance and evaluation
                     numbers
 
-Every axis named ``batch`` is dynamic, so any number of streams is stepped in one call.
+Every axis named ``batch`` is dynamic, so any number of streams is stepped in one call, and the
+axis named ``steps`` too, so any number of frames of each.
 :func:`open_bundle` checks all of it (files, checksums, graph inputs and outputs against
 bundle.json, the vocabulary against the captioner's output, one dummy run) before anything
 streams; each problem is one :class:`BundleError` line naming the file.
@@ -33,15 +37,19 @@ from stream.files import sha256_file, write_text_atomically
 from stream.model.keyframes import KeyFrameRule
 from stream.model.sessions import SessionSettings, choose_providers, create_session
 
-FORMAT_VERSION = 2  # 2: key frames; the thumbnail left the encoder graph
+# 2: key frames; the thumbnail left the encoder graph. 3: memory.onnx steps T frames per stream
+# and decodes their greedy captions in the same call.
+FORMAT_VERSION = 3
 BUNDLE_FILE = "bundle.json"
 BATCH = "batch"  # the name of every dynamic batch axis
+STEPS = "steps"  # the name of the dynamic axis of a stream's frames in one call
 
 # Graph name -> (input names, output names). The runtime relies on these roles.
 GRAPH_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "encoder": (("frames",), ("features",)),
     "memory": (("features", "thumbnail", "reset", "h", "c", "prev", "avg"),
-               ("context", "word_h", "word_c", "h_out", "c_out", "prev_out", "avg_out")),
+               ("tokens", "logprob", "context", "word_h", "word_c", "h_out", "c_out", "prev_out",
+                "avg_out")),
     "captioner": (("token", "context", "word_h", "word_c"), ("logp", "word_h_out", "word_c_out")),
 }
 SPECIAL_TOKENS = ("pad", "bos", "eos", "unk")
@@ -57,7 +65,8 @@ Dim = int | str
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """A graph input or output: name, element type (numpy name) and shape (``batch`` dynamic)."""
+    """A graph input or output: name, element type (numpy name) and shape (``batch`` and
+    ``steps`` dynamic)."""
 
     name: str
     dtype: str
@@ -66,9 +75,9 @@ class TensorSpec:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
 
-    def concrete(self, batch: int) -> tuple[int, ...]:
-        """The shape with every ``batch`` axis set to ``batch``."""
-        return tuple(batch if d == BATCH else int(d) for d in self.shape)
+    def concrete(self, batch: int, steps: int = 1) -> tuple[int, ...]:
+        """The shape with every ``batch`` axis set to ``batch`` and ``steps`` axis to ``steps``."""
+        return tuple(batch if d == BATCH else steps if d == STEPS else int(d) for d in self.shape)
 
 
 @dataclass(frozen=True)
@@ -205,9 +214,10 @@ class _Reader:
             raise self.fail(f"field {where}.dtype: unknown element type {dtype!r}")
         shape = self.get(data, "shape", list, where)
         for d in shape:
-            if not ((isinstance(d, int) and not isinstance(d, bool) and d > 0) or d == BATCH):
+            if not ((isinstance(d, int) and not isinstance(d, bool) and d > 0)
+                    or d in (BATCH, STEPS)):
                 raise self.fail(f"field {where}.shape: {shape} has a dimension that is neither "
-                                f"a positive integer nor {BATCH!r}")
+                                f"a positive integer nor {BATCH!r} or {STEPS!r}")
         return TensorSpec(name, dtype, tuple(shape))
 
     def graph(self, data: Any, role: str) -> GraphSpec:
@@ -259,7 +269,9 @@ def read_bundle(path: str | Path) -> Bundle:
                      f"({FORMAT_VERSION}); upgrade lrcn-stream")
     if version < FORMAT_VERSION:
         raise r.fail(f"bundle format {version} is older than this runtime reads "
-                     f"({FORMAT_VERSION}: key frames); export it again with python -m export")
+                     f"({FORMAT_VERSION}: a stream's frames in one memory call); export it again "
+                     f"with python -m export --checkpoint CKPT (or, without the checkpoint, "
+                     f"python -m export.recover first)")
 
     model = r.get(data, "model", dict)
     vocab = r.get(data, "vocabulary", dict)
@@ -383,22 +395,31 @@ def _check_consistency(bundle: Bundle) -> None:
         raise r.fail(f"graphs.encoder input 'frames' must be uint8 {[BATCH, size, size, 3]}, "
                      f"got {frames.dtype} {list(frames.shape)}")
     thumb = mem.input("thumbnail")
-    m = thumb.shape[-1] if len(thumb.shape) == 4 else None
-    if (thumb.dtype != "float32" or m is None or thumb.shape[:2] != (BATCH, 3)
-            or thumb.shape[2] != m or not isinstance(m, int) or size % m):
-        raise r.fail(f"graphs.memory input 'thumbnail' must be float32 [{BATCH!r}, 3, m, m] "
-                     f"with m dividing the input size {size}, got {thumb.dtype} "
-                     f"{list(thumb.shape)}")
-    links = [(enc.output("features"), mem.input("features")),
-             (mem.output("context"), cap.input("context")),
-             (mem.output("word_h"), cap.input("word_h")),
-             (mem.output("word_c"), cap.input("word_c"))]
+    m = thumb.shape[-1] if len(thumb.shape) == 5 else None
+    if (thumb.dtype != "float32" or m is None or thumb.shape[:3] != (BATCH, STEPS, 3)
+            or thumb.shape[3] != m or not isinstance(m, int) or size % m):
+        raise r.fail(f"graphs.memory input 'thumbnail' must be float32 "
+                     f"[{BATCH!r}, {STEPS!r}, 3, m, m] with m dividing the input size {size}, "
+                     f"got {thumb.dtype} {list(thumb.shape)}")
+    tokens = mem.output("tokens")
+    if tokens.dtype != "int64" or tokens.shape != (BATCH, STEPS, bundle.max_caption_len):
+        raise r.fail(f"graphs.memory output 'tokens' must be int64 "
+                     f"{[BATCH, STEPS, bundle.max_caption_len]}, got {tokens.dtype} "
+                     f"{list(tokens.shape)}")
+    # (output, input, whether the output has a steps axis the input lacks)
+    links = [(enc.output("features"), mem.input("features"), False),
+             (mem.output("context"), cap.input("context"), True),
+             (mem.output("word_h"), cap.input("word_h"), True),
+             (mem.output("word_c"), cap.input("word_c"), True)]
     for state in ("h", "c", "prev", "avg"):
-        links.append((mem.output(f"{state}_out"), mem.input(state)))
+        links.append((mem.output(f"{state}_out"), mem.input(state), False))
     for state in ("word_h", "word_c"):
-        links.append((cap.output(f"{state}_out"), cap.input(state)))
-    for out, inp in links:
-        if out.shape != inp.shape or out.dtype != inp.dtype:
+        links.append((cap.output(f"{state}_out"), cap.input(state), False))
+    for out, inp, per_step in links:
+        # The memory's features are per step; the encoder's are per frame.
+        out_shape = out.shape[:1] + out.shape[2:] if per_step else out.shape
+        inp_shape = inp.shape[:1] + inp.shape[2:] if inp.name == "features" else inp.shape
+        if out_shape != inp_shape or out.dtype != inp.dtype:
             raise r.fail(f"output {out.name!r} {out.dtype} {list(out.shape)} does not fit input "
                          f"{inp.name!r} {inp.dtype} {list(inp.shape)}")
     logp = cap.output("logp")
@@ -417,7 +438,8 @@ def _check_interface(file: Path, graph: GraphSpec, session: ort.InferenceSession
                 raise BundleError(f"{file}: has no {kind} {spec.name!r} (listed in "
                                   f"{BUNDLE_FILE})")
             dtype = _ORT_TYPES.get(a.type, a.type)
-            shape = tuple(d if isinstance(d, int) else BATCH for d in a.shape)
+            shape = tuple(d if isinstance(d, int) else d if d in (BATCH, STEPS) else BATCH
+                          for d in a.shape)
             if dtype != spec.dtype or shape != spec.shape:
                 raise BundleError(f"{file}: {kind} {spec.name!r} is {dtype} {list(shape)} but "
                                   f"{BUNDLE_FILE} says {spec.dtype} {list(spec.shape)}")
@@ -436,10 +458,12 @@ def _dummy_run(loaded: LoadedBundle) -> None:
     values: dict[str, np.ndarray] = {}
     for role in ("encoder", "memory", "captioner"):
         graph = bundle.graphs[role]
-        feeds = {t.name: values.get(t.name, zeros(t, 1)) for t in graph.inputs}
+        feeds = {t.name: zeros(t, 1) for t in graph.inputs}
         if role == "memory":
+            feeds["features"] = values["features"][:, None]  # one step of one stream
             feeds["reset"] = np.ones(1, np.bool_)
         if role == "captioner":
+            feeds |= {name: values[name][:, 0] for name in ("context", "word_h", "word_c")}
             feeds["token"] = np.full(1, bundle.specials["bos"], np.int64)
         file = bundle.path / graph.file
         try:

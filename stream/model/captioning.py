@@ -3,9 +3,11 @@
 One call of :meth:`CaptionCore.step` takes a batch of frames, each tagged with the stream it
 belongs to, a reset flag and its time, computes every frame's thumbnail, picks the key frames
 (:mod:`stream.model.keyframes`, the bundle's rule), runs the encoder graph once over the key frames
-of all streams, holds each stream's last key-frame features for its other frames, steps every
-stream's memory with the state that stream carried from its previous frame, and decodes one
-caption per frame, greedy or beam, for all of them together::
+of all streams, holds each stream's last key-frame features for its other frames, and steps
+every stream's memory with the state that stream carried from its previous frame: one call of
+the memory graph takes all the batch's frames of each stream (a file's batch of 8 frames of its
+one stream is one call, not 8) and decodes their greedy captions inside the graph. Beam search
+decodes outside it, one captioner call per word for all captions together::
 
     core = CaptionCore(open_bundle("models/shapes"))
     captions = core.step(frames, stream_ids=["cam1", "cam2"], resets=[False, False],
@@ -26,10 +28,10 @@ The core is not thread-safe: one worker thread owns it (it holds the streams' st
 
 GPU: with I/O binding (on by default when the graphs run on CUDA or TensorRT) the memory state
 stays on the device between steps as long as the same streams come in the same order (the usual
-case for a fixed set of live streams), and the word LSTM's state stays there during decoding;
-only frames, reset flags, tokens and log-probabilities cross the bus. Any other batch moves the
-state through host memory, with the same results. The same code runs on the CPU provider, which
-is how the tests cover it.
+case for a fixed set of live streams), and greedy decoding happens inside the memory graph;
+only frames, thumbnails, reset flags, tokens and log-probabilities cross the bus. Any other
+batch moves the state through host memory, with the same results. The same code runs on the
+CPU provider, which is how the tests cover it.
 """
 
 from __future__ import annotations
@@ -255,21 +257,31 @@ class CaptionCore:
         flags = self._flags(resets, n)
         ran = np.ones(n, np.bool_) if encoded is None else np.asarray(encoded, np.bool_)
         memory = self.bundle.graphs["memory"]
-        word = {k: np.empty(memory.output(k).concrete(n), np.float32)
-                for k in ("context", "word_h", "word_c")}
-        for rows in _rounds(stream_ids):
-            out = self._step_memory([stream_ids[i] for i in rows], features[rows], thumbs[rows],
-                                    flags[rows])
+        tokens = np.empty((n, self.bundle.max_caption_len), np.int64)
+        logprobs = np.empty(n, np.float64)
+        # Beam search decodes outside the graph, from the word LSTM's start of every frame.
+        word = ({k: np.empty((n, *memory.output(k).concrete(n)[2:]), np.float32)
+                 for k in ("context", "word_h", "word_c")} if self.beam > 1 else {})
+        for ids, rows in _calls(stream_ids, flags):  # rows: (streams, steps)
+            out = self._step_memory(ids, features[rows], thumbs[rows], flags[rows[:, 0]])
+            tokens[rows] = out["tokens"]
+            logprobs[rows] = out["logprob"]
             for k, array in word.items():
                 array[rows] = out[k]
-        search = self._beam_search if self.beam > 1 else self._greedy
-        token_lists, logprobs = search(word["context"], word["word_h"], word["word_c"])
+        eos = self.bundle.specials["eos"]
+        if word:
+            token_lists, logprobs = self._beam_search(word["context"], word["word_h"],
+                                                      word["word_c"])
+        else:
+            token_lists = [_strip(row, eos) for row in tokens.tolist()]
         return [Caption(sid, tuple(ids), self.bundle.detokenize(ids), float(lp), bool(key))
                 for sid, ids, lp, key in zip(stream_ids, token_lists, logprobs, ran, strict=True)]
 
     def _step_memory(
         self, ids: list[Hashable], features: np.ndarray, thumbs: np.ndarray, resets: np.ndarray
     ) -> dict[str, Value]:
+        """One call of the memory graph: T frames of each stream in ``ids``, features
+        (B, T, F), thumbs (B, T, 3, m, m), resets (B,) before each stream's first frame."""
         key = tuple(ids)
         if self._resident is not None and self._resident[0] == key:
             state = self._resident[1]
@@ -305,32 +317,6 @@ class CaptionCore:
             ids, state = self._resident
             self._resident = None
             self._scatter(list(ids), state)
-
-    def _greedy(
-        self, context: np.ndarray, h: Value, c: Value
-    ) -> tuple[list[list[int]], np.ndarray]:
-        specials = self.bundle.specials
-        n = len(context)
-        token = np.full(n, specials["bos"], np.int64)
-        done = np.zeros(n, np.bool_)
-        total = np.zeros(n, np.float64)
-        keep = ["word_h_out", "word_c_out"] if self._captioner.device else []
-        ctx = self._captioner.to_device(context)
-        words = []
-        for _ in range(self.bundle.max_caption_len):
-            out = self._captioner.run({"token": token, "context": ctx, "word_h": h, "word_c": c},
-                                      keep)
-            h, c = out["word_h_out"], out["word_c_out"]
-            logp: np.ndarray = out["logp"]
-            best = logp.argmax(axis=1)
-            total += np.where(done, 0.0, logp[np.arange(n), best])
-            token = np.where(done, specials["eos"], best).astype(np.int64)
-            words.append(token)
-            done |= token == specials["eos"]
-            if done.all():
-                break
-        rows = np.stack(words, axis=1).tolist()
-        return [_strip(row, specials["eos"]) for row in rows], total
 
     def _beam_search(
         self, context: np.ndarray, h: np.ndarray, c: np.ndarray
@@ -371,17 +357,31 @@ class CaptionCore:
                 scores[np.arange(n), best].astype(np.float64))
 
 
-def _rounds(stream_ids: Sequence[Hashable]) -> list[np.ndarray]:
-    """Split batch rows so that each round holds at most one frame per stream, in order."""
-    seen: dict[Hashable, int] = {}
-    rounds: list[list[int]] = []
+def _calls(
+    stream_ids: Sequence[Hashable], resets: np.ndarray
+) -> list[tuple[list[Hashable], np.ndarray]]:
+    """Split batch rows into memory calls: each call steps a run of frames of each of its
+    streams (in order, a reset only before a run's first frame), all runs of one length.
+
+    Returns (stream ids, rows (streams, steps)) per call, in an order that steps each
+    stream's runs one after the other.
+    """
+    runs: dict[Hashable, list[list[int]]] = {}
     for row, sid in enumerate(stream_ids):
-        k = seen.get(sid, 0)
-        seen[sid] = k + 1
-        if k == len(rounds):
-            rounds.append([])
-        rounds[k].append(row)
-    return [np.array(r, np.int64) for r in rounds]
+        own = runs.setdefault(sid, [])
+        if not own or resets[row]:
+            own.append([])
+        own[-1].append(row)
+    calls = []
+    for k in range(max((len(own) for own in runs.values()), default=0)):
+        by_length: dict[int, list[tuple[Hashable, list[int]]]] = {}
+        for sid, own in runs.items():
+            if k < len(own):
+                by_length.setdefault(len(own[k]), []).append((sid, own[k]))
+        for group in by_length.values():
+            calls.append(([sid for sid, _ in group],
+                          np.array([rows for _, rows in group], np.int64)))
+    return calls
 
 
 def _strip(ids: list[int], eos: int) -> list[int]:
@@ -391,6 +391,9 @@ def _strip(ids: list[int], eos: int) -> list[int]:
             break
         out.append(int(i))
     return out
+
+
+_SEQUENCE_STEPS = 32  # frames of each sequence per memory call (bounds the motion inputs' memory)
 
 
 def caption_sequences(
@@ -406,8 +409,8 @@ def caption_sequences(
     Each sequence (T, S, S, 3) uint8 is one stream starting from a clear state, with its frames'
     times (T,) seconds (None: one sample slot per frame). Its key frames, chosen by the core's
     rule exactly as :meth:`CaptionCore.step` chooses them, are encoded in batches of
-    ``encode_batch``; then every step advances all active streams at once. Returns one caption
-    per frame, per sequence. The streams' state is dropped afterwards.
+    ``encode_batch``; then each memory call advances all active streams by up to 32 frames.
+    Returns one caption per frame, per sequence. The streams' state is dropped afterwards.
     """
     results: list[list[Caption]] = [[] for _ in sequences]
     for start in range(0, len(sequences), streams):
@@ -415,13 +418,16 @@ def caption_sequences(
         encoded = {i: _encode_sequence(core, sequences[i], None if times is None else times[i],
                                        encode_batch) for i in group}
         longest = max((len(sequences[i]) for i in group), default=0)
-        for t in range(longest):
-            rows = [i for i in group if t < len(sequences[i])]
-            captions = core.step_encoded(np.stack([encoded[i][0][t] for i in rows]),
-                                         np.stack([encoded[i][1][t] for i in rows]),
-                                         [("seq", i) for i in rows], [t == 0] * len(rows),
-                                         [bool(encoded[i][2][t]) for i in rows])
-            for i, caption in zip(rows, captions, strict=True):
+        for t0 in range(0, longest, _SEQUENCE_STEPS):
+            # Each active stream's next frames, one memory call per run length.
+            parts = [(i, t) for i in group
+                     for t in range(t0, min(t0 + _SEQUENCE_STEPS, len(sequences[i])))]
+            captions = core.step_encoded(np.stack([encoded[i][0][t] for i, t in parts]),
+                                         np.stack([encoded[i][1][t] for i, t in parts]),
+                                         [("seq", i) for i, _ in parts],
+                                         [t == 0 for _, t in parts],
+                                         [bool(encoded[i][2][t]) for i, t in parts])
+            for (i, _), caption in zip(parts, captions, strict=True):
                 results[i].append(caption)
         for i in group:
             core.forget(("seq", i))

@@ -88,7 +88,7 @@ def test_beam_search_in_numpy_equals_pytorch_beam_search(tiny_model, tiny_bundle
 
 def test_bundle_json_records_what_the_runtime_and_a_reader_need(tiny_bundle, tiny_checkpoint):
     manifest = json.loads((tiny_bundle / "bundle.json").read_text())
-    assert manifest["format"] == 2 and manifest["opset"] == 17
+    assert manifest["format"] == 3 and manifest["opset"] == 17
     assert manifest["model"]["backbone"] == "efficientnet_lite0"
     assert manifest["model"]["input_size"] == 64 and manifest["sample_fps"] == 5
     tokens = manifest["vocabulary"]["tokens"]
@@ -100,8 +100,12 @@ def test_bundle_json_records_what_the_runtime_and_a_reader_need(tiny_bundle, tin
     encoder = manifest["graphs"]["encoder"]
     assert encoder["inputs"] == [{"name": "frames", "dtype": "uint8",
                                   "shape": ["batch", 64, 64, 3]}]
-    memory_h = next(t for t in manifest["graphs"]["memory"]["inputs"] if t["name"] == "h")
-    assert memory_h["shape"] == [2, "batch", 64]
+    memory = {t["name"]: t for t in manifest["graphs"]["memory"]["inputs"]
+              + manifest["graphs"]["memory"]["outputs"]}
+    assert memory["h"]["shape"] == [2, "batch", 64]
+    assert memory["thumbnail"]["shape"] == ["batch", "steps", 3, 16, 16]
+    assert memory["tokens"] == {"name": "tokens", "dtype": "int64",
+                                "shape": ["batch", "steps", manifest["max_caption_len"]]}
     provenance = manifest["provenance"]
     assert provenance["seed"] == 0 and provenance["epoch"] >= 1
     assert provenance["checkpoint_sha256"] == sha256_file(tiny_checkpoint)
@@ -110,6 +114,8 @@ def test_bundle_json_records_what_the_runtime_and_a_reader_need(tiny_bundle, tin
     graph = onnx.load(str(tiny_bundle / "memory.onnx")).graph
     h = next(i for i in graph.input if i.name == "h")
     assert h.type.tensor_type.shape.dim[1].dim_param == "batch"
+    features = next(i for i in graph.input if i.name == "features")
+    assert [d.dim_param for d in features.type.tensor_type.shape.dim[:2]] == ["batch", "steps"]
 
 
 def test_float16_weights_halve_the_files_and_keep_the_captions(tiny_checkpoint, tiny_bundle,

@@ -79,6 +79,10 @@ def _future_format(bundle):
     _edit(bundle, lambda m: m.update(format=99))
 
 
+def _old_format(bundle):
+    _edit(bundle, lambda m: m.update(format=2))  # one memory call per frame: re-export
+
+
 def _missing_field(bundle):
     _edit(bundle, lambda m: m.pop("sample_fps"))
 
@@ -117,6 +121,8 @@ CASES = [
     (_vocabulary_larger_than_the_captioner, "bundle.json", "vocabulary has"),
     (_vocabulary_and_manifest_agree_but_not_the_graph, "captioner.onnx", "'logp'"),
     (_future_format, "bundle.json", "newer"),
+    (_old_format, "bundle.json", "older than this runtime reads (3: a stream's frames in one "
+                                 "memory call); export it again with python -m export"),
     (_missing_field, "bundle.json", "'sample_fps'"),
     (_wrong_typed_field, "bundle.json", "'model.input_size' must be int"),
     (_boolean_where_a_number_belongs, "bundle.json", "'max_caption_len'"),

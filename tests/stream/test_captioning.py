@@ -52,6 +52,53 @@ def test_several_frames_of_one_stream_in_a_batch_are_stepped_in_order(loaded, vi
     assert batched == _alone(core, frames)
 
 
+def test_a_batch_of_ragged_runs_with_resets_inside_equals_stepping_frame_by_frame(loaded,
+                                                                                 videos):
+    """Streams with different numbers of frames in one batch, and a reset in the middle of a
+    stream's frames (a reconnect), give what one frame at a time gives: captions and state."""
+    ids = ["a", "a", "b", "a", "b", "a", "a", "c"]
+    resets = [True, False, True, True, False, False, False, True]
+    source = {"a": videos[0], "b": videos[1], "c": videos[2]}
+    taken: dict[str, int] = {}
+    frames = []
+    for sid in ids:
+        frames.append(source[sid][taken.get(sid, 0)])
+        taken[sid] = taken.get(sid, 0) + 1
+    batched, single = CaptionCore(loaded), CaptionCore(loaded)
+    calls = _CountingMemory(batched)
+    together = batched.step(np.stack(frames), ids, resets)
+    one_by_one = [single.step(f[None], [sid], [r])[0] for f, sid, r in zip(frames, ids, resets)]
+    assert [c.tokens for c in together] == [c.tokens for c in one_by_one]
+    assert [c.logprob for c in together] == pytest.approx([c.logprob for c in one_by_one],
+                                                          abs=1e-4)
+    for sid in "abc":
+        for name, array in batched.state(sid).items():
+            np.testing.assert_allclose(array, single.state(sid)[name], atol=1e-5, err_msg=name)
+    # First runs by length: a's 2 frames before its reset with b's 2, then c's 1; a's 3 frames
+    # after its reset follow: 3 calls, not 8.
+    assert calls.steps == [[2, 2], [1], [3]]
+
+
+def test_a_file_batch_of_one_stream_is_one_memory_call(loaded, videos):
+    core = CaptionCore(loaded)
+    calls = _CountingMemory(core)
+    core.step(videos[2][:8], ["file"] * 8, [True] + [False] * 7)
+    assert calls.steps == [[8]]
+
+
+class _CountingMemory:
+    """Wraps a core's memory graph and records each call's steps per stream."""
+
+    def __init__(self, core: CaptionCore) -> None:
+        self.graph, self.steps = core._memory, []
+        core._memory = self  # type: ignore[assignment]
+        self.device = self.graph.device
+
+    def run(self, feeds, keep=()):
+        self.steps.append([feeds["features"].shape[1]] * feeds["features"].shape[0])
+        return self.graph.run(feeds, keep)
+
+
 def test_reset_starts_over_and_no_reset_carries_state(loaded, videos):
     core = CaptionCore(loaded)
     first, second = videos[0], videos[3]
@@ -117,9 +164,10 @@ def test_caption_logprob_is_the_sum_over_its_words(loaded, videos, beam):
     memory = loaded.sessions["memory"]
     state = {i.name: np.zeros([1 if d == "batch" else d for d in i.shape], np.float32)
              for i in memory.get_inputs() if i.name in ("h", "c", "prev", "avg")}
-    context, h, c = memory.run(["context", "word_h", "word_c"],
-                               {"features": features, "thumbnail": thumbs,
-                                "reset": np.array([True]), **state})
+    context, h, c = (a[:, 0] for a in memory.run(  # one step of one stream
+        ["context", "word_h", "word_c"], {"features": features[:, None],
+                                          "thumbnail": thumbs[:, None],
+                                          "reset": np.array([True]), **state}))
     specials = loaded.bundle.specials
     token, total = specials["bos"], 0.0
     for word in [*caption.tokens, specials["eos"]]:
