@@ -8,7 +8,8 @@ the boundary of every ONNX Runtime call what crosses between host and device: in
 host arrays (host -> device) and outputs fetched as host arrays (device -> host), in tensors
 and bytes per step, the recurrent state's (h, c, prev, avg) separately. With the state
 resident on the device, its transfers per step are 0 in both directions after the first step;
-the encoder's frames and the captioner's tokens cross on every step by design.
+the encoder's frames, the thumbnails and the captions' tokens (decoded inside the memory graph)
+cross on every step by design.
 Prints one JSON object (and writes it to --out).
 """
 

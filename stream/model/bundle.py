@@ -5,10 +5,8 @@ A bundle is a directory::
     encoder.onnx    frames (B, S, S, 3) uint8 RGB -> features (B, F), run on key frames only
     memory.onnx     T frames of each of B streams in one call: the recurrent memory over the
                     frames' held features and thumbnails (B, T, 3, m, m)
-                    (model.keyframes.thumbnails), each frame's greedy caption decoded inside
-                    the graph (tokens, log-probability), and the word LSTM's start for beam search
+                    (model.keyframes.thumbnails), and each frame's word LSTM start
     captioner.onnx  one word for N captions: token, context, word state -> log-probs, word state
-                    (beam search only; greedy decoding happens inside memory.onnx)
     bundle.json     format, model settings (the key-frame rule among them), vocabulary, tensor
                     names and shapes, sha256 of every file, training provenance and evaluation
                     numbers
@@ -38,7 +36,7 @@ from stream.model.keyframes import KeyFrameRule
 from stream.model.sessions import SessionSettings, choose_providers, create_session
 
 # 2: key frames; the thumbnail left the encoder graph. 3: memory.onnx steps T frames per stream
-# and decodes their greedy captions in the same call.
+# in one call.
 FORMAT_VERSION = 3
 BUNDLE_FILE = "bundle.json"
 BATCH = "batch"  # the name of every dynamic batch axis
@@ -48,8 +46,7 @@ STEPS = "steps"  # the name of the dynamic axis of a stream's frames in one call
 GRAPH_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "encoder": (("frames",), ("features",)),
     "memory": (("features", "thumbnail", "reset", "h", "c", "prev", "avg"),
-               ("tokens", "logprob", "context", "word_h", "word_c", "h_out", "c_out", "prev_out",
-                "avg_out")),
+               ("context", "word_h", "word_c", "h_out", "c_out", "prev_out", "avg_out")),
     "captioner": (("token", "context", "word_h", "word_c"), ("logp", "word_h_out", "word_c_out")),
 }
 SPECIAL_TOKENS = ("pad", "bos", "eos", "unk")
@@ -401,11 +398,6 @@ def _check_consistency(bundle: Bundle) -> None:
         raise r.fail(f"graphs.memory input 'thumbnail' must be float32 "
                      f"[{BATCH!r}, {STEPS!r}, 3, m, m] with m dividing the input size {size}, "
                      f"got {thumb.dtype} {list(thumb.shape)}")
-    tokens = mem.output("tokens")
-    if tokens.dtype != "int64" or tokens.shape != (BATCH, STEPS, bundle.max_caption_len):
-        raise r.fail(f"graphs.memory output 'tokens' must be int64 "
-                     f"{[BATCH, STEPS, bundle.max_caption_len]}, got {tokens.dtype} "
-                     f"{list(tokens.shape)}")
     # (output, input, whether the output has a steps axis the input lacks)
     links = [(enc.output("features"), mem.input("features"), False),
              (mem.output("context"), cap.input("context"), True),

@@ -6,8 +6,8 @@ belongs to, a reset flag and its time, computes every frame's thumbnail, picks t
 of all streams, holds each stream's last key-frame features for its other frames, and steps
 every stream's memory with the state that stream carried from its previous frame: one call of
 the memory graph takes all the batch's frames of each stream (a file's batch of 8 frames of its
-one stream is one call, not 8) and decodes their greedy captions inside the graph. Beam search
-decodes outside it, one captioner call per word for all captions together::
+one stream is one call, not 8). Then it decodes one caption per frame, greedy or beam, one
+captioner call per word for all of them together::
 
     core = CaptionCore(open_bundle("models/shapes"))
     captions = core.step(frames, stream_ids=["cam1", "cam2"], resets=[False, False],
@@ -28,7 +28,7 @@ The core is not thread-safe: one worker thread owns it (it holds the streams' st
 
 GPU: with I/O binding (on by default when the graphs run on CUDA or TensorRT) the memory state
 stays on the device between steps as long as the same streams come in the same order (the usual
-case for a fixed set of live streams), and greedy decoding happens inside the memory graph;
+case for a fixed set of live streams), and the word LSTM's state stays there during decoding;
 only frames, thumbnails, reset flags, tokens and log-probabilities cross the bus. Any other
 batch moves the state through host memory, with the same results. The same code runs on the
 CPU provider, which is how the tests cover it.
@@ -257,23 +257,14 @@ class CaptionCore:
         flags = self._flags(resets, n)
         ran = np.ones(n, np.bool_) if encoded is None else np.asarray(encoded, np.bool_)
         memory = self.bundle.graphs["memory"]
-        tokens = np.empty((n, self.bundle.max_caption_len), np.int64)
-        logprobs = np.empty(n, np.float64)
-        # Beam search decodes outside the graph, from the word LSTM's start of every frame.
-        word = ({k: np.empty((n, *memory.output(k).concrete(n)[2:]), np.float32)
-                 for k in ("context", "word_h", "word_c")} if self.beam > 1 else {})
+        word = {k: np.empty((n, *memory.output(k).concrete(n)[2:]), np.float32)
+                for k in ("context", "word_h", "word_c")}  # each frame's word LSTM start
         for ids, rows in _calls(stream_ids, flags):  # rows: (streams, steps)
             out = self._step_memory(ids, features[rows], thumbs[rows], flags[rows[:, 0]])
-            tokens[rows] = out["tokens"]
-            logprobs[rows] = out["logprob"]
             for k, array in word.items():
                 array[rows] = out[k]
-        eos = self.bundle.specials["eos"]
-        if word:
-            token_lists, logprobs = self._beam_search(word["context"], word["word_h"],
-                                                      word["word_c"])
-        else:
-            token_lists = [_strip(row, eos) for row in tokens.tolist()]
+        search = self._beam_search if self.beam > 1 else self._greedy
+        token_lists, logprobs = search(word["context"], word["word_h"], word["word_c"])
         return [Caption(sid, tuple(ids), self.bundle.detokenize(ids), float(lp), bool(key))
                 for sid, ids, lp, key in zip(stream_ids, token_lists, logprobs, ran, strict=True)]
 
@@ -317,6 +308,32 @@ class CaptionCore:
             ids, state = self._resident
             self._resident = None
             self._scatter(list(ids), state)
+
+    def _greedy(
+        self, context: np.ndarray, h: Value, c: Value
+    ) -> tuple[list[list[int]], np.ndarray]:
+        specials = self.bundle.specials
+        n = len(context)
+        token = np.full(n, specials["bos"], np.int64)
+        done = np.zeros(n, np.bool_)
+        total = np.zeros(n, np.float64)
+        keep = ["word_h_out", "word_c_out"] if self._captioner.device else []
+        ctx = self._captioner.to_device(context)
+        words = []
+        for _ in range(self.bundle.max_caption_len):
+            out = self._captioner.run({"token": token, "context": ctx, "word_h": h, "word_c": c},
+                                      keep)
+            h, c = out["word_h_out"], out["word_c_out"]
+            logp: np.ndarray = out["logp"]
+            best = logp.argmax(axis=1)
+            total += np.where(done, 0.0, logp[np.arange(n), best])
+            token = np.where(done, specials["eos"], best).astype(np.int64)
+            words.append(token)
+            done |= token == specials["eos"]
+            if done.all():
+                break
+        rows = np.stack(words, axis=1).tolist()
+        return [_strip(row, specials["eos"]) for row in rows], total
 
     def _beam_search(
         self, context: np.ndarray, h: np.ndarray, c: np.ndarray

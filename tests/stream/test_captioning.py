@@ -67,7 +67,8 @@ def test_a_batch_of_ragged_runs_with_resets_inside_equals_stepping_frame_by_fram
     batched, single = CaptionCore(loaded), CaptionCore(loaded)
     calls = _CountingMemory(batched)
     together = batched.step(np.stack(frames), ids, resets)
-    one_by_one = [single.step(f[None], [sid], [r])[0] for f, sid, r in zip(frames, ids, resets)]
+    one_by_one = [single.step(f[None], [sid], [r])[0]
+                  for f, sid, r in zip(frames, ids, resets, strict=True)]
     assert [c.tokens for c in together] == [c.tokens for c in one_by_one]
     assert [c.logprob for c in together] == pytest.approx([c.logprob for c in one_by_one],
                                                           abs=1e-4)
