@@ -194,6 +194,27 @@ def probe(tree: Path, job: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def cpu_details() -> str:
+    """The CPU's family, model and vector extensions from /proc/cpuinfo (as lscpu shows them):
+    "AMD EPYC" alone names CPUs whose encoder speed differs threefold."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if not key.strip():
+                    break  # the first processor's block is enough
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return ""
+    flags = set(fields.get("flags", "").split())
+    vector = [name for name, flag in (("AVX2", "avx2"), ("AVX-512", "avx512f"),
+                                      ("AVX512-VNNI", "avx512_vnni"), ("AMX", "amx_tile"))
+              if flag in flags]
+    return (f"family {fields.get('cpu family', '?')} model {fields.get('model', '?')}, "
+            + (", ".join(vector) or "no AVX2"))
+
+
 def turns(rounds: int) -> list[str]:
     """The trees' order over ``rounds`` rounds: this, baseline, baseline, this, ... (a drift
     of the machine's speed during the run then favours neither)."""
@@ -219,6 +240,7 @@ def run(plan: SpeedPlan, trees: dict[str, Path], args: argparse.Namespace) -> di
         rounds[name].append(probe(trees[name], job))
     infos = {name: rounds[name][0]["info"] for name in trees}
     results["machine"] = describe(infos["this"].get("providers", ["CPUExecutionProvider"]))
+    results["machine"]["cpu_details"] = cpu_details()
     for name in trees:
         results["trees"][name] |= {"imported": infos[name]["stream_file"],
                                    "sample_fps": infos[name]["sample_fps"],
@@ -240,9 +262,12 @@ def run(plan: SpeedPlan, trees: dict[str, Path], args: argparse.Namespace) -> di
     for name in turns(plan.live_rounds):
         log.info("live, 1 camera, %.0f s: %s", plan.live_seconds, LABELS[name])
         namespace, settings = live_args(name)
-        live = live_run(namespace, videos["testsrc2"], 1, plan.live_seconds, settings,
-                        tree=trees[name])
-        results["live"][name].append(_trimmed(live))
+        try:
+            live = _trimmed(live_run(namespace, videos["testsrc2"], 1, plan.live_seconds,
+                                     settings, tree=trees[name]))
+        except LIVE_FAILURES as error:  # that tree's figure is missing; the run goes on
+            live = {"error": str(error)}
+        results["live"][name].append(live)
     if args.capacity:
         capacity = plan.capacity
 
@@ -259,9 +284,13 @@ def run(plan: SpeedPlan, trees: dict[str, Path], args: argparse.Namespace) -> di
     return results
 
 
+LIVE_FAILURES = (RuntimeError, subprocess.SubprocessError, ValueError)  # see live_run
+
+
 def alternate(searches: dict[str, Search],
               measure: Callable[[str, int], dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Run several capacity searches to their answers, one live run of each in turn."""
+    """Run several capacity searches to their answers, one live run of each in turn. A search
+    whose live run fails ends there, its answer the error."""
     answers: dict[str, dict[str, Any]] = {}
     pending: dict[str, int] = {}
     for name, search in searches.items():
@@ -275,6 +304,9 @@ def alternate(searches: dict[str, Search],
                 pending[name] = searches[name].send(measure(name, pending[name]))
             except StopIteration as answer:
                 answers[name] = answer.value
+                del pending[name]
+            except LIVE_FAILURES as error:
+                answers[name] = {"error": str(error)}
                 del pending[name]
     return answers
 
@@ -436,8 +468,9 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{t['pipeline']['max_batch']}, max_wait_ms {t['pipeline']['max_wait_ms']:g})")
 
     lines = ["# The speed issue: this tree against the baseline (`python -m bench.speed`)", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, provider "
-             f"{m['provider']}; onnxruntime-gpu {m['versions'].get('onnxruntime-gpu', '-')}, "
+             f"Machine: {m['cpu']} ({m.get('cpu_details', '')}), {m['cores']} cores, "
+             f"{m['memory_gib']} GiB, provider {m['provider']}; onnxruntime-gpu "
+             f"{m['versions'].get('onnxruntime-gpu', '-')}, "
              f"av {m['versions'].get('av', '-')}; {m['date']}; the run took "
              f"{results.get('wall_seconds', 0) / 60:.1f} minutes.", "",
              f"- {tree_line('this')}", f"- {tree_line('baseline')} (`--baseline "
@@ -478,7 +511,7 @@ def markdown(results: dict[str, Any]) -> str:
             if "error" in b:
                 lines.append(f"\n{LABELS[name]}: the breakdown failed: {b['error']}")
                 continue
-            graphs = ", ".join(f"{k} {v:.2f}" for k, v in b["core"]["graphs_ms"].items())
+            graphs = ", ".join(f"{k} {v:.2f}" for k, v in b["core"]["graphs_ms"].items()) or "-"
             lines.append(f"\n{LABELS[name]}: encoder runs per sampled frame "
                          f"{b['core']['encoded_per_frame']:.3f}; ONNX Runtime's own runs, CPU "
                          f"ms per frame: {graphs}; the inference thread's share of the "
@@ -496,7 +529,8 @@ def markdown(results: dict[str, Any]) -> str:
                  lambda f: f["pipeline"]["encoder_calls_per_frame"])):
             lines.append(f"| {title}: {label} | {_num(get(files['this']))} | "
                          f"{_num(get(files['baseline']))} |")
-    live = {name: ", ".join(f"{r['latency_ms']['p50']} / {r['latency_ms']['p99']} "
+    live = {name: ", ".join(r["error"] if "error" in r else
+                            f"{r['latency_ms']['p50']} / {r['latency_ms']['p99']} "
                             f"({r['dropped']} dropped)" for r in results["live"][name])
             for name in TREES}
     lines.append(f"| one live camera: p50 / p99 ms of each run | {live['this']} | "
@@ -507,6 +541,9 @@ def markdown(results: dict[str, Any]) -> str:
                   "CPU |", "| --- | --- | --- | --- | --- | --- | --- |"]
         for name in TREES:
             capacity = results["capacity"][name]
+            if "error" in capacity:
+                lines.append(f"| {LABELS[name]}: failed | {capacity['error']} | | | | | |")
+                continue
             for count, r in sorted(capacity["runs"].items(), key=lambda kv: int(kv[0])):
                 spread = "-".join(str(v) for v in r.get("p99_spread_ms", []))
                 lines.append(f"| {LABELS[name]} | {count} | {r['sustained_trials']}/"

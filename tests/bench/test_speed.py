@@ -175,3 +175,54 @@ def test_two_capacity_searches_run_one_live_run_each_in_turn():
     assert {n: a["streams"] for n, a in answers.items()} == limits
     first = min(order.count("this"), order.count("baseline"))
     assert order[:2 * first] == ["this", "baseline"] * first  # turns while both search
+
+
+def test_a_search_whose_live_run_fails_ends_with_the_error_and_the_other_goes_on():
+    plan = replace(Plan(), first_streams=3, max_streams=4)
+
+    def measure(name: str, streams: int) -> dict:
+        if name == "baseline":
+            raise RuntimeError("bench.live failed: ['ImportError: ...']")
+        return {"streams": streams, "captioned": 100, "dropped": 0, "dropped_fraction": 0.0,
+                "latency_ms": {"p50": 10.0, "p95": 20.0, "p99": 50.0, "max": 50.0}}
+
+    answers = speed.alternate({n: capacity_steps(plan) for n in speed.TREES}, measure)
+    assert answers["this"]["streams"] == 4
+    assert answers["baseline"] == {"error": "bench.live failed: ['ImportError: ...']"}
+
+
+def test_the_report_renders_missing_names_failures_and_gaps():
+    from dataclasses import asdict
+
+    lacking = _breakdown(found={"CaptionCore._greedy": False})
+    del lacking["core"]["inside_ms"]["CaptionCore._greedy"]
+    run = {"captioned": 60, "dropped": 0, "cpu_percent": 50.0, "sustained_trials": 3,
+           "trials": [{}] * 3, "p99_spread_ms": [40.0, 60.0],
+           "latency_ms": {"p50": 20.0, "p95": 40.0, "p99": 50.0, "max": 60.0}}
+    results = {
+        "machine": {"cpu": "AMD EPYC", "cpu_details": "family 26 model 2, AVX2", "cores": 2,
+                    "memory_gib": 8.0, "provider": "CPUExecutionProvider", "versions": {},
+                    "date": "2026-12-05"},
+        "trees": {n: {"path": f"/{n}", "commit": "abc", "uncommitted_changes": n == "this",
+                      "imported": f"/{n}/stream/__init__.py", "sample_fps": 10.0,
+                      "pipeline": {"max_batch": 8, "max_wait_ms": 20.0}} for n in speed.TREES},
+        "baseline_ref": "e113ec9", "plan": asdict(speed.QUICK), "wall_seconds": 60.0,
+        "inputs": {v: v for v in speed.INPUTS},
+        "files": {n: {v: {"decode": {"per_second": 1000.0, "cpu_ms": 1.0},
+                          "pipeline": {"source_fps": 500.0, "realtime_factor": 16.7,
+                                       "cpu_percent": 90, "encoder_calls_per_frame": 0.6},
+                          "ratio_to_decode": 0.5} for v in speed.INPUTS} for n in speed.TREES},
+        "breakdown": {"this": {"testsrc2": lacking, "still": _breakdown()},
+                      "baseline": {"testsrc2": _breakdown(), "still": {"error": "boom"}}},
+        "live": {"this": [run], "baseline": [{"error": "bench.live failed"}]},
+        "capacity": {"this": {"streams": 8, "runs": {"8": run}},
+                     "baseline": {"error": "bench.live failed"}}}
+    results["targets"] = speed.targets(speed.figures(results))
+    text = speed.markdown(results)
+    assert "n/a (folded into memory)" in text and "(memory + captions)" in text
+    assert "the breakdown failed: boom" in text and "baseline: failed" in text
+    assert "+ uncommitted changes" in text and "family 26 model 2" in text
+    rows = {r["figure"]: r for r in results["targets"]}
+    assert (rows["capacity"]["this"], rows["capacity"]["baseline"]) == (8, None)
+    assert (rows["live_p99"]["this"], rows["live_p99"]["baseline"]) == (50.0, None)
+    assert rows["cpu_ms.still"]["baseline"] is None
