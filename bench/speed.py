@@ -21,8 +21,10 @@ counts. On the 640x480 30 fps camera-like ``testsrc2`` input and on the still sc
    the two trees' searches take turns run by run). ``--no-capacity`` skips it.
 
 Results: bench/results/speed.json (everything) and speed.md (the targets, this tree against
-the baseline, and the CPU breakdown). The full run takes about 20 minutes on 2 cores,
-``--quick`` (10 s inputs, one round, short live runs) about 5 with the capacity search.
+the baseline, and the CPU breakdown); with ``--quick`` speed-quick.json and .md. The full run
+should take about 15 minutes on 2 cores (a 60 s round is about 40 s per tree; the capacity
+searches about 25 live runs of 15 s), ``--quick`` (10 s inputs, one round, 6 s live runs) about
+2.5 minutes with the capacity searches and under 1 without.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ class SpeedPlan:
     video_seconds: int = 60
     rounds: int = 3  # probe rounds per tree (files, breakdown); the best counts
     live_seconds: float = 20.0
-    live_rounds: int = 2  # one-camera live runs per tree; the lowest p99 counts
+    live_rounds: int = 3  # one-camera live runs per tree; the lowest p99 counts
     capacity: Plan = field(default_factory=lambda: replace(
         Plan(), capacity_seconds=15.0, first_streams=3, max_streams=10, boundary_trials=3))
 
