@@ -3,12 +3,14 @@
     python -m bench.speed [--baseline e113ec9] [--quick] [--no-capacity] [--out bench/results]
 
 The baseline (``--baseline REF``, by default e113ec9: main before the speed issue) is checked
-out once into a git worktree under bench/cache/baseline-REF and reused. Each tree is measured
-by its own code in subprocesses (cwd and PYTHONPATH = that tree, its own models/shapes bundle:
-the bundle's format changes in this issue), and each subprocess says where it imported
-``stream`` from, which must be that tree. The trees take turns (this tree, baseline, baseline,
-this tree, ...) so that the shared machine's noise hits both, and the best of the rounds
-counts. On the 640x480 30 fps camera-like ``testsrc2`` input and on the still scene, 60 s each:
+out once into a git worktree, cache/baseline-REF (the checkout's ignored cache/, outside the
+packages that mypy and the tests walk: a second ``bench`` under bench/ would break mypy), and
+reused. Each tree is measured by its own code in subprocesses (cwd and PYTHONPATH = that tree,
+its own models/shapes bundle: the bundle's format changes in this issue), and each subprocess
+says where it imported ``stream`` from, which must be that tree. The trees take turns (this
+tree, baseline, baseline, this tree, ...) so that the shared machine's noise hits both, and the
+best of the rounds counts. On the 640x480 30 fps camera-like ``testsrc2`` input and on the
+still scene, 60 s each:
 
 1. rounds of :mod:`bench.speed_probe` per tree: decoding alone (bench.stages' ``decode``), the
    sampled pipeline over the file (bench's ``file_run``: the real pipeline at the bundle's
@@ -17,7 +19,7 @@ counts. On the 640x480 30 fps camera-like ``testsrc2`` input and on the still sc
    thread in Python; ONNX Runtime on one thread);
 2. one live 30 fps camera's p99 latency (each tree's ``bench.live``), rounds taking turns;
 3. live capacity: the most 640x480 30 fps cameras with < 1% dropped and p99 < 200 ms, the
-   majority of 3 trials near the answer (bench's capacity search, from 3 cameras up to 10;
+   majority of 3 trials near the answer (bench's capacity search, from 3 cameras up to 16;
    the two trees' searches take turns run by run). ``--no-capacity`` skips it.
 
 Results: bench/results/speed.json (everything) and speed.md (the targets, this tree against
@@ -56,6 +58,7 @@ log = logging.getLogger(__name__)
 
 THIS = Path(__file__).resolve().parents[1]  # this checkout
 PROBE = Path(__file__).resolve().parent / "speed_probe.py"
+WORKTREES = THIS / "cache"  # ignored by git, and no package's folder
 BASELINE = "e113ec9"  # main before the speed issue
 SIZE = (640, 480)
 TREES = ("this", "baseline")
@@ -89,8 +92,10 @@ class SpeedPlan:
     rounds: int = 3  # probe rounds per tree (files, breakdown); the best counts
     live_seconds: float = 20.0
     live_rounds: int = 3  # one-camera live runs per tree; the lowest p99 counts
+    # From 3 cameras: 4 was main's capacity on a 2-core EPYC of this kind, but short runs on a
+    # faster one (Zen 5) sustained 6 to 8, so the search goes up to twice that.
     capacity: Plan = field(default_factory=lambda: replace(
-        Plan(), capacity_seconds=15.0, first_streams=3, max_streams=10, boundary_trials=3))
+        Plan(), capacity_seconds=15.0, first_streams=3, max_streams=16, boundary_trials=3))
 
 
 QUICK = SpeedPlan(video_seconds=10, rounds=1, live_seconds=6.0, live_rounds=1,
@@ -113,7 +118,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="results directory: speed.json and speed.md (default: "
                              "bench/results)")
     parser.add_argument("--cache", type=Path, default=CACHE,
-                        help="inputs and the baseline's worktree (default: bench/cache)")
+                        help="where the inputs are cached (default: bench/cache)")
+    parser.add_argument("--worktrees", type=Path, default=WORKTREES,
+                        help="where the baseline's worktree goes (default: cache/ of this "
+                             "checkout)")
     return parser
 
 
@@ -122,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     started = time.monotonic()
     try:
-        baseline = baseline_tree(args.baseline, args.cache)
+        baseline = baseline_tree(args.baseline, args.worktrees)
     except SpeedError as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
@@ -146,7 +154,7 @@ class SpeedError(Exception):
 
 
 def baseline_tree(ref: str, cache: Path) -> Path:
-    """The worktree of ``ref`` under ``cache``/baseline-REF: created once, then reused (moved to
+    """The worktree of ``ref`` at ``cache``/baseline-REF: created once, then reused (moved to
     ``ref``'s commit again if ``ref`` is a branch that has moved)."""
     commit = _git(THIS, "rev-parse", "--verify", f"{ref}^{{commit}}")
     tree = cache / f"baseline-{ref.replace('/', '-')}"
@@ -551,7 +559,9 @@ def markdown(results: dict[str, Any]) -> str:
                 lines.append(f"| {LABELS[name]} | {count} | {r['sustained_trials']}/"
                              f"{len(r['trials'])} | {r['latency_ms']['p99']} | {spread} | "
                              f"{r['dropped']} | {r['cpu_percent']}% |")
-            lines.append(f"| {LABELS[name]}: capacity | **{capacity['streams']}** | | | | | |")
+            limit = " (the search's limit)" if capacity["limit_reached"] else ""
+            lines.append(f"| {LABELS[name]}: capacity | **{capacity['streams']}**{limit} "
+                         f"| | | | | |")
     return "\n".join(lines) + "\n"
 
 

@@ -215,13 +215,14 @@ def test_the_report_renders_missing_names_failures_and_gaps():
         "breakdown": {"this": {"testsrc2": lacking, "still": _breakdown()},
                       "baseline": {"testsrc2": _breakdown(), "still": {"error": "boom"}}},
         "live": {"this": [run], "baseline": [{"error": "bench.live failed"}]},
-        "capacity": {"this": {"streams": 8, "runs": {"8": run}},
+        "capacity": {"this": {"streams": 8, "limit_reached": True, "runs": {"8": run}},
                      "baseline": {"error": "bench.live failed"}}}
     results["targets"] = speed.targets(speed.figures(results))
     text = speed.markdown(results)
     assert "n/a (folded into memory)" in text and "(memory + captions)" in text
     assert "the breakdown failed: boom" in text and "baseline: failed" in text
     assert "+ uncommitted changes" in text and "family 26 model 2" in text
+    assert "**8** (the search's limit)" in text
     rows = {r["figure"]: r for r in results["targets"]}
     assert (rows["capacity"]["this"], rows["capacity"]["baseline"]) == (8, None)
     assert (rows["live_p99"]["this"], rows["live_p99"]["baseline"]) == (50.0, None)
