@@ -24,9 +24,10 @@ still scene, 60 s each:
 
 Results: bench/results/speed.json (everything) and speed.md (the targets, this tree against
 the baseline, and the CPU breakdown); with ``--quick`` speed-quick.json and .md. The full run
-should take about 15 minutes on 2 cores (a 60 s round is about 40 s per tree; the capacity
-searches about 25 live runs of 15 s), ``--quick`` (10 s inputs, one round, 6 s live runs) about
-2.5 minutes with the capacity searches and under 1 without.
+should take 15 to 20 minutes on 2 cores (a 60 s round is about 40 s per tree; the capacity
+searches 20 to 30 live runs of 15 s, more where noise makes them walk down), ``--quick`` (10 s
+inputs, one round, 6 s live runs) 2 to 4 minutes with the capacity searches, half a minute
+without.
 """
 
 from __future__ import annotations
