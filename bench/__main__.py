@@ -31,9 +31,11 @@ import argparse
 import json
 import logging
 import math
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,7 @@ class Plan:
     live_streams: tuple[int, ...] = (1, 4)
     capacity_seconds: float = 15.0
     max_streams: int = 24
+    first_streams: int = 1  # the capacity search's first count (then doubling)
     boundary_trials: int = 3  # capacity runs per stream count near the answer
     capacity_sizes: tuple[tuple[int, int], ...] = ((640, 480),)  # cameras of the capacity search
 
@@ -315,8 +318,9 @@ def file_run(loaded: LoadedBundle, video: Path, seconds: float,
 
 
 def live_run(args: argparse.Namespace, video: Path, streams: int, seconds: float,
-             settings: PipelineSettings) -> dict[str, Any]:
-    """One ``bench.live`` measurement in a fresh process."""
+             settings: PipelineSettings, tree: Path | None = None) -> dict[str, Any]:
+    """One ``bench.live`` measurement in a fresh process: this checkout's, or with ``tree``
+    that tree's own (run there, its code first on the path; ``args.bundle`` should be its)."""
     command = [sys.executable, "-m", "bench.live", "--bundle", str(args.bundle), "--video",
                str(video), "--streams", str(streams), "--seconds", str(seconds), "--device",
                args.device, "--max-batch", str(settings.max_batch), "--max-wait-ms",
@@ -327,7 +331,8 @@ def live_run(args: argparse.Namespace, video: Path, streams: int, seconds: float
         command += ["--cameras", "files"]
     if getattr(args, "engine", "local") == "ray":
         command += ["--engine", "ray"] + (["--workers", str(args.workers)] if args.workers else [])
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
+    env = None if tree is None else dict(os.environ, PYTHONPATH=str(tree))
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tree or ROOT, env=env,
                           timeout=seconds + 120)
     if done.returncode != 0:
         raise RuntimeError(f"bench.live failed: {done.stderr.strip().splitlines()[-1:]}")
@@ -336,11 +341,37 @@ def live_run(args: argparse.Namespace, video: Path, streams: int, seconds: float
 
 
 def capacity_search(args: argparse.Namespace, video: Path, plan: Plan,
-                    settings: PipelineSettings) -> dict[str, Any]:
-    """The most live 30 fps streams sustained.
+                    settings: PipelineSettings, tree: Path | None = None) -> dict[str, Any]:
+    """The most live 30 fps streams sustained (:func:`capacity_steps`), each count run by
+    :func:`live_run` (in ``tree`` when given)."""
+    def measure(streams: int) -> dict[str, Any]:
+        log.info("capacity: %d stream(s), %.0f s", streams, plan.capacity_seconds)
+        return live_run(args, video, streams, plan.capacity_seconds, settings, tree=tree)
 
-    A coarse search with one run per count (doubling: 1, 2, 4, ..., so that hundreds of GPU
-    streams are reached in a few steps) brackets the answer; near
+    return drive(capacity_steps(plan), measure)
+
+
+Search = Generator[int, dict[str, Any], dict[str, Any]]
+
+
+def drive(search: Search, measure: Callable[[int], dict[str, Any]]) -> dict[str, Any]:
+    """Run a search to its answer, measuring every count it asks for."""
+    try:
+        streams = next(search)
+        while True:
+            streams = search.send(measure(streams))
+    except StopIteration as answer:
+        result: dict[str, Any] = answer.value
+        return result
+
+
+def capacity_steps(plan: Plan) -> Search:
+    """The capacity search: yields the camera count of the next live run, is sent that run's
+    figures (:func:`live_run`'s), and returns the answer. A generator, so that two searches
+    (two trees, in bench.speed) can take turns run by run.
+
+    A coarse search with one run per count (doubling from ``plan.first_streams``: 1, 2, 4, ...,
+    so that hundreds of GPU streams are reached in a few steps) brackets the answer; near
     it (the first count that failed, the bisection, and the answer itself, walking down while
     it fails) every count runs ``plan.boundary_trials`` times and the majority decides, so
     that one disturbed run cannot move the answer. Each count's record is its median run (by
@@ -348,12 +379,11 @@ def capacity_search(args: argparse.Namespace, video: Path, plan: Plan,
     """
     runs: dict[int, dict[str, Any]] = {}
 
-    def sustained(n: int, trials: int = 1) -> bool:
+    def sustained(n: int, trials: int = 1) -> Generator[int, dict[str, Any], bool]:
         done = runs.get(n, {}).get("trials", [])
         for _ in range(trials - len(done)):
-            log.info("capacity: %d stream(s), %.0f s", n, plan.capacity_seconds)
-            result = live_run(args, video, n, plan.capacity_seconds, settings)
-            result.pop("latency_samples")
+            result = dict((yield n))
+            result.pop("latency_samples", None)
             result.pop("delivered_samples", None)
             result["sustained"] = (result["dropped_fraction"] < CAPACITY_DROPS
                                    and result["latency_ms"]["p99"] < CAPACITY_P99_MS)
@@ -367,21 +397,21 @@ def capacity_search(args: argparse.Namespace, video: Path, plan: Plan,
         runs[n] = record
         return bool(record["sustained"])
 
-    best, n = 0, 1
-    while n <= plan.max_streams and sustained(n):
+    best, n = 0, max(1, plan.first_streams)
+    while n <= plan.max_streams and (yield from sustained(n)):
         best = n
         n *= 2
     trials = plan.boundary_trials
     low, high = best, min(n, plan.max_streams + 1)
-    if high <= plan.max_streams and sustained(high, trials):  # a disturbed coarse run
+    if high <= plan.max_streams and (yield from sustained(high, trials)):  # a disturbed run
         low, high = high, plan.max_streams + 1
     while high - low > 1:
         middle = (low + high) // 2
-        if sustained(middle, trials):
+        if (yield from sustained(middle, trials)):
             low = middle
         else:
             high = middle
-    while low > 0 and not sustained(low, trials):  # the answer holds by the majority too
+    while low > 0 and not (yield from sustained(low, trials)):  # the majority holds it too
         low -= 1
     return {"streams": low, "limit_reached": low >= plan.max_streams,
             "criteria": {"dropped_fraction_below": CAPACITY_DROPS,

@@ -146,7 +146,7 @@ def test_the_capacity_search_brackets_hundreds_of_streams_in_few_runs(monkeypatc
 
     tried: list[int] = []
 
-    def live_run(args, video, streams, seconds, settings):
+    def live_run(args, video, streams, seconds, settings, tree=None):
         tried.append(streams)
         p99 = 50.0 if streams <= 300 else 400.0
         return {"streams": streams, "captioned": 100 * streams, "dropped": 0,
