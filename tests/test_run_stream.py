@@ -22,6 +22,7 @@ from lrcn.data import load_dataset
 from lrcn.world import NOVEL_TRIPLES, WorldConfig, plan_video
 from lrcn.world import write_video as write_world_video
 from stream.media.frames import read_sampled_frames
+from stream.media.sources import stream_ids
 from stream.model.bundle import open_bundle, sha256_file
 from stream.model.captioning import CaptionCore
 from stream.model.sessions import SessionSettings
@@ -225,12 +226,15 @@ def write_beam_clip(path: Path) -> Path:
 
 def core_captions(video: Path, beam: int, bundle: Path = BUNDLE) -> tuple[list[str], np.ndarray]:
     """Each sampled frame's caption from a CaptionCore stepped frame by frame (the reference),
-    with the frames' times, read through stream.media.frames."""
+    with the frames' times, read through stream.media.frames, and the key-frame phase that
+    run_stream and run_archive give the file (its stream id's, its stem's)."""
     loaded = open_bundle(bundle, SessionSettings(device="cpu"))
     core = CaptionCore(loaded, beam=beam)
     size = (loaded.bundle.input_size, loaded.bundle.input_size)
     frames, times = read_sampled_frames(video, loaded.bundle.sample_fps, size)
-    texts = [core.step(frames[i : i + 1], ["reference"], [i == 0], [times[i]])[0].text
+    phase = loaded.bundle.keyframes.phase(stream_ids([str(video)])[0])
+    texts = [core.step(frames[i : i + 1], ["reference"], [i == 0], [times[i]],
+                       phases=[phase])[0].text
              for i in range(len(frames))]
     return texts, times
 

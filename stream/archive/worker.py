@@ -1,6 +1,13 @@
 """The archive's worker side: :func:`caption_task` captions one task (a video or a chunk of it)
 with a worker's :class:`~stream.model.captioning.CaptionCore` and returns its events, or its error,
-as a :class:`TaskResult`."""
+as a :class:`TaskResult`.
+
+Key frames: every chunk of a video takes the video's phase of the key-frame windows
+(:func:`video_phase`: the phase of the stream id ``run_stream`` gives the file, its stem), not
+one of its own, so that chunks rebuild the whole video's key frames exactly and a video gets the
+key frames that the live engines give it. Frames are decoded on the task's own thread, so the
+core computes their thumbnails and signatures.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +23,9 @@ import numpy as np
 from stream.archive.inputs import Task, printable
 from stream.errors import MediaError, reason
 from stream.media.frames import TIME_EPS, decode_sampled, open_video
+from stream.media.sources import stream_ids
 from stream.model.captioning import CaptionCore
+from stream.model.keyframes import KeyFrameRule
 
 _STEP_BATCH = 8  # frames encoded per call within a chunk
 
@@ -69,6 +78,12 @@ def _stream_id(task: Task) -> str:
     return f"{task.path}#{task.chunk}"
 
 
+def video_phase(rule: KeyFrameRule, path: str) -> int:
+    """The key-frame phase of the video at ``path``, the same for each of its chunks: that of
+    the stream id the live engines give the file (``stream_ids([path])``: its stem)."""
+    return rule.phase(stream_ids([path])[0])
+
+
 def _caption_frames(core: CaptionCore, task: Task,
                     decoder_threads: int) -> tuple[list[dict[str, Any]], float]:
     bundle = core.bundle
@@ -82,12 +97,13 @@ def _caption_frames(core: CaptionCore, task: Task,
     events: list[dict[str, Any]] = []
     pending: list[tuple[float, np.ndarray]] = []
     last_pts = task.start  # the last sampled frame's time
+    phase = video_phase(core.keyframes, task.path)
 
     def flush() -> None:
         # The task's stream id is new to the core: its first frame starts from a clear state.
         frames = np.stack([rgb for _, rgb in pending])
         captions = core.step(frames, [_stream_id(task)] * len(pending),
-                             times=[pts for pts, _ in pending])
+                             times=[pts for pts, _ in pending], phases=[phase] * len(pending))
         for (pts, _), caption in zip(pending, captions, strict=True):
             if pts >= task.start - TIME_EPS:
                 events.append({"pts": round(pts, 6), "caption": caption.text,

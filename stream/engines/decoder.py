@@ -2,8 +2,10 @@
 
 It opens the source, samples frames by presentation time at the bundle's ``sample_fps``,
 converts each sampled frame to RGB at the model's input size inside libswscale (the one path of
-:mod:`stream.media.frames`), and queues it with its timestamps. Frames that are not sampled are
-never converted.
+:mod:`stream.media.frames`), computes its motion thumbnail and key-frame signature (numpy sums,
+here in parallel with the model rather than on the one inference thread; see
+:class:`~stream.model.keyframes.FrameSignals`), and queues it with its timestamps. Frames that
+are not sampled are never converted.
 
 Live sources (webcam, RTSP, live network streams) are reopened when they end, fail or stall past
 the read timeout, with exponential backoff and a limit on consecutive failures. The first frame
@@ -53,6 +55,7 @@ from stream.events import ENDED, OPENED, RECONNECTING, StatusEvent
 from stream.media.frames import FrameCounter, decode_sampled, use_file_threading, video_stream
 from stream.media.hwaccel import report_software_fallback
 from stream.media.sources import PipeReader, Source, open_pipe, open_source, redact
+from stream.model.keyframes import FrameSignals
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +112,9 @@ class Decoder(threading.Thread):
     With ``resume``, the stream continues one that ran elsewhere: its indexes go on from
     ``resume.index``; a file is decoded from just after ``resume.pts``; a live source's clock
     goes on from ``resume.pts`` plus the time since that frame, as after a reconnect.
+
+    With ``signals``, each queued frame carries its thumbnail and key-frame signature; without,
+    the inference worker computes them.
     """
 
     def __init__(
@@ -122,6 +128,7 @@ class Decoder(threading.Thread):
         stop: threading.Event,
         resume: Resume | None = None,
         halt: threading.Event | None = None,
+        signals: FrameSignals | None = None,
     ) -> None:
         super().__init__(name=f"decoder-{stream}", daemon=True)
         self.stream = stream
@@ -132,6 +139,7 @@ class Decoder(threading.Thread):
         self.reconnect = reconnect
         self.stop = stop
         self.halt = stop if halt is None else halt  # set on a bug: the whole pipeline stops
+        self.signals = signals
         self.error: BaseException | None = None
         self.index = 0  # sampled frames queued so far
         self.decoded = FrameCounter()  # frames decoded, sampled or not, over every opening
@@ -232,9 +240,11 @@ class Decoder(threading.Thread):
             if self.stop.is_set():
                 return None
             now = time.monotonic()
+            decoded_at = time.time()
+            thumb, sig = (None, None) if self.signals is None else self.signals(frame.rgb)
             item = FrameItem(stream=self.stream, index=self.index, pts=offset + frame.time,
-                             decoded_at=time.time(), decoded_mono=now, rgb=frame.rgb,
-                             reset=self._frames_since_open == 0)
+                             decoded_at=decoded_at, decoded_mono=now, rgb=frame.rgb,
+                             reset=self._frames_since_open == 0, thumb=thumb, signature=sig)
             if not self.mailbox.put(self.stream, item):
                 return None
             self.index += 1

@@ -8,7 +8,10 @@
 
 The inference worker owns the :class:`~stream.model.captioning.CaptionCore` (and so every stream's
 recurrent state): it takes a micro-batch of frames from all streams, runs the encoder once, steps
-each stream's memory, decodes the captions and turns them into events. The caller's thread
+each stream's memory, decodes the captions and turns them into events. The decoder threads
+compute each frame's thumbnail and key-frame signature, in parallel with the model. Each stream's
+key-frame windows take the phase of its id (:meth:`~stream.model.keyframes.KeyFrameRule.phase`),
+so that cameras started together do not all run the CNN in the same batch. The caller's thread
 consumes the events (sinks run there), so a slow consumer slows the worker, which fills the
 mailbox: files then wait, live sources drop their oldest frames.
 
@@ -37,6 +40,7 @@ from stream.events import DROPPED, ENDED, RECONNECTING, CaptionEvent, StatusEven
 from stream.media.sources import Source, redact
 from stream.model.bundle import LoadedBundle
 from stream.model.captioning import Caption, CaptionCore
+from stream.model.keyframes import EVERY_FRAME, FrameSignals
 from stream.stopping import POLL, put_unless_stopped
 
 log = logging.getLogger(__name__)
@@ -85,6 +89,9 @@ class Pipeline:
         self.mailbox.hold_open(keep_open)
         self.events: queue.Queue[StreamEvent | None] = queue.Queue(self.settings.events_queue)
         self.decoders: dict[str, Decoder] = {}  # the streams' decoders, the latest per id
+        # The decoders compute the signals by the rule the core will apply (built in __iter__).
+        rule = EVERY_FRAME if self.settings.encode_every_frame else loaded.bundle.keyframes
+        self._signals = FrameSignals(loaded.bundle.motion_pool, rule)
         self._retired: list[Decoder] = []  # decoders of removed or replaced streams
         self._lock = threading.Lock()  # decoders, _retired, _started: add/remove from any thread
         self._failed: list[StatusEvent] = []
@@ -204,7 +211,7 @@ class Pipeline:
         sample_fps = None if self.settings.caption_every_decoded_frame else bundle.sample_fps
         decoder = Decoder(stream, source, self.mailbox, sample_fps,
                           (bundle.input_size, bundle.input_size), self.settings.reconnect,
-                          threading.Event(), resume, halt=self.stop)
+                          threading.Event(), resume, halt=self.stop, signals=self._signals)
         self.decoders[stream] = decoder
         return decoder
 
@@ -257,10 +264,13 @@ class Pipeline:
         frames = [item for item in batch if isinstance(item, FrameItem)]
         captions: Iterator[Caption] = iter(())
         if frames:
-            captions = iter(self._core.step(np.stack([f.rgb for f in frames]),
-                                            [f.stream for f in frames],
-                                            [f.reset for f in frames],
-                                            [f.pts for f in frames]))
+            rule = self._core.keyframes
+            thumbs, signatures = _signals(frames)
+            captions = iter(self._core.step(
+                np.stack([f.rgb for f in frames]), [f.stream for f in frames],
+                [f.reset for f in frames], [f.pts for f in frames],
+                phases=[rule.phase(f.stream) for f in frames], thumbs=thumbs,
+                signatures=signatures))
         events: list[StreamEvent] = []
         for item in batch:
             if isinstance(item, StatusEvent):
@@ -304,3 +314,13 @@ class Pipeline:
     def _emit(self, event: StreamEvent | None) -> bool:
         """Hand an event to the consumer; False when the pipeline stopped first."""
         return put_unless_stopped(self.events, event, self.stop)
+
+
+def _signals(frames: list[FrameItem]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The batch's thumbnails and signatures as its decoders computed them, or (None, None)
+    when a frame came without them (queued by hand): the core then computes them all."""
+    thumbs = [f.thumb for f in frames if f.thumb is not None]
+    sigs = [f.signature for f in frames if f.signature is not None]
+    if len(thumbs) < len(frames) or len(sigs) < len(frames):
+        return None, None
+    return np.stack(thumbs), np.stack(sigs)

@@ -45,6 +45,9 @@ class FrameItem:
         decoded_mono: the same moment on the monotonic clock (for latency).
         rgb: (S, S, 3) uint8 RGB at the bundle's input size.
         reset: clear the stream's memory before this frame.
+        thumb: (3, m, m) float32 motion thumbnail, when the decoder computed it (37 KB at
+            m = 56, a quarter of ``rgb``); None: the worker computes it.
+        signature: (3, cells, cells) float32 key-frame signature, likewise.
     """
 
     stream: str
@@ -54,6 +57,8 @@ class FrameItem:
     decoded_mono: float
     rgb: np.ndarray = field(repr=False)
     reset: bool
+    thumb: np.ndarray | None = field(default=None, repr=False)
+    signature: np.ndarray | None = field(default=None, repr=False)
 
 
 Item = FrameItem | StatusEvent

@@ -173,6 +173,17 @@ class CaptionCore:
         self._check_frames(frames)
         return thumbnails(frames, self.bundle.motion_pool)
 
+    def _thumb_size(self) -> int:
+        return self.bundle.input_size // self.bundle.motion_pool
+
+    @staticmethod
+    def _check_signals(name: str, array: np.ndarray, n: int, size: int) -> None:
+        if (not isinstance(array, np.ndarray) or array.dtype != np.float32
+                or array.shape != (n, 3, size, size)):
+            got = (f"{array.dtype} {array.shape}" if isinstance(array, np.ndarray)
+                   else type(array).__name__)
+            raise ValueError(f"{name} must be float32 ({n}, 3, {size}, {size}), got {got}")
+
     def _check_frames(self, frames: np.ndarray) -> None:
         size = self.bundle.input_size
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (size, size, 3):
@@ -185,35 +196,60 @@ class CaptionCore:
         stream_ids: Sequence[Hashable],
         resets: Sequence[bool] | None = None,
         times: Sequence[float] | None = None,
+        *,
+        phases: Sequence[int] | None = None,
+        thumbs: np.ndarray | None = None,
+        signatures: np.ndarray | None = None,
     ) -> list[Caption]:
         """Caption one frame per entry: frames (B, S, S, 3) uint8, RGB at the bundle's size.
 
         ``resets[i]`` clears stream ``stream_ids[i]``'s state before its frame (a stream's first
         frame always starts from a clear state). ``times[i]`` is the frame's time in seconds,
         which places it on the key-frame rule's sampling grid (without times, each frame of a
-        stream is the next sample slot). Returns B captions in input order.
+        stream is the next sample slot). ``phases[i]`` is the stream's phase of the key-frame
+        windows (:meth:`~stream.model.keyframes.KeyFrameRule.phase`; default 0, as in
+        training), fixed from the stream's first frame or reset until the next. ``thumbs``
+        (B, 3, m, m) and ``signatures`` (B, 3, cells, cells), float32, are the frames'
+        thumbnails and key-frame signatures when the caller computed them already (a decoder
+        thread, :class:`~stream.model.keyframes.FrameSignals`); else they are computed here.
+        Returns B captions in input order.
         """
         n = len(stream_ids)
-        thumbs = self.thumbnails(frames)
+        if thumbs is None:
+            thumbs = self.thumbnails(frames)
+        else:
+            self._check_frames(frames)
         if len(frames) != n:
             raise ValueError(f"{len(frames)} frames but {n} stream ids")
+        self._check_signals("thumbs", thumbs, n, self._thumb_size())
+        if signatures is None:
+            sigs = signature(self.keyframes, thumbs)
+        else:
+            self._check_signals("signatures", signatures, n,
+                                min(self.keyframes.cells, self._thumb_size()))
+            sigs = signatures
         flags = self._flags(resets, n)
         if times is not None and len(times) != n:
             raise ValueError(f"{n} frames but {len(times)} times")
         if times is not None and not all(isinstance(t, (int, float)) and math.isfinite(t)
                                          for t in times):
             raise ValueError(f"frame times must be finite numbers of seconds, got {list(times)}")
-        sigs = signature(self.keyframes, thumbs)
+        if phases is not None and len(phases) != n:
+            raise ValueError(f"{n} frames but {len(phases)} phases")
         # Decide on copies: nothing of a stream's state changes unless the whole step runs.
         schedules: dict[Hashable, KeyFrameSchedule] = {}
         slots: dict[Hashable, int] = {}
         keys = np.zeros(n, np.bool_)
         for i, sid in enumerate(stream_ids):
+            phase = 0 if phases is None else phases[i]
             fresh = bool(flags[i]) or (sid not in schedules and sid not in self._schedules)
             if fresh:
-                schedules[sid], slots[sid] = KeyFrameSchedule(self.keyframes), -1
+                schedules[sid], slots[sid] = KeyFrameSchedule(self.keyframes, phase), -1
             elif sid not in schedules:
                 schedules[sid], slots[sid] = copy.copy(self._schedules[sid]), self._slots[sid]
+            if schedules[sid].phase != phase:
+                raise ValueError(f"stream {sid!r} has key-frame phase {schedules[sid].phase}, "
+                                 f"not {phase}, until it is reset")
             slots[sid] += 1
             slot = slots[sid] if times is None else sample_slot(times[i], self.bundle.sample_fps)
             keys[i] = schedules[sid].decide(sigs[i], slot, fresh)

@@ -329,6 +329,18 @@ def test_a_run_killed_halfway_resumes_to_identical_outputs(local_run, archive, t
     assert outputs(out) == reference_files  # byte for byte, and no temporaries left
 
 
+def _same_phase(bundle: Path, videos: list[Path]) -> tuple[Path, Path]:
+    """Two of ``videos`` whose names give the same key-frame phase."""
+    from stream.archive.worker import video_phase
+    from stream.model.bundle import read_bundle
+
+    rule = read_bundle(bundle).keyframes
+    by_phase: dict[int, list[Path]] = {}
+    for video in videos:
+        by_phase.setdefault(video_phase(rule, str(video)), []).append(video)
+    return next((v[0], v[1]) for v in by_phase.values() if len(v) > 1)
+
+
 def test_only_new_or_changed_inputs_are_redone(archive, tiny_bundle, tmp_path):
     inputs, out = tmp_path / "inputs", tmp_path / "out"
     shutil.copytree(archive, inputs)
@@ -336,8 +348,10 @@ def test_only_new_or_changed_inputs_are_redone(archive, tiny_bundle, tmp_path):
             "--threads", "1")
     first = run_archive(str(inputs), *args)
     assert first.stderr.splitlines()[1].split()[1:4] == ["20", "0", "2"]  # captioned/skipped/failed
-    a, b = sorted((inputs / "day1").glob("shapes*.mp4"))[:2]
-    shutil.copy(b, a)  # a now holds b's video: new size, mtime and fingerprint
+    # a now holds b's video: new size, mtime and fingerprint. Key frames follow the video's
+    # name (its stem's phase, as a live stream's follow its id): a and b share a phase.
+    a, b = _same_phase(tiny_bundle, sorted((inputs / "day1").glob("shapes*.mp4")))
+    shutil.copy(b, a)
     second = run_archive(str(inputs), *args)
     # the changed video is captioned again, the 19 others skipped, the 2 corrupt retried
     assert second.stderr.splitlines()[1].split()[1:4] == ["1", "19", "2"]
@@ -452,21 +466,32 @@ def tiny_core(tiny_bundle):
     return CaptionCore(open_bundle(tiny_bundle, SessionSettings(device="cpu", threads=1)))
 
 
-@pytest.mark.parametrize("name, container", [("clip.mp4", None), ("clip.ts", "mpegts"),
-                                             ("clip.mkv", None)])
-@pytest.mark.parametrize("chunk, warmup", [(3.0, 1.0), (2.95, 0.0), (2.0, 0.5)])
-def test_chunks_hold_exactly_the_whole_videos_frames(tiny_core, tmp_path, name, container,
-                                                    chunk, warmup):
-    """Whatever the container's seeking, the chunk length (on the sampling grid or not) and a
-    non-zero start time: the stitched chunks caption exactly the whole run's frames."""
+def _named_for_phase(rule, phase: int, suffix: str) -> str:
+    """A file name whose video takes key-frame phase ``phase`` (its stem's, as a stream id)."""
+    return next(f"clip{k}{suffix}" for k in range(1000) if rule.phase(f"clip{k}") == phase)
+
+
+@pytest.mark.parametrize("suffix, container", [(".mp4", None), (".ts", "mpegts"),
+                                               (".mkv", None)])
+@pytest.mark.parametrize("chunk, warmup, phase", [(3.0, 1.0, 0), (2.95, 0.0, 1), (2.0, 0.5, 3)])
+def test_chunks_hold_exactly_the_whole_videos_frames(tiny_core, tmp_path, suffix, container,
+                                                    chunk, warmup, phase):
+    """Whatever the container's seeking, the chunk length (on the sampling grid or not), a
+    non-zero start time and the video's key-frame phase: the stitched chunks caption exactly
+    the whole run's frames, with its key frames."""
     from stream.archive.inputs import VideoInput, plan_tasks
     from stream.archive.outputs import stitch
-    from stream.archive.worker import caption_task
+    from stream.archive.worker import caption_task, video_phase
+    from stream.media.frames import read_sampled_frames
+    from stream.model.keyframes import key_frames, sample_slot, signature
 
     # 10 s at 30 fps, keyframes every 2.4 s, timestamps starting at 1.4 s; the picture drifts
     # slowly enough that the model's key frames come from both the window and the change
+    rule = tiny_core.keyframes
+    name = _named_for_phase(rule, phase, suffix)
     path = write_video(tmp_path / name, frames=300, fps=30, container=container,
                        keyframe_every=72, first_pts=42, drift=2)
+    assert video_phase(rule, str(path)) == phase
     video = VideoInput(str(path), name, 0, 0.0, "")
     whole = stitch([caption_task(tiny_core, plan_tasks(video, None, 0, 0)[0])])
     tasks = plan_tasks(video, 10.0, chunk, warmup)
@@ -476,10 +501,19 @@ def test_chunks_hold_exactly_the_whole_videos_frames(tiny_core, tmp_path, name, 
     chunked = stitch(results)
     assert [e["pts"] for e in chunked] == [e["pts"] for e in whole]
     assert [e["index"] for e in chunked] == list(range(len(whole)))
-    # The key frames too: each chunk's warm-up spans the key-frame rule's window.
-    assert not tiny_core.keyframes.encodes_every_frame
+    # The key frames too: each chunk's warm-up spans the key-frame rule's (phased) window.
+    assert not rule.encodes_every_frame
     assert [e["encoded"] for e in chunked] == [e["encoded"] for e in whole]
     assert 0 < sum(e["encoded"] for e in whole) < len(whole)
+    # They are the rule's with the video's phase (every chunk took it, not one of its own).
+    size = (tiny_core.bundle.input_size,) * 2
+    frames, times = read_sampled_frames(path, tiny_core.bundle.sample_fps, size)
+    slots = [sample_slot(t, tiny_core.bundle.sample_fps) for t in times]
+    expected = key_frames(rule, signature(rule, tiny_core.thumbnails(frames)), slots, phase)
+    assert [e["encoded"] for e in whole] == expected.tolist()
+    if phase:  # which the phase changes
+        assert expected.tolist() != key_frames(rule, signature(rule, tiny_core.thumbnails(
+            frames)), slots).tolist()
 
 
 def test_any_error_in_a_task_is_recorded_not_raised(tiny_core, tmp_path, monkeypatch):

@@ -260,3 +260,87 @@ def test_a_refused_step_leaves_every_stream_as_it_was(loaded, videos, count, ids
     # b was never stepped: its first frame is a fresh key frame.
     [b] = core.step(videos[1][:1], ["b"])
     assert b.encoded
+
+
+def test_a_streams_phase_shifts_its_forced_key_frames(loaded, videos):
+    """phases: each stream's window grid shifted by its phase (a still picture: only the grid
+    makes key frames); no phases is phase 0; the phase holds until the stream's reset."""
+    core = CaptionCore(loaded)
+    rule = loaded.bundle.keyframes
+    every, fps = rule.every, loaded.bundle.sample_fps
+    assert every > 2
+    n = 2 * every + 1
+    still = np.repeat(videos[0][:1], n, axis=0)
+    times = [t / fps for t in range(n)]
+    keys = {}
+    for sid, phases in (("none", None), ("zero", [0] * n), ("one", [1] * n),
+                        ("last", [every - 1] * n)):
+        captions = core.step(still, [sid] * n, [True] + [False] * (n - 1), times, phases=phases)
+        keys[sid] = [t for t, c in enumerate(captions) if c.encoded]
+    assert keys["none"] == keys["zero"] == [0, every, 2 * every]
+    assert keys["one"] == [0, every - 1, 2 * every - 1]
+    assert keys["last"] == [0, 1, every + 1]
+    # Two streams of one batch, as cameras: their ids' phases keep their key frames apart.
+    ids = ["cam-a", "cam-b"]
+    assert rule.phase(ids[0]) != rule.phase(ids[1])
+    flags = {sid: [] for sid in ids}
+    for t in range(n):
+        for c in core.step(still[:2], ids, [t == 0] * 2, [times[t]] * 2,
+                           phases=[rule.phase(s) for s in ids]):
+            flags[c.stream].append(c.encoded)
+    assert flags[ids[0]][1:] != flags[ids[1]][1:]
+    assert sum(flags[ids[0]][1:]) == sum(flags[ids[1]][1:]) == 2
+    # A phase is the stream's until its reset.
+    with pytest.raises(ValueError, match="has key-frame phase 1, not 2, until it is reset"):
+        core.step(still[:1], ["one"], [False], [n / fps], phases=[2])
+    [caption] = core.step(still[:1], ["one"], [True], [n / fps], phases=[2])
+    assert caption.encoded
+    with pytest.raises(ValueError, match=r"phase must be an integer in \[0, "):
+        core.step(still[:1], ["new"], phases=[every])
+
+
+def test_thumbnails_and_signatures_given_are_used_as_computed(loaded, videos):
+    """What a decoder thread computes (FrameSignals) gives the same captions, bit for bit, as
+    the core computing it; the core uses what it is given."""
+    from stream.model.keyframes import FrameSignals
+
+    a, b = videos[0], videos[1]
+    n = min(len(a), len(b))
+    signals = FrameSignals(loaded.bundle.motion_pool, loaded.bundle.keyframes)
+    computed, given = CaptionCore(loaded), CaptionCore(loaded)
+    for t in range(n):
+        frames = np.stack([a[t], b[t]])
+        mine = [signals(frame) for frame in frames]
+        thumbs, sigs = np.stack([m[0] for m in mine]), np.stack([m[1] for m in mine])
+        one = computed.step(frames, ["a", "b"], [t == 0] * 2, phases=[1, 2])
+        two = given.step(frames, ["a", "b"], [t == 0] * 2, phases=[1, 2], thumbs=thumbs,
+                         signatures=sigs)
+        assert one == two
+    # Given signatures decide the key frames: a signature far from the last key frame's.
+    core = CaptionCore(loaded)
+    still = np.repeat(a[:1], 2, axis=0)
+    thumbs = core.thumbnails(still)
+    sigs = np.stack([signals(frame)[1] for frame in still])
+    sigs[1] += 1.0
+    flags = [c.encoded for c in core.step(still, ["s"] * 2, thumbs=thumbs, signatures=sigs)]
+    assert flags == [True, True]
+
+
+@pytest.mark.parametrize("what, make, words", [
+    ("thumbs", lambda m, c: np.zeros((2, 3, m, m), np.float32),
+     r"thumbs must be float32 \(1, 3, (\d+), \1\), got float32 \(2, 3, \1, \1\)"),
+    ("thumbs", lambda m, c: np.zeros((1, 3, m, m), np.float64), "thumbs must be float32"),
+    ("thumbs", lambda m, c: [[0.0]], "thumbs must be float32 .* got list"),
+    ("signatures", lambda m, c: np.zeros((1, 3, c + 1, c + 1), np.float32),
+     "signatures must be float32"),
+    ("phases", lambda m, c: [0, 0], "1 frames but 2 phases"),
+])
+def test_wrong_signals_are_a_clear_error(loaded, videos, what, make, words):
+    core = CaptionCore(loaded)
+    core.step(videos[0][:1], ["a"], [True])
+    before = core.state("a")
+    m = loaded.bundle.input_size // loaded.bundle.motion_pool
+    c = min(loaded.bundle.keyframes.cells, m)
+    with pytest.raises(ValueError, match=words):
+        core.step(videos[0][1:2], ["a"], **{what: make(m, c)})
+    assert all(np.array_equal(v, core.state("a")[k]) for k, v in before.items())

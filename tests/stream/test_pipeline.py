@@ -54,20 +54,55 @@ def test_streams_batched_together_caption_as_each_alone(loaded, videos):
     events = list(caption_stream(videos, loaded, settings=settings))
     got = captions_of(events)
     core = CaptionCore(loaded)
+    rule = loaded.bundle.keyframes
     size = (loaded.bundle.input_size,) * 2
     assert sorted(got) == sorted(stream_ids(videos))
+    # Each stream takes its id's key-frame phase: here not all the same.
+    assert len({rule.phase(stream) for stream in stream_ids(videos)}) > 1
     for path, stream in zip(videos, stream_ids(videos), strict=True):
         frames, times = read_sampled_frames(path, loaded.bundle.sample_fps, size)
-        alone = [core.step(f[None], ["alone"], [t == 0])[0].text for t, f in enumerate(frames)]
+        steps = [core.step(f[None], ["alone"], [t == 0], phases=[rule.phase(stream)])[0]
+                 for t, f in enumerate(frames)]
+        alone = [c.text for c in steps]
         core.forget("alone")
         assert [e.index for e in got[stream]] == list(range(len(frames)))
         assert [e.pts for e in got[stream]] == pytest.approx(times.tolist(), abs=1e-6)
         assert [e.caption for e in got[stream]] == alone
+        assert [e.encoded for e in got[stream]] == [c.encoded for c in steps]
         assert got[stream][0].reset and not any(e.reset for e in got[stream][1:])
         changes = [e.changed for e in got[stream]]
         assert changes == [True] + [a != b for a, b in zip(alone, alone[1:], strict=False)]
     assert len(statuses(events, ENDED)) == len(videos)
     assert all(e.error is None for e in statuses(events, ENDED))
+
+
+def test_thumbnails_from_the_decoders_caption_as_computed_by_the_worker(loaded, videos,
+                                                                        monkeypatch):
+    """The decoder threads compute each frame's thumbnail and signature; captions, their
+    log-probabilities and the key frames are bit for bit those of the worker computing them."""
+    given = []
+    step = CaptionCore.step
+
+    def spy(self, *args, **kwargs):
+        given.append(kwargs.get("thumbs") is not None and kwargs.get("signatures") is not None)
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(CaptionCore, "step", spy)
+    settings = PipelineSettings(max_batch=4, max_wait_ms=50)
+    runs = []
+    for decoders_compute in (True, False):
+        given.clear()
+        pipeline = Pipeline(parse_sources(videos[:3]), loaded, settings)
+        for decoder in pipeline.decoders.values():
+            assert decoder.signals is not None
+            decoder.signals = decoder.signals if decoders_compute else None
+        got = captions_of(pipeline)
+        assert given and all(g == decoders_compute for g in given)
+        runs.append({stream: [(e.index, e.pts, e.caption, e.logprob, e.encoded) for e in events]
+                     for stream, events in got.items()})
+    assert runs[0] == runs[1]
+    flags = [e[4] for events in runs[0].values() for e in events]
+    assert len(runs[0]) == 3 and 0 < sum(flags) < len(flags)
 
 
 def _consume_slowly(source, loaded, seconds_per_event):
@@ -246,8 +281,9 @@ def test_a_reconnect_inside_a_busy_batch_keeps_the_memory_of_the_frames_after_it
     frames, _ = read_sampled_frames(videos[0], loaded.bundle.sample_fps, size)
     resets = [True, True, False, False]
     core = CaptionCore(loaded)
-    alone = [core.step(f[None], ["alone"], [r])[0] for f, r in zip(frames[:4], resets,
-                                                                     strict=True)]
+    phase = loaded.bundle.keyframes.phase("cam")  # the pipeline's, by the stream's id
+    alone = [core.step(f[None], ["alone"], [r], phases=[phase])[0]
+             for f, r in zip(frames[:4], resets, strict=True)]
     pipeline = Pipeline({}, loaded, PipelineSettings(max_batch=2, max_wait_ms=0))
     pipeline.mailbox.register("cam", live=True)
 
