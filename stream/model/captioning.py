@@ -1,7 +1,8 @@
 """The captioning core: batched steps of many streams through a bundle's graphs, numpy only.
 
 One call of :meth:`CaptionCore.step` takes a batch of frames, each tagged with the stream it
-belongs to, a reset flag and its time, computes every frame's thumbnail, picks the key frames
+belongs to, a reset flag and its time, takes every frame's thumbnail and signature (computed
+by the caller, e.g. in a decoder thread, or else here), picks the key frames
 (:mod:`stream.model.keyframes`, the bundle's rule), runs the encoder graph once over the key frames
 of all streams, holds each stream's last key-frame features for its other frames, and steps
 every stream's memory with the state that stream carried from its previous frame: one call of
