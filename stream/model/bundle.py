@@ -7,6 +7,10 @@ A bundle is a directory::
                     frames' held features and thumbnails (B, T, 3, m, m)
                     (model.keyframes.thumbnails), and each frame's word LSTM start
     captioner.onnx  one word for N captions: token, context, word state -> log-probs, word state
+    encoder_int8.onnx  optional: encoder.onnx statically quantized to int8 (python -m
+                    export.quantize), the same inputs and outputs; bundle.json's
+                    ``precision.int8`` says how it was made and how often its captions agree
+                    with fp32's. The session settings' ``precision`` chooses between the two.
     bundle.json     format, model settings (the key-frame rule among them), vocabulary, tensor
                     names and shapes, sha256 of every file, training provenance and evaluation
                     numbers
@@ -22,7 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,7 +39,14 @@ import onnxruntime as ort
 from stream.errors import BundleError, reason
 from stream.files import sha256_file, write_text_atomically
 from stream.model.keyframes import KeyFrameRule
-from stream.model.sessions import SessionSettings, choose_providers, create_session
+from stream.model.sessions import (
+    SessionSettings,
+    choose_providers,
+    create_session,
+    int8_instructions,
+)
+
+log = logging.getLogger(__name__)
 
 # 2: key frames; the thumbnail left the encoder graph. 3: memory.onnx steps T frames per stream
 # in one call.
@@ -49,6 +62,14 @@ GRAPH_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                ("context", "word_h", "word_c", "h_out", "c_out", "prev_out", "avg_out")),
     "captioner": (("token", "context", "word_h", "word_c"), ("logp", "word_h_out", "word_c_out")),
 }
+# Graphs a bundle may carry besides those: role -> (input names, output names).
+INT8_ROLE = "encoder_int8"
+OPTIONAL_GRAPH_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    INT8_ROLE: GRAPH_IO["encoder"],
+}
+# Share of frames whose captions must be token-identical to fp32's (recorded in bundle.json's
+# precision.int8.agreement) before precision auto runs the int8 encoder.
+INT8_AGREEMENT = 0.99
 SPECIAL_TOKENS = ("pad", "bos", "eos", "unk")
 
 # ONNX Runtime's type strings for the element types a bundle uses.
@@ -108,8 +129,8 @@ class Bundle:
     specials: dict[str, int]
     max_caption_len: int
     opset: int
-    precision: dict[str, str]
-    graphs: dict[str, GraphSpec]
+    precision: dict[str, Any]  # weights, compute (str); int8 (dict) with an int8 encoder
+    graphs: dict[str, GraphSpec]  # GRAPH_IO's roles, and those of OPTIONAL_GRAPH_IO present
     checksums: dict[str, str]
     keyframes: KeyFrameRule = KeyFrameRule()
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -155,6 +176,14 @@ class Bundle:
     @property
     def vocab_size(self) -> int:
         return len(self.tokens)
+
+    @property
+    def int8_agreement(self) -> float | None:
+        """The recorded share of frames whose captions with the int8 encoder are
+        token-identical to fp32's, or None (no int8 encoder, or not measured)."""
+        agreement = (self.precision.get("int8") or {}).get("agreement") or {}
+        share = agreement.get("identical_share") if isinstance(agreement, dict) else None
+        return float(share) if isinstance(share, int | float) else None
 
     @property
     def motion_pool(self) -> int:
@@ -227,7 +256,7 @@ class _Reader:
                   for i, t in enumerate(self.get(data, "outputs", list, where))))
         if Path(spec.file).name != spec.file or spec.file.startswith("."):
             raise self.fail(f"field {where}.file must be a plain file name, got {spec.file!r}")
-        inputs, outputs = GRAPH_IO[role]
+        inputs, outputs = {**GRAPH_IO, **OPTIONAL_GRAPH_IO}[role]
         got_in = tuple(t.name for t in spec.inputs)
         got_out = tuple(t.name for t in spec.outputs)
         if set(got_in) != set(inputs) or set(got_out) != set(outputs):
@@ -282,6 +311,9 @@ def read_bundle(path: str | Path) -> Bundle:
                          f"{len(tokens)} tokens")
     graphs_data = r.get(data, "graphs", dict)
     graphs = {role: r.graph(r.get(graphs_data, role, dict, "graphs"), role) for role in GRAPH_IO}
+    for role in OPTIONAL_GRAPH_IO:
+        if role in graphs_data:
+            graphs[role] = r.graph(r.get(graphs_data, role, dict, "graphs"), role)
     files = r.get(data, "files", dict)
     checksums, sizes = {}, {}
     for name in files:
@@ -297,6 +329,7 @@ def read_bundle(path: str | Path) -> Bundle:
     if input_size < 1 or max_len < 1:
         raise r.fail("fields 'model.input_size' and 'max_caption_len' must be positive")
     precision = r.get(data, "precision", dict)
+    int8 = {"int8": r.get(precision, "int8", dict, "precision")} if "int8" in precision else {}
     keys = r.get(data, "keyframes", dict)
     try:
         keyframes = KeyFrameRule(r.get(keys, "every", int, "keyframes"),
@@ -313,7 +346,8 @@ def read_bundle(path: str | Path) -> Bundle:
         specials=specials,
         max_caption_len=max_len,
         opset=r.get(data, "opset", int),
-        precision={k: r.get(precision, k, str, "precision") for k in ("weights", "compute")},
+        precision={**{k: r.get(precision, k, str, "precision") for k in ("weights", "compute")},
+                   **int8},
         graphs=graphs,
         checksums=checksums,
         keyframes=keyframes,
@@ -347,11 +381,14 @@ def check_files(bundle: Bundle) -> None:
 
 @dataclass
 class LoadedBundle:
-    """A validated bundle with one ONNX Runtime session per graph."""
+    """A validated bundle with one ONNX Runtime session per role of :data:`GRAPH_IO`;
+    ``sessions["encoder"]`` runs the encoder graph of ``precision`` ("fp32": encoder.onnx,
+    "int8": the optional encoder_int8)."""
 
     bundle: Bundle
     sessions: dict[str, ort.InferenceSession]
     providers: list[str]
+    precision: str = "fp32"
 
 
 def open_bundle(path: str | Path, settings: SessionSettings | None = None) -> LoadedBundle:
@@ -359,10 +396,13 @@ def open_bundle(path: str | Path, settings: SessionSettings | None = None) -> Lo
 
     Checks bundle.json, the files and their checksums, each graph's inputs and outputs against
     bundle.json, the graphs against each other (the vocabulary against the captioner's output),
-    and runs every graph once on dummy input.
+    and runs every graph once on dummy input. Of the two encoders of a bundle with an int8 one,
+    only the one ``settings.precision`` chooses (:func:`choose_precision`) gets a session, is
+    checked and run; the choice is logged once.
 
     Raises:
-        BundleError: the first problem found, as one line naming the file.
+        BundleError: the first problem found, as one line naming the file; or precision int8
+            where the bundle has no int8 encoder or the model runs on a GPU.
         DeviceError: the requested device cannot be used.
     """
     settings = settings or SessionSettings()
@@ -371,16 +411,66 @@ def open_bundle(path: str | Path, settings: SessionSettings | None = None) -> Lo
     _check_consistency(bundle)
     files = {role: bundle.path / g.file for role, g in bundle.graphs.items()}
     providers = choose_providers(settings, files["captioner"])
+    precision, why = choose_precision(bundle, settings, providers)
+    log.info("encoder: %s (%s)", precision, why)
+    chosen = {role: role for role in GRAPH_IO} | {"encoder": _encoder_role(precision)}
     sessions = {}
-    for role, graph in bundle.graphs.items():
+    for role, source in chosen.items():
         try:
-            sessions[role] = create_session(files[role], settings, providers)
+            sessions[role] = create_session(files[source], settings, providers)
         except Exception as err:  # noqa: BLE001 - ONNX Runtime raises several unrelated types
-            raise BundleError(f"{files[role]}: not a loadable ONNX graph ({reason(err)})") from None
-        _check_interface(files[role], graph, sessions[role])
-    loaded = LoadedBundle(bundle, sessions, providers)
+            raise BundleError(f"{files[source]}: not a loadable ONNX graph "
+                              f"({reason(err)})") from None
+        _check_interface(files[source], bundle.graphs[source], sessions[role])
+    loaded = LoadedBundle(bundle, sessions, providers, precision)
     _dummy_run(loaded)
     return loaded
+
+
+def choose_precision(bundle: Bundle, settings: SessionSettings, providers: Sequence[str],
+                     flags: Iterable[str] | None = None) -> tuple[str, str]:
+    """The encoder to run, "fp32" or "int8", and why (a few words for the log).
+
+    ``settings.precision`` auto chooses int8 when the bundle has an int8 encoder whose recorded
+    caption agreement with fp32 is at least :data:`INT8_AGREEMENT`, the model runs on the CPU
+    provider (``providers[0]``), and the CPU has VNNI or AMX (``flags``: /proc/cpuinfo's, by
+    default this machine's; see :func:`stream.model.sessions.int8_instructions`).
+
+    Raises:
+        BundleError: int8 was asked for, and the bundle has none or the model runs on a GPU.
+    """
+    has_int8 = INT8_ROLE in bundle.graphs
+    provider = providers[0]
+    on_cpu = provider == "CPUExecutionProvider"
+    if settings.precision == "fp32":
+        return "fp32", "asked for"
+    if settings.precision == "int8":
+        if not has_int8:
+            raise BundleError(f"{bundle.path}: precision int8: the bundle has no int8 encoder "
+                              f"(add one with python -m export.quantize)")
+        if not on_cpu:
+            raise BundleError(f"{bundle.path}: precision int8 runs on the CPU only, not with "
+                              f"{provider} (use device cpu, or precision fp32)")
+        return "int8", "asked for"
+    if not has_int8:
+        return "fp32", "the bundle has no int8 encoder"
+    if not on_cpu:
+        return "fp32", f"the model runs with {provider}"
+    instructions = int8_instructions(flags)
+    if instructions is None:
+        return "fp32", "no VNNI/AMX"
+    share = bundle.int8_agreement
+    if share is None:
+        return "fp32", (f"CPU has {instructions}, but the int8 encoder's caption agreement with "
+                        f"fp32 is not recorded")
+    if share < INT8_AGREEMENT:
+        return "fp32", (f"CPU has {instructions}, but the int8 encoder's captions agree with "
+                        f"fp32 on {share:.2%} of frames, below {INT8_AGREEMENT:.0%}")
+    return "int8", f"CPU has {instructions}"
+
+
+def _encoder_role(precision: str) -> str:
+    return INT8_ROLE if precision == "int8" else "encoder"
 
 
 def _check_consistency(bundle: Bundle) -> None:
@@ -418,6 +508,9 @@ def _check_consistency(bundle: Bundle) -> None:
     if logp.shape[-1] != bundle.vocab_size:
         raise r.fail(f"the vocabulary has {bundle.vocab_size} tokens but the captioner's "
                      f"'logp' has {logp.shape[-1]} entries per word")
+    int8 = bundle.graphs.get(INT8_ROLE)
+    if int8 is not None and (int8.inputs, int8.outputs) != (enc.inputs, enc.outputs):
+        raise r.fail(f"graphs.{INT8_ROLE} must have the inputs and outputs of graphs.encoder")
 
 
 def _check_interface(file: Path, graph: GraphSpec, session: ort.InferenceSession) -> None:
@@ -457,7 +550,8 @@ def _dummy_run(loaded: LoadedBundle) -> None:
         if role == "captioner":
             feeds |= {name: values[name][:, 0] for name in ("context", "word_h", "word_c")}
             feeds["token"] = np.full(1, bundle.specials["bos"], np.int64)
-        file = bundle.path / graph.file
+        source = _encoder_role(loaded.precision) if role == "encoder" else role
+        file = bundle.path / bundle.graphs[source].file
         try:
             outputs = loaded.sessions[role].run(None, feeds)
         except Exception as err:  # noqa: BLE001

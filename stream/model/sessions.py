@@ -14,6 +14,11 @@ Before the first CUDA or TensorRT session, pip's CUDA libraries are loaded
 (:func:`stream.cuda.prepare`); when the provider still does not work, the error or log line
 says why (:func:`stream.cuda.diagnose`: no driver, no GPU, a version mismatch, missing
 libraries).
+
+``precision`` chooses the encoder graph of a bundle that also carries an int8 one
+(``encoder_int8``, see stream/model/bundle.py): ``fp32``, ``int8``, or ``auto``: int8 on the CPU
+provider where the CPU has int8 dot-product instructions (:func:`int8_instructions`: VNNI or
+AMX), fp32 elsewhere. On CPUs without them int8 kernels are often no faster and less exact.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import functools
 import io
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +40,15 @@ from stream.errors import DeviceError
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+PRECISIONS = ("auto", "fp32", "int8")
+PRECISION_HELP = ("the encoder's precision: auto runs the bundle's int8 encoder where the model "
+                  "runs on a CPU with VNNI or AMX (int8 dot products) and the int8 encoder's "
+                  "recorded caption agreement with fp32 is at least 99%%, fp32 elsewhere "
+                  "(default: auto)")
+
+# /proc/cpuinfo flags of int8 dot-product instructions, by the name a log line gives them.
+_INT8_FLAGS = (("amx_int8", "AMX"), ("amx_tile", "AMX"), ("avx512_vnni", "AVX512-VNNI"),
+               ("avx_vnni", "AVX-VNNI"))
 
 _PROVIDER = {
     "cpu": "CPUExecutionProvider",
@@ -74,19 +89,52 @@ class SessionSettings:
         spinning: let idle intra-op threads spin (lower latency, but they burn CPU that decoder
             threads need; off by default).
         log_level: the user's Python logging level; ONNX Runtime logs below it.
+        precision: one of :data:`PRECISIONS`, the encoder graph to run (see the module's
+            docstring).
     """
 
     device: str = "auto"
     threads: int | None = None
     spinning: bool = False
     log_level: int = logging.WARNING
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise DeviceError(f"unknown device {self.device!r}: choose one of "
                               f"{', '.join(DEVICES)}")
+        if self.precision not in PRECISIONS:
+            raise DeviceError(f"unknown precision {self.precision!r}: choose one of "
+                              f"{', '.join(PRECISIONS)}")
         if self.threads is not None and self.threads < 1:
             raise DeviceError(f"threads must be at least 1, got {self.threads}")
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none: macOS, Windows)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as file:
+            for line in file:
+                key, _, value = line.partition(":")
+                if key.strip() == "flags":
+                    return frozenset(value.split())
+    except OSError:  # no /proc: no flags known, so auto never chooses int8
+        return frozenset()
+    return frozenset()
+
+
+def int8_instructions(flags: Iterable[str] | None = None) -> str | None:
+    """The CPU's int8 dot-product instructions ("AMX", "AVX512-VNNI" or "AVX-VNNI"), or None.
+
+    ``flags`` are /proc/cpuinfo's (default: this machine's, :func:`cpu_flags`).
+
+    Example:
+        >>> int8_instructions({"avx2", "avx512_vnni"})
+        'AVX512-VNNI'
+    """
+    have = set(cpu_flags() if flags is None else flags)
+    return next((name for flag, name in _INT8_FLAGS if flag in have), None)
 
 
 def _options(settings: SessionSettings, severity: int) -> ort.SessionOptions:
