@@ -40,6 +40,7 @@ def caption_stream(
     ray_settings: RaySettings | None = None,
     settle: int = DEFAULT_SETTLE,
     emit: str = "both",
+    precision: str = "auto",
 ) -> Iterator[Event]:
     """Caption one or more sources live; yield a :class:`CaptionEvent` per sampled frame (its
     ``shown`` the settled caption), the settled events (:class:`SettledEvent`: new, update,
@@ -49,6 +50,8 @@ def caption_stream(
         sources: a source string or several (see :mod:`stream.media.sources` for the forms).
         bundle: a bundle directory, or one already opened (local engine only).
         device: auto, cpu, cuda or tensorrt (when ``bundle`` is a path).
+        precision: the encoder's, auto, fp32 or int8 (when ``bundle`` is a path; see
+            :class:`~stream.model.sessions.SessionSettings`).
         settings: batching, queues, reconnects, source options.
         engine: "local" (this process) or "ray" (Ray actors, see :mod:`stream.engines.ray`).
         ray_settings: workers, their resources and the cluster, for the Ray engine.
@@ -79,10 +82,10 @@ def caption_stream(
     if engine == "ray":
         read = bundle.bundle if isinstance(bundle, LoadedBundle) else read_bundle(bundle)
         check_files(read)  # a bad bundle raises here, before Ray starts
-        events = _ray_events(parsed, read, device, settings, ray_settings)
+        events = _ray_events(parsed, read, device, settings, ray_settings, precision)
     else:
         loaded = (bundle if isinstance(bundle, LoadedBundle)
-                  else open_bundle(bundle, SessionSettings(device=device)))
+                  else open_bundle(bundle, SessionSettings(device=device, precision=precision)))
         read = loaded.bundle
         events = iter(Pipeline(parsed, loaded, settings))  # threads start at the first next()
     settling = Settling(settle, 1.0 / read.sample_fps, frames=emit != "events",
@@ -91,7 +94,7 @@ def caption_stream(
 
 
 def _ray_events(sources: dict[str, Source | MediaError], bundle: Bundle, device: str,
-                settings: PipelineSettings,
-                ray_settings: RaySettings | None) -> Iterator[StreamEvent]:
+                settings: PipelineSettings, ray_settings: RaySettings | None,
+                precision: str) -> Iterator[StreamEvent]:
     """The Ray engine's events; Ray starts (or is joined) at the first ``next()``."""
-    yield from RayPipeline(sources, bundle, device, settings, ray_settings)
+    yield from RayPipeline(sources, bundle, device, settings, ray_settings, precision=precision)

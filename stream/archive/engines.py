@@ -41,18 +41,19 @@ _WORKER: dict[str, Any] = {}  # this worker process's core and thread budget
 
 
 def _init_worker(bundle: str, device: str, threads: int, beam: int,
-                 encode_every_frame: bool = False) -> None:
-    loaded = open_bundle(bundle, SessionSettings(device=device, threads=threads))
+                 encode_every_frame: bool = False, precision: str = "auto") -> None:
+    loaded = open_bundle(bundle, SessionSettings(device=device, threads=threads,
+                                                 precision=precision))
     _WORKER["core"] = CaptionCore(loaded, beam=beam, encode_every_frame=encode_every_frame)
     _WORKER["threads"] = threads
 
 
 def _init_pool_worker(bundle: str, device: str, threads: int, beam: int,
-                      encode_every_frame: bool) -> None:
+                      encode_every_frame: bool, precision: str = "auto") -> None:
     # Ctrl-C reaches the whole process group: the driver handles it and ends the workers, so a
     # worker must not die of it on its own (with a traceback each).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _init_worker(bundle, device, threads, beam, encode_every_frame)
+    _init_worker(bundle, device, threads, beam, encode_every_frame, precision)
 
 
 def _run_task(task: Task) -> TaskResult:
@@ -60,20 +61,21 @@ def _run_task(task: Task) -> TaskResult:
 
 
 def run_local(tasks: list[Task], bundle: Path, device: str, workers: int, threads: int,
-              beam: int = 1, encode_every_frame: bool = False) -> Iterator[TaskResult]:
+              beam: int = 1, encode_every_frame: bool = False,
+              precision: str = "auto") -> Iterator[TaskResult]:
     """Run ``tasks`` on ``workers`` processes (spawned: no state inherited from the driver).
 
     With one worker the tasks run in this process (no start-up cost, easy to debug).
     """
     if workers == 1:
-        _init_worker(str(bundle), device, threads, beam, encode_every_frame)
+        _init_worker(str(bundle), device, threads, beam, encode_every_frame, precision)
         for task in tasks:
             yield _run_task(task)
         return
     # A worker that dies (killed, out of memory, a crash in native code) breaks the pool and
     # every unfinished task in it. Those get one more pool; tasks lost twice then run alone,
     # so that only the one that kills its worker is recorded as failed.
-    initargs = (str(bundle), device, threads, beam, encode_every_frame)
+    initargs = (str(bundle), device, threads, beam, encode_every_frame, precision)
     remaining = list(tasks)
     for _ in range(2):
         lost: list[Task] = []
@@ -166,8 +168,8 @@ class RayCaptioner:
     """
 
     def __init__(self, bundle: str, device: str, threads: int, beam: int,
-                 encode_every_frame: bool = False) -> None:
-        _init_worker(bundle, device, threads, beam, encode_every_frame)
+                 encode_every_frame: bool = False, precision: str = "auto") -> None:
+        _init_worker(bundle, device, threads, beam, encode_every_frame, precision)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {}
@@ -183,7 +185,8 @@ class RayCaptioner:
 
 def run_ray(tasks: list[Task], bundle: Path, device: str, workers: int, threads: int,
             beam: int = 1, address: str | None = None, gpus_per_worker: float = 0.0,
-            cpus: int | None = None, encode_every_frame: bool = False) -> Iterator[TaskResult]:
+            cpus: int | None = None, encode_every_frame: bool = False,
+            precision: str = "auto") -> Iterator[TaskResult]:
     """Run ``tasks`` with Ray Data: connect to ``address`` (or RAY_ADDRESS), else start a local
     Ray with ``cpus`` CPUs; ``workers`` actors of ``threads`` CPUs (and ``gpus_per_worker``)."""
     import_ray()  # one line saying how to install Ray when it is missing
@@ -202,7 +205,8 @@ def run_ray(tasks: list[Task], bundle: Path, device: str, workers: int, threads:
             RayCaptioner, fn_constructor_kwargs={"bundle": str(Path(bundle).resolve()),
                                                  "device": device, "threads": threads,
                                                  "beam": beam,
-                                                 "encode_every_frame": encode_every_frame},
+                                                 "encode_every_frame": encode_every_frame,
+                                                 "precision": precision},
             batch_size=1, concurrency=workers, num_cpus=threads, num_gpus=gpus_per_worker)
         for row in results.iter_rows():
             yield TaskResult.from_row(row)

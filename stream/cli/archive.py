@@ -56,7 +56,13 @@ from stream.cli.arguments import add_log_level, doc_parser, positive_int, run_co
 from stream.errors import BundleError, DeviceError, StreamError, reason
 from stream.media.hwaccel import HWACCELS
 from stream.model.bundle import open_bundle
-from stream.model.sessions import DEVICES, SessionSettings, default_threads
+from stream.model.sessions import (
+    DEVICES,
+    PRECISION_HELP,
+    PRECISIONS,
+    SessionSettings,
+    default_threads,
+)
 from stream.paths import DEFAULT_BUNDLE
 from stream.settle import DEFAULT_SETTLE
 
@@ -73,6 +79,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="model bundle (default: the bundled models/shapes)")
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where the model runs (default: auto)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help=PRECISION_HELP + "; chosen once here, every worker runs that one")
     parser.add_argument("--hwaccel", choices=HWACCELS, default="none",
                         help="decode on the GPU (cuda: NVDEC) or the first hardware decoder "
                              "that works (auto); software where none works (default: none)")
@@ -147,7 +155,8 @@ def _run(args: argparse.Namespace, paths: list[Path], root: Path, workers: int,
          threads: int) -> int:
     """The run proper, under OUT's lock."""
     try:  # refuse a bad bundle before any work starts
-        loaded = open_bundle(args.model, SessionSettings(device=args.device, threads=1))
+        loaded = open_bundle(args.model, SessionSettings(device=args.device, threads=1,
+                                                         precision=args.precision))
     except (BundleError, DeviceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return exits.BUNDLE
@@ -156,7 +165,9 @@ def _run(args: argparse.Namespace, paths: list[Path], root: Path, workers: int,
     # evaluation in bundle.json does not).
     settings = {"model": loaded.bundle.fingerprint(), "beam": args.beam,
                 "encode_every_frame": args.encode_every_frame, "settle": args.settle,
-                "chunk_seconds": args.chunk_seconds, "warmup_seconds": args.warmup_seconds}
+                "chunk_seconds": args.chunk_seconds, "warmup_seconds": args.warmup_seconds,
+                "precision": loaded.precision}
+    precision = loaded.precision  # the workers run the encoder chosen here, not their own
     del loaded
 
     videos = describe_inputs(paths, root)
@@ -178,10 +189,10 @@ def _run(args: argparse.Namespace, paths: list[Path], root: Path, workers: int,
             results = run_ray(tasks, args.model, args.device, workers, threads, args.beam,
                               args.ray_address, args.ray_gpus_per_worker,
                               cpus=workers * threads,
-                              encode_every_frame=args.encode_every_frame)
+                              encode_every_frame=args.encode_every_frame, precision=precision)
         elif tasks:
             results = run_local(tasks, args.model, args.device, workers, threads, args.beam,
-                                args.encode_every_frame)
+                                args.encode_every_frame, precision)
         with _ProgressBar(sum(d or 0.0 for d in durations.values()), len(todo),
                        not args.no_progress) as progress:
             for parts in group_results(_counting(results, progress, summary)):

@@ -4,6 +4,7 @@
 
     model: models/shapes          # the global defaults; every key is optional
     device: auto
+    precision: auto               # auto, fp32 or int8 (see --precision)
     settle: 3
     outputs: {jsonl: out/, srt: out/}
     mqtt: mqtt://broker.local/lrcn/events
@@ -37,7 +38,7 @@ from pydantic import (
     field_validator,
 )
 
-from stream.model.sessions import DEVICES
+from stream.model.sessions import DEVICES, PRECISIONS
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
@@ -75,6 +76,7 @@ class CameraConfig(_Strict):
 class ServiceConfig(_Strict):
     model: Path | None = None
     device: Literal[DEVICES] | None = None  # type: ignore[valid-type]
+    precision: Literal[PRECISIONS] | None = None  # type: ignore[valid-type]
     settle: int | None = Field(None, ge=1)
     outputs: Outputs = Outputs()
     mqtt: str | None = None

@@ -42,7 +42,7 @@ from stream.media.sources import (
     stream_ids,
 )
 from stream.model.bundle import open_bundle
-from stream.model.sessions import DEVICES, SessionSettings
+from stream.model.sessions import DEVICES, PRECISION_HELP, PRECISIONS, SessionSettings
 from stream.paths import DEFAULT_BUNDLE, SAMPLE_VIDEO
 from stream.settle import DEFAULT_SETTLE, Settling
 from stream.sinks.base import PerStream, Sink
@@ -117,6 +117,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="model bundle directory (default: the bundled models/shapes)")
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where the model runs; auto picks CUDA when it works (default: auto)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="ONNX Runtime intra-op threads (default: usable cores); with "
                              "--engine ray, the CPUs of each worker (default: 1)")
@@ -351,14 +352,16 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         try:
             if ray_settings is None:
                 loaded = open_bundle(args.model, SessionSettings(device=args.device,
-                                                                 threads=args.threads))
+                                                                 threads=args.threads,
+                                                                 precision=args.precision))
                 pipeline = Pipeline(sources, loaded, settings, frame_listeners=listeners,
                                     join_on_exit=False, keep_open=args.keep_running)
                 sample_fps = loaded.bundle.sample_fps
             else:
                 pipeline = RayPipeline(sources, args.model, args.device, settings,
                                        ray_settings, frame_listeners=listeners,
-                                       join_on_exit=False, keep_open=args.keep_running)
+                                       join_on_exit=False, keep_open=args.keep_running,
+                                       precision=args.precision)
                 sample_fps = pipeline.bundle.sample_fps
             if metrics is not None and isinstance(pipeline, Pipeline):
                 metrics.depths = pipeline.mailbox.depths
@@ -393,7 +396,8 @@ def _take_defaults(args: argparse.Namespace, parser: argparse.ArgumentParser,
                    config: ServiceConfig) -> None:
     """The config file's settings, where the command line did not give the option."""
     reconnect = config.reconnect
-    values = {"model": config.model, "device": config.device, "settle": config.settle,
+    values = {"model": config.model, "device": config.device, "precision": config.precision,
+              "settle": config.settle,
               "jsonl": config.outputs.jsonl, "srt": config.outputs.srt,
               "vtt": config.outputs.vtt, "mqtt": config.mqtt, "serve": config.serve,
               "reconnect_attempts": reconnect and reconnect.attempts,

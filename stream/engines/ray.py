@@ -297,6 +297,8 @@ class RayPipeline:
         sources: stream id -> parsed source, or the :class:`MediaError` its string raised.
         bundle: the bundle directory (read and checked here, sent to the actors).
         device: where the actors run the model.
+        precision: the encoder's precision there (auto, fp32, int8: see
+            :class:`~stream.model.sessions.SessionSettings`).
         settings: batching, queues, reconnects (as for the local pipeline).
         ray_settings: workers, their resources, the cluster, restarts.
         frame_listeners, join_on_exit, keep_open: as for the local pipeline (frames arrive
@@ -315,10 +317,12 @@ class RayPipeline:
                  device: str = "auto", settings: PipelineSettings | None = None,
                  ray_settings: RaySettings | None = None,
                  frame_listeners: Sequence[FrameListener] = (),
-                 join_on_exit: bool = True, keep_open: bool = False) -> None:
+                 join_on_exit: bool = True, keep_open: bool = False,
+                 precision: str = "auto") -> None:
         self.settings = settings or PipelineSettings()
         self.ray_settings = ray_settings or RaySettings()
         self.device = device
+        self.precision = precision
         self.sources = sources
         if isinstance(bundle, Bundle):  # read and checked by the caller (caption_stream)
             self.bundle = bundle
@@ -525,7 +529,8 @@ class RayPipeline:
         sources = {s: src for s, src in worker.sources.items()
                    if s in worker.open and s not in worker.removing}
         every = self.ray_settings.frames_every if self.frame_listeners else 0.0
-        session = SessionSettings(device=self.device, threads=self.ray_settings.cpus_per_worker)
+        session = SessionSettings(device=self.device, threads=self.ray_settings.cpus_per_worker,
+                                  precision=self.precision)
         return worker.handle.start.remote(self._bundle_ref, session, sources, self.settings,
                                           resume, every)
 
