@@ -54,7 +54,7 @@ from stream.media.frames import read_sampled_frames
 from stream.media.hwaccel import HWACCELS, resolve
 from stream.media.sources import SourceOptions
 from stream.model.bundle import LoadedBundle, open_bundle
-from stream.model.sessions import DEVICES, SessionSettings
+from stream.model.sessions import DEVICES, PRECISION_HELP, PRECISIONS, SessionSettings
 from stream.paths import DEFAULT_BUNDLE, ROOT
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="model bundle (default: the shipped models/shapes)")
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where the model runs (default: auto)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     parser.add_argument("--checkpoint", type=Path, default=CHECKPOINT,
                         help="the bundle's PyTorch checkpoint, for the naive baseline; without "
                              "it the baseline runs the same architecture with untrained heads "
@@ -157,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or ("quick" if args.quick else "full")
     started = time.monotonic()
     try:
-        loaded = open_bundle(args.bundle, SessionSettings(device=args.device))
+        loaded = open_bundle(args.bundle, SessionSettings(device=args.device,
+                                                          precision=args.precision))
     except StreamError as error:  # a bad bundle, or --device cuda without a usable GPU
         print(f"error: {error}", file=sys.stderr)
         return 3
@@ -188,6 +190,7 @@ def run(plan: Plan, loaded: LoadedBundle, args: argparse.Namespace,
     every = replace(settings, encode_every_frame=True)
     results: dict[str, Any] = {
         "machine": describe(loaded.providers), "plan": asdict(plan), "bundle": str(args.bundle),
+        "encoder_precision": loaded.precision,
         "sample_fps": bundle.sample_fps, "source_fps": FPS,
         "encoding": "every frame" if settings.encode_every_frame else "key frames",
         "keyframes": bundle.keyframes.to_json(),
@@ -323,7 +326,8 @@ def live_run(args: argparse.Namespace, video: Path, streams: int, seconds: float
     that tree's own (run there, its code first on the path; ``args.bundle`` should be its)."""
     command = [sys.executable, "-m", "bench.live", "--bundle", str(args.bundle), "--video",
                str(video), "--streams", str(streams), "--seconds", str(seconds), "--device",
-               args.device, "--max-batch", str(settings.max_batch), "--max-wait-ms",
+               args.device, "--precision", getattr(args, "precision", "auto"),
+               "--max-batch", str(settings.max_batch), "--max-wait-ms",
                str(settings.max_wait_ms)] + ["--encode-every-frame"] * settings.encode_every_frame
     if args.hwaccel != "none":  # NVDEC decodes in the runtime's decoder, not inside lavfi
         command += ["--cameras", "files", "--hwaccel", args.hwaccel]

@@ -28,7 +28,7 @@ from stream.cli.arguments import frame_size
 from stream.engines.settings import PipelineSettings
 from stream.files import write_text_atomically
 from stream.media.hwaccel import HWACCELS
-from stream.model.sessions import DEVICES
+from stream.model.sessions import DEVICES, PRECISION_HELP, PRECISIONS
 from stream.paths import DEFAULT_BUNDLE
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ def _summary(args: argparse.Namespace, settings: PipelineSettings,
              runs: dict[str, Any]) -> dict[str, Any]:
     sustained = [int(n) for n, r in runs.items() if r.get("sustained")]
     return {"size": args.size_label, "decoding": args.hwaccel, "device": args.device,
+            "precision": args.precision,
             "seconds": args.seconds, "max_batch": settings.max_batch,
             "criteria": {"dropped_fraction_below": CAPACITY_DROPS,
                          "p99_latency_ms_below": args.p99_ms,
@@ -84,6 +85,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=frame_size, default=(640, 480), metavar="WxH")
     parser.add_argument("--counts", type=int, nargs="+", required=True, metavar="N")
     parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     parser.add_argument("--hwaccel", choices=HWACCELS, default="none")
     parser.add_argument("--seconds", type=float, default=6.0, help="length of each run")
     parser.add_argument("--max-batch", type=int, default=GPU_MAX_BATCH)

@@ -32,6 +32,7 @@ from bench.machine import describe
 from stream.cli.arguments import doc_parser
 from stream.engines.settings import PipelineSettings
 from stream.files import write_text_atomically
+from stream.model.sessions import PRECISION_HELP, PRECISIONS
 from stream.paths import DEFAULT_BUNDLE
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = doc_parser("python -m bench.engines", __doc__)
     parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     parser.add_argument("--workers", type=int, default=2, help="Ray actors (default: 2)")
     parser.add_argument("--seconds", type=float, default=30.0,
                         help="length of each hop run (default: 30)")
@@ -87,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 def _args(args: argparse.Namespace, engine: str) -> argparse.Namespace:
     """The namespace ``bench``'s live runs read, for one engine."""
     return argparse.Namespace(bundle=args.bundle, device=args.device, hwaccel="none",
+                              precision=args.precision,
                               engine=engine, workers=args.workers if engine == "ray" else None)
 
 

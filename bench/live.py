@@ -40,7 +40,7 @@ from stream.events import CaptionEvent
 from stream.media.hwaccel import HWACCELS
 from stream.media.sources import Source, SourceOptions, parse_source, parse_sources
 from stream.model.bundle import open_bundle, read_bundle
-from stream.model.sessions import SessionSettings
+from stream.model.sessions import PRECISION_HELP, PRECISIONS, SessionSettings
 
 WARM_UP = 2.0  # seconds of events left out of the latency figures (start-up, first batches)
 
@@ -64,14 +64,16 @@ def cameras(video: Path, streams: int, seconds: float, kind: str,
 
 def measure(bundle: Path, video: Path, streams: int, seconds: float, device: str,
             settings: PipelineSettings, kind: str = "lavfi", engine: str = "local",
-            workers: int | None = None) -> dict[str, object]:
+            workers: int | None = None, precision: str = "auto") -> dict[str, object]:
     """Caption ``streams`` cameras for ``seconds`` from the first caption on; the figures."""
     sources = cameras(video, streams, seconds, kind, settings.source_options)
     pipeline: Pipeline | RayPipeline
     if engine == "ray":
-        pipeline = RayPipeline(sources, bundle, device, settings, RaySettings(workers=workers))
+        pipeline = RayPipeline(sources, bundle, device, settings, RaySettings(workers=workers),
+                               precision=precision)
     else:
-        pipeline = Pipeline(sources, open_bundle(bundle, SessionSettings(device=device)),
+        pipeline = Pipeline(sources, open_bundle(bundle, SessionSettings(device=device,
+                                                                         precision=precision)),
                             settings)
     latencies: list[float] = []  # decode to caption event, where the event was made
     delivered: list[float] = []  # decode to this process's receipt (the Ray hop included)
@@ -145,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--max-wait-ms", type=float, default=20.0)
     parser.add_argument("--encode-every-frame", action="store_true",
@@ -165,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                                 encode_every_frame=args.encode_every_frame,
                                 source_options=SourceOptions(hwaccel=args.hwaccel))
     result = measure(args.bundle, args.video, args.streams, args.seconds, args.device, settings,
-                     args.cameras, args.engine, args.workers)
+                     args.cameras, args.engine, args.workers, args.precision)
     json.dump(result, sys.stdout)
     return 0
 

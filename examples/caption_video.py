@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from stream.api import caption_stream  # noqa: E402
 from stream.errors import StreamError  # noqa: E402
 from stream.events import CaptionEvent, StatusEvent  # noqa: E402
-from stream.model.sessions import DEVICES  # noqa: E402
+from stream.model.sessions import DEVICES, PRECISION_HELP, PRECISIONS  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,10 +27,12 @@ def main(argv: list[str] | None = None) -> int:
                         default=ROOT / "examples/shapes/videos/shapes_s5_00000.mp4")
     parser.add_argument("--bundle", type=Path, default=ROOT / "models/shapes")
     parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
-        for event in caption_stream(str(args.video), args.bundle, device=args.device):
+        for event in caption_stream(str(args.video), args.bundle, device=args.device,
+                                    precision=args.precision):
             if isinstance(event, CaptionEvent) and event.changed:
                 print(f"{event.pts:6.2f}s  {event.caption}")
             elif isinstance(event, StatusEvent) and event.error:

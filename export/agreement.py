@@ -1,7 +1,9 @@
-"""``python -m export.agreement``: do two bundles, or one bundle on two devices, caption alike?
+"""``python -m export.agreement``: do two bundles, or one bundle on two devices or with two
+encoder precisions, caption alike?
 
     python -m export.agreement models/shapes models/shapes-fp16 data/shapes/test
     python -m export.agreement models/shapes models/shapes data/shapes/test --devices cpu cuda
+    python -m export.agreement models/shapes models/shapes data/shapes/test --precisions fp32 int8
 
 Every video (or still image) is sampled once, at the first bundle's rate and input size, and
 captioned by both, frame by frame, through the torch-free ONNX core (key frames as the runtime
@@ -26,7 +28,7 @@ from stream.files import write_text_atomically
 from stream.media.frames import read_sampled_frames
 from stream.model.bundle import LoadedBundle, open_bundle
 from stream.model.captioning import Caption, CaptionCore, caption_sequences
-from stream.model.sessions import DEVICES, SessionSettings
+from stream.model.sessions import DEVICES, PRECISIONS, SessionSettings
 
 GROUP = 16  # videos held in memory at once
 
@@ -88,21 +90,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", nargs=2, choices=DEVICES, default=["cpu", "cpu"],
                         metavar=("FIRST", "SECOND"),
                         help="where each bundle runs (default: cpu cpu)")
+    parser.add_argument("--precisions", nargs=2, choices=PRECISIONS, default=["fp32", "fp32"],
+                        metavar=("FIRST", "SECOND"),
+                        help="each bundle's encoder: fp32, int8 (the bundle's int8 encoder) or "
+                             "auto (default: fp32 fp32)")
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     try:
         videos, _ = discover(args.inputs)
-        a, b = (open_bundle(path, SessionSettings(device=device))
-                for path, device in zip((args.first, args.second), args.devices, strict=True))
+        a, b = (open_bundle(path, SessionSettings(device=device, precision=precision))
+                for path, device, precision in zip((args.first, args.second), args.devices,
+                                                   args.precisions, strict=True))
         result = caption_agreement(a, b, videos)
     except StreamError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     result |= {"first": {"bundle": str(args.first), "device": args.devices[0],
-                         "providers": a.providers},
+                         "providers": a.providers, "precision": a.precision},
                "second": {"bundle": str(args.second), "device": args.devices[1],
-                          "providers": b.providers}}
-    print(f"{args.first} ({a.providers[0]}) against {args.second} ({b.providers[0]}): "
+                          "providers": b.providers, "precision": b.precision}}
+    print(f"{args.first} ({a.providers[0]}, {a.precision}) against {args.second} "
+          f"({b.providers[0]}, {b.precision}): "
           f"{result['identical_frames']}/{result['frames']} frames token-identical "
           f"({100 * result['identical_share']:.2f}%), {result['identical_videos']}/"
           f"{result['videos']} videos identical throughout; largest log-probability "

@@ -17,7 +17,7 @@ import numpy as np
 from stream.errors import StreamError
 from stream.files import write_text_atomically
 from stream.model.bundle import LoadedBundle, open_bundle
-from stream.model.sessions import DEVICES, SessionSettings
+from stream.model.sessions import DEVICES, PRECISION_HELP, PRECISIONS, SessionSettings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,12 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("bundle", type=Path, help="bundle directory (e.g. models/shapes)")
     parser.add_argument("--device", choices=DEVICES, default="cpu",
                         help="where to run the dummy pass (default: cpu)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     parser.add_argument("--speed", type=int, nargs="*", metavar="BATCH",
                         help="also time the encoder graph at these batch sizes (default 1 8)")
     parser.add_argument("--out", type=Path, help="also write the speeds as JSON here")
     args = parser.parse_args(argv)
     try:
-        loaded = open_bundle(args.bundle, SessionSettings(device=args.device))
+        loaded = open_bundle(args.bundle, SessionSettings(device=args.device,
+                                                          precision=args.precision))
     except StreamError as err:
         print(f"invalid: {err}", file=sys.stderr)
         return 1
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ok {b.path}: {len(b.graphs)} graphs, {len(b.checksums)} checksums, "
           f"{b.backbone} {b.input_size}px, {b.sample_fps:g} fps, {b.vocab_size} tokens, "
           f"weights {b.precision['weights']}, compute {b.precision['compute']}, "
-          f"on {loaded.providers[0]}")
+          f"on {loaded.providers[0]}, encoder {loaded.precision}")
     speeds: dict[str, float] = {}
     if args.speed is not None:
         for batch in args.speed or [1, 8]:
@@ -51,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         write_text_atomically(args.out, json.dumps(
             {"bundle": str(b.path), "providers": loaded.providers, "precision": b.precision,
+             "encoder_precision": loaded.precision,
              "encoder_frames_per_s": speeds}, indent=1) + "\n")
     return 0
 

@@ -71,7 +71,7 @@ from stream.media.frames import read_sampled_frames
 from stream.model.bundle import BundleError, open_bundle, record_evaluation
 from stream.model.captioning import CaptionCore, caption_sequences
 from stream.model.keyframes import EVERY_FRAME
-from stream.model.sessions import DEVICES, SessionSettings
+from stream.model.sessions import DEVICES, PRECISION_HELP, PRECISIONS, SessionSettings
 from stream.settle import DEFAULT_SETTLE, Settler
 
 log = logging.getLogger(__name__)
@@ -204,9 +204,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="how encoder features are computed")
     p.add_argument("--device", choices=DEVICES, default="auto",
                    help="execution device for --bundle (default: auto)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="with --bundle: " + PRECISION_HELP)
     p.add_argument("--record", action="store_true",
                    help="with --bundle: store the results in the bundle's bundle.json (under "
-                        "onnx_core, or onnx_core_encode_every_frame)")
+                        "onnx_core, or onnx_core_encode_every_frame; with _int8 added where "
+                        "the int8 encoder ran)")
     p.add_argument("--encode-every-frame", action="store_true",
                    help="run the CNN on every frame instead of holding its features between "
                         "the model's key frames (for comparison)")
@@ -276,7 +279,8 @@ def _label(beam: int) -> str:
 
 
 def _evaluate_bundle(args: argparse.Namespace) -> dict[str, Any]:
-    loaded = open_bundle(args.bundle, SessionSettings(device=args.device))
+    loaded = open_bundle(args.bundle, SessionSettings(device=args.device,
+                                                      precision=args.precision))
     bundle = loaded.bundle
     if args.sample_fps and args.sample_fps != bundle.sample_fps:
         raise BundleError(f"{args.bundle}: --sample-fps {args.sample_fps:g} differs from the "
@@ -284,6 +288,7 @@ def _evaluate_bundle(args: argparse.Namespace) -> dict[str, Any]:
     sample_fps = bundle.sample_fps
     size = (bundle.input_size, bundle.input_size)
     results: dict[str, Any] = {"bundle": str(args.bundle), "provider": loaded.providers[0],
+                               "encoder_precision": loaded.precision,
                                "sample_fps": sample_fps, "encoding": _encoding(args),
                                "splits": {}}
     cores = {beam: CaptionCore(loaded, beam=beam, encode_every_frame=args.encode_every_frame)
@@ -316,8 +321,9 @@ def _evaluate_bundle(args: argparse.Namespace) -> dict[str, Any]:
             log.info("%s %s: %s", name, _label(beam), _headline(split[_label(beam)]))
         results["splits"][name] = split
     if args.record:
-        record_evaluation(args.bundle, "onnx_core" + ("_encode_every_frame"
-                                                      if args.encode_every_frame else ""), results)
+        key = "onnx_core" + ("_encode_every_frame" if args.encode_every_frame else "")
+        record_evaluation(args.bundle, key + ("_int8" if loaded.precision == "int8" else ""),
+                          results)
     return results
 
 
