@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from export.build import export_bundle
+from export.quantize import add_quant_options, quant_settings
 from lrcn.checkpoint import CheckpointError
 from lrcn.onnx_export import OPSET
 from stream.errors import StreamError
@@ -34,6 +35,16 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="eval.json of python -m lrcn.evaluate for this checkpoint, recorded "
                              "in bundle.json")
     parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
+    int8 = parser.add_argument_group(
+        "int8 encoder", "an int8 encoder beside encoder.onnx, for CPUs with VNNI or AMX (see "
+                        "python -m export.quantize, which adds one to an existing bundle)")
+    int8.add_argument("--int8-calibration", nargs="+", default=[], metavar="INPUT",
+                      help="add it, calibrated on these videos or folders (e.g. "
+                           "data/shapes/val; never the test split)")
+    int8.add_argument("--int8-agreement", nargs="+", default=[], metavar="INPUT",
+                      help="compare its captions with fp32's on these videos or folders and "
+                           "record the result (precision auto uses int8 only at 99%% or more)")
+    add_quant_options(int8, "int8-")
     return parser
 
 
@@ -50,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         out = export_bundle(args.checkpoint, args.out, opset=args.opset, weights=args.weights,
-                            fp16=args.fp16, evaluation=evaluation)
+                            fp16=args.fp16, evaluation=evaluation,
+                            int8_calibration=args.int8_calibration,
+                            int8_agreement=args.int8_agreement,
+                            int8_settings=quant_settings(args, "int8-"))
     except (CheckpointError, StreamError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from export.graphs import export_graphs
 from export.precision import compute_fp16, store_weights_fp16
+from export.quantize import QuantSettings, add_int8_encoder
 from lrcn.checkpoint import load_checkpoint
 from lrcn.onnx_export import OPSET
 from lrcn.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from stream.archive.inputs import discover
 from stream.files import write_directory_atomically
 from stream.model.bundle import Bundle, open_bundle, sha256_file
 from stream.model.sessions import SessionSettings
@@ -23,6 +26,9 @@ def export_bundle(
     weights: str = "float32",
     fp16: bool = False,
     evaluation: dict[str, Any] | None = None,
+    int8_calibration: Sequence[str] = (),
+    int8_agreement: Sequence[str] = (),
+    int8_settings: QuantSettings | None = None,
 ) -> Path:
     """Export ``checkpoint`` to a bundle directory ``out`` and validate it.
 
@@ -30,6 +36,9 @@ def export_bundle(
         weights: "float32", or "float16" to store large weights in half precision.
         fp16: the encoder graph computes in float16 (for GPUs; see export/precision.py).
         evaluation: evaluation results of the checkpoint to record in bundle.json.
+        int8_calibration: videos or folders of them: when given, the bundle also gets an int8
+            encoder calibrated on them (see export/quantize.py), whose captions are compared
+            with fp32's on ``int8_agreement`` (videos or folders) when given.
 
     The bundle is assembled in a temporary directory next to ``out`` and moved into place only
     once complete and valid; an existing bundle at ``out`` is replaced.
@@ -41,6 +50,8 @@ def export_bundle(
     provenance = payload.get("provenance") or {}
     if "sample_fps" not in provenance:
         raise ValueError(f"{checkpoint}: no sample_fps in the checkpoint's provenance")
+    calibration = discover(int8_calibration)[0] if int8_calibration else []
+    agreement = discover(int8_agreement)[0] if int8_agreement else []
 
     def fill(tmp: Path) -> None:
         graphs = export_graphs(model, tmp, opset)
@@ -66,7 +77,9 @@ def export_bundle(
         for graph in graphs.values():
             bundle = bundle.with_file(graph.file)
         bundle.write()
-        open_bundle(tmp, SessionSettings(device="cpu"))
+        open_bundle(tmp, SessionSettings(device="cpu", precision="fp32"))
+        if calibration:
+            add_int8_encoder(tmp, calibration, agreement, int8_settings or QuantSettings(), out)
 
     return write_directory_atomically(out, fill)
 

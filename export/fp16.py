@@ -60,7 +60,7 @@ def convert_fp16(source: str | Path, out: str | Path,
                 "evaluation": bundle.evaluation}},
             evaluation={}).with_file(encoder)
         converted.write()
-        cpu = SessionSettings(device="cpu")
+        cpu = SessionSettings(device="cpu", precision="fp32")  # the encoders converted
         videos, _ = discover(check or [str(SAMPLE_VIDEO)])
         result.update(caption_agreement(open_bundle(source, cpu), open_bundle(tmp, cpu), videos))
         result["checked"] = [str(v) for v in videos]

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_grad_enabled(False)
     model, _, _ = load_checkpoint(args.checkpoint)
-    loaded = open_bundle(args.bundle, SessionSettings(device="cpu"))
+    loaded = open_bundle(args.bundle, SessionSettings(device="cpu", precision="fp32"))
     report: dict[str, Any] = {"graphs_max_abs_diff": graph_differences(model, loaded)}
     print("max abs difference per graph (batch 1 and 3):", report["graphs_max_abs_diff"])
     if args.data is not None:

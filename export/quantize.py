@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bundle = quantize_bundle(args.bundle, args.calibration, args.agreement, args.out,
                                  quant_settings(args))
-    except StreamError as error:
+    except (StreamError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     size = (bundle.path / INT8_FILE).stat().st_size
