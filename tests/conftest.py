@@ -120,6 +120,19 @@ def tiny_bundle(tiny_checkpoint, tmp_path_factory):
     return export_bundle(tiny_checkpoint, tmp_path_factory.mktemp("bundles") / "tiny")
 
 
+@pytest.fixture(scope="session")
+def tiny_int8_bundle(tiny_bundle, tiny_world, tmp_path_factory):
+    """``tiny_bundle`` with an int8 encoder (export.quantize), calibrated on two of
+    ``tiny_world``'s videos, its agreement with fp32 measured on the other two. Tests must not
+    modify it: copy it."""
+    from export.quantize import quantize_bundle
+
+    videos = sorted(str(v) for v in (tiny_world / "videos").glob("*.mp4"))
+    out = tmp_path_factory.mktemp("bundles") / "tiny-int8"
+    quantize_bundle(tiny_bundle, videos[:2], videos[2:], out=out)
+    return out
+
+
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 
