@@ -112,7 +112,7 @@ gpu-check: setup
 	$(VENV)/bin/pip install --quiet -e '.[gpu]'
 	PYTHON=$(PY) bench/gpu_check.sh
 
-# The offline GPU kit for a lent machine without network: wheels in parts of 40 MB and the plan of
+# The offline GPU kit for a lent machine without network: wheels in parts of 30 MB and the plan of
 # calls (runs/gpu-kit/PLAN.md; see docs/gpu-kit.md). The rehearsal runs the same driver here, with
 # wheels for this Python: every GPU step fails in one line and the run goes on.
 gpu-kit:

@@ -1,6 +1,6 @@
 """The offline GPU kit: the wheels a lent GPU machine lacks, in parts that fit its calls.
 
-    python -m bench.gpu_kit [--out runs/gpu-kit] [--part-mb 40]        (make gpu-kit)
+    python -m bench.gpu_kit [--out runs/gpu-kit] [--part-mb 30]        (make gpu-kit)
 
 The lent machine (see docs/gpu-kit.md) has no network, and each call to it carries the tracked
 tree plus at most 64 MiB in all. This downloads the wheels it lacks for its Python (``WHEELS``,
@@ -300,8 +300,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         description="Download the wheels a lent GPU machine lacks, cut them into parts that "
                     "fit its calls, and write the plan of calls (see docs/gpu-kit.md).")
     parser.add_argument("--out", type=Path, default=KIT, help="kit folder (default: runs/gpu-kit)")
-    parser.add_argument("--part-mb", type=float, default=40.0,
-                        help="largest part in MB of 10^6 bytes (default: 40)")
+    parser.add_argument("--part-mb", type=float, default=30.0,
+                        help="largest part in MB of 10^6 bytes (default: 30)")
     parser.add_argument("--seconds", type=int, default=480,
                         help="the last call's time for the whole GPU check (default: 480)")
     parser.add_argument("--python-version", default=PYTHON_VERSION,

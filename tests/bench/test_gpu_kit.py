@@ -93,12 +93,12 @@ def test_a_missing_part_is_named_before_anything_is_joined(tmp_path):
 
 
 def test_the_default_parts_fit_a_call_with_this_tree():
-    """40 MB parts plus the tracked tree (and the 5 MB test split the last call carries) stay
+    """30 MB parts plus the tracked tree (and the 5 MB test split the last call carries) stay
     within the 64 MiB a call may carry: a tree grown too large fails here, not on a lent GPU."""
-    parts = [Part(f"call-{k}/part-{k}", 40_000_000, "0" * 64) for k in (1, 2)]
+    parts = [Part(f"call-{k}/part-{k}", 30_000_000, "0" * 64) for k in (1, 2)]
     plan = make_plan(parts, ROOT / "runs" / "gpu-kit", [], seconds=480)
     assert max(c["total_bytes"] for c in plan["calls"]) <= CALL_LIMIT
-    assert tree_bytes() + 40_000_000 + 6_000_000 <= CALL_LIMIT
+    assert tree_bytes() + 30_000_000 + 6_000_000 <= CALL_LIMIT
     assert [c["carry"][0] for c in plan["calls"]] == ["runs/gpu-kit/call-1", "runs/gpu-kit/call-2"]
     assert plan["calls"][0]["command"] == "python3 -m bench.gpu_drive status --call 1"
     assert plan["calls"][-1]["command"] == "python3 -m bench.gpu_drive run --seconds 480"

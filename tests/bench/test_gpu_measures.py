@@ -39,7 +39,8 @@ def test_without_io_binding_the_whole_state_crosses_both_ways_every_step(loaded)
 
 def _sweep_args(tmp_path, counts):
     return SimpleNamespace(counts=counts, seconds=1.0, size_label="640x480", hwaccel="none",
-                           device="cpu", p99_ms=500.0, out=tmp_path / "sweep.json")
+                           device="cpu", precision="auto", p99_ms=500.0,
+                           out=tmp_path / "sweep.json")
 
 
 @pytest.mark.parametrize("results, measured, most", [
