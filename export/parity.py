@@ -88,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="only the first N videos of --data")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args(argv)
-    torch.set_grad_enabled(False)
+    with torch.no_grad():  # scoped: a caller in the same process keeps its autograd
+        return _report(args)
+
+
+def _report(args: argparse.Namespace) -> int:
     model, _, _ = load_checkpoint(args.checkpoint)
     loaded = open_bundle(args.bundle, SessionSettings(device="cpu", precision="fp32"))
     report: dict[str, Any] = {"graphs_max_abs_diff": graph_differences(model, loaded)}

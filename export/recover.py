@@ -491,9 +491,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.set_grad_enabled(False)
     try:
-        report = recover_checkpoint(args.bundle, args.out, args.batches, args.tolerance)
+        with torch.no_grad():  # scoped: a caller in the same process keeps its autograd
+            report = recover_checkpoint(args.bundle, args.out, args.batches, args.tolerance)
     except (RecoveryError, CheckpointError, StreamError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
