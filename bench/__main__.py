@@ -326,9 +326,10 @@ def live_run(args: argparse.Namespace, video: Path, streams: int, seconds: float
     that tree's own (run there, its code first on the path; ``args.bundle`` should be its)."""
     command = [sys.executable, "-m", "bench.live", "--bundle", str(args.bundle), "--video",
                str(video), "--streams", str(streams), "--seconds", str(seconds), "--device",
-               args.device, "--precision", getattr(args, "precision", "auto"),
-               "--max-batch", str(settings.max_batch), "--max-wait-ms",
+               args.device, "--max-batch", str(settings.max_batch), "--max-wait-ms",
                str(settings.max_wait_ms)] + ["--encode-every-frame"] * settings.encode_every_frame
+    if getattr(args, "precision", None) is not None:  # None: the tree's own default
+        command += ["--precision", args.precision]
     if args.hwaccel != "none":  # NVDEC decodes in the runtime's decoder, not inside lavfi
         command += ["--cameras", "files", "--hwaccel", args.hwaccel]
     elif getattr(args, "cameras", "lavfi") == "files":  # software decoding, the same way

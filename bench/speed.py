@@ -262,10 +262,11 @@ def run(plan: SpeedPlan, trees: dict[str, Path], args: argparse.Namespace) -> di
     results["rounds"] = rounds
 
     def live_args(name: str) -> tuple[argparse.Namespace, PipelineSettings]:
-        # each tree with its own bundle and its own pipeline defaults
+        # each tree with its own bundle and its own defaults (pipeline and precision: a tree
+        # from before --precision has no such option)
         pipeline = results["trees"][name]["pipeline"]
         return (argparse.Namespace(bundle=trees[name] / "models" / "shapes", device=args.device,
-                                   hwaccel="none"),
+                                   hwaccel="none", precision=None),
                 PipelineSettings(max_batch=pipeline["max_batch"],
                                  max_wait_ms=pipeline["max_wait_ms"]))
 

@@ -2,9 +2,9 @@
 
 It opens the source, samples frames by presentation time at the bundle's ``sample_fps``,
 converts each sampled frame to RGB at the model's input size inside libswscale (the one path of
-:mod:`stream.media.frames`), computes its motion thumbnail and key-frame signature (numpy sums,
-here in parallel with the model rather than on the one inference thread; see
-:class:`~stream.model.keyframes.FrameSignals`), and queues it with its timestamps. Frames that
+:mod:`stream.media.frames`), computes its motion thumbnail and key-frame signature when the
+pipeline asks (numpy sums, then in parallel with the model rather than on the one inference
+thread; see :class:`~stream.model.keyframes.FrameSignals`), and queues it with its timestamps. Frames that
 are not sampled are never converted.
 
 Live sources (webcam, RTSP, live network streams) are reopened when they end, fail or stall past
@@ -44,10 +44,11 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import av
+import numpy as np
 
 from stream.engines.mailbox import FrameItem, Mailbox
 from stream.errors import MediaError
@@ -55,7 +56,9 @@ from stream.events import ENDED, OPENED, RECONNECTING, StatusEvent
 from stream.media.frames import FrameCounter, decode_sampled, use_file_threading, video_stream
 from stream.media.hwaccel import report_software_fallback
 from stream.media.sources import PipeReader, Source, open_pipe, open_source, redact
-from stream.model.keyframes import FrameSignals
+
+Signals = Callable[[np.ndarray], tuple[np.ndarray | None, np.ndarray | None]]
+"""A sampled frame (S, S, 3) -> its thumbnail and signature, or (None, None)."""
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +116,8 @@ class Decoder(threading.Thread):
     ``resume.index``; a file is decoded from just after ``resume.pts``; a live source's clock
     goes on from ``resume.pts`` plus the time since that frame, as after a reconnect.
 
-    With ``signals``, each queued frame carries its thumbnail and key-frame signature; without,
-    the inference worker computes them.
+    ``signals`` gives each queued frame its thumbnail and key-frame signature, or (None, None)
+    where the pipeline wants the inference worker to compute them; without it, it always does.
     """
 
     def __init__(
@@ -128,7 +131,7 @@ class Decoder(threading.Thread):
         stop: threading.Event,
         resume: Resume | None = None,
         halt: threading.Event | None = None,
-        signals: FrameSignals | None = None,
+        signals: Signals | None = None,
     ) -> None:
         super().__init__(name=f"decoder-{stream}", daemon=True)
         self.stream = stream

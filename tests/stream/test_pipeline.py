@@ -105,6 +105,24 @@ def test_thumbnails_from_the_decoders_caption_as_computed_by_the_worker(loaded, 
     assert len(runs[0]) == 3 and 0 < sum(flags) < len(flags)
 
 
+def test_a_lone_stream_leaves_the_signals_to_the_worker(loaded, videos, monkeypatch):
+    """With one stream its decoder thread is the critical path, so the worker computes the
+    thumbnails and signatures; a second stream moves them to the decoder threads."""
+    given = []
+    step = CaptionCore.step
+
+    def spy(self, *args, **kwargs):
+        given.append(kwargs.get("thumbs") is not None)
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(CaptionCore, "step", spy)
+    settings = PipelineSettings(max_batch=4, max_wait_ms=50)
+    for sources, decoders_compute in ((videos[:1], False), (videos[:2], True)):
+        given.clear()
+        captions_of(Pipeline(parse_sources(sources), loaded, settings))
+        assert given and all(g == decoders_compute for g in given), sources
+
+
 def _consume_slowly(source, loaded, seconds_per_event):
     """Caption ``source`` with a consumer slower than the source; (events, staleness in s)."""
     settings = PipelineSettings(max_batch=1, max_wait_ms=0, queue_size=2, events_queue=2)
