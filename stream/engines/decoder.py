@@ -4,8 +4,8 @@ It opens the source, samples frames by presentation time at the bundle's ``sampl
 converts each sampled frame to RGB at the model's input size inside libswscale (the one path of
 :mod:`stream.media.frames`), computes its motion thumbnail and key-frame signature when the
 pipeline asks (numpy sums, then in parallel with the model rather than on the one inference
-thread; see :class:`~stream.model.keyframes.FrameSignals`), and queues it with its timestamps. Frames that
-are not sampled are never converted.
+thread; see :class:`~stream.model.keyframes.FrameSignals`), and queues it with its timestamps.
+Frames that are not sampled are never converted.
 
 Live sources (webcam, RTSP, live network streams) are reopened when they end, fail or stall past
 the read timeout, with exponential backoff and a limit on consecutive failures. The first frame
