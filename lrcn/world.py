@@ -528,7 +528,7 @@ def generate_split(out_dir: str | os.PathLike[str], videos: int, seed: int,
     logger.info("generating %d ShapesWorld videos (seed %d) in %s with %d worker(s)",
                 videos, seed, out_dir, workers)
     annotations: dict[int, tuple[str, dict[str, Any]]] = {}
-    for index, vid, annotation in _map(_write_job, jobs, workers, progress, "video"):
+    for index, vid, annotation in map_jobs(_write_job, jobs, workers, progress, "video"):
         annotations[index] = (vid, annotation)
     captions = {vid: annotation for vid, annotation in
                 (annotations[index] for index in range(videos))}
@@ -565,7 +565,7 @@ def generate_stills(out_dir: str | os.PathLike[str], images: int, seed: int,
     image_dir = out_dir / IMAGES_DIR
     image_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(seed, index, config, image_dir) for index in range(images)]
-    entries = sorted(_map(_still_job, jobs, workers, progress, "image"))
+    entries = sorted(map_jobs(_still_job, jobs, workers, progress, "image"))
     annotation = {
         "images": [{"id": vid, "file_name": name} for _, vid, name, _ in entries],
         "annotations": [{"image_id": vid, "caption": caption} for _, vid, _, caption in entries],
@@ -832,11 +832,12 @@ def _still_job(job: tuple[int, int, WorldConfig, Path]) -> tuple[int, str, str, 
     return index, plan.video_id, name, plan.events[k].appearance
 
 
-def _map(function: Any, jobs: list[Any], workers: int, progress: bool,
-         unit: str) -> Iterator[Any]:
-    """``function`` over ``jobs``, in worker processes when ``workers > 1``, in any order."""
+def map_jobs(function: Any, jobs: list[Any], workers: int, progress: bool, unit: str,
+             desc: str = "ShapesWorld") -> Iterator[Any]:
+    """``function`` over ``jobs``, in worker processes when ``workers > 1``, in any order, with
+    a tqdm bar (``function`` must be a top-level function: workers are spawned)."""
     if workers == 1:
-        yield from tqdm(map(function, jobs), total=len(jobs), unit=unit, desc="ShapesWorld",
+        yield from tqdm(map(function, jobs), total=len(jobs), unit=unit, desc=desc,
                         disable=not progress)
         return
     # spawn, not fork: the caller may hold threads (tqdm, torch) that fork would copy
@@ -844,7 +845,7 @@ def _map(function: Any, jobs: list[Any], workers: int, progress: bool,
     context = multiprocessing.get_context("spawn")
     with context.Pool(min(workers, len(jobs))) as pool:
         yield from tqdm(pool.imap_unordered(function, jobs), total=len(jobs), unit=unit,
-                        desc="ShapesWorld", disable=not progress)
+                        desc=desc, disable=not progress)
 
 
 if __name__ == "__main__":
