@@ -65,15 +65,14 @@ from PIL import Image, ImageDraw, ImageFilter
 from lrcn.world import (
     CAPTIONS_NAME,
     IMAGES_DIR,
-    NOVEL_TRIPLES,
     STILLS_NAME,
     VIDEOS_DIR,
-    Triple,
     VideoPlan,
     WorldConfig,
+    add_split_arguments,
     map_jobs,
-    parse_triples,
     plan_video,
+    split_config,
 )
 from stream.files import write_atomically, write_text_atomically
 from stream.model.sessions import cpu_flags
@@ -459,30 +458,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                "--videos 60 --seed 31 --holdout default --workers 2. Exit status 2 on a bad "
                "argument (one line on stderr).",
     )
-    parser.add_argument("--out", type=Path, required=True, help="split folder to write")
-    parser.add_argument("--videos", type=int, required=True,
-                        help="number of videos (with --stills: of images)")
-    parser.add_argument("--seed", type=int, required=True,
-                        help="split seed (non-negative); give each split its own")
-    parser.add_argument("--holdout", metavar="TRIPLES",
-                        help="held-out 'color shape motion' triples separated by ';', or "
-                             "'default' for lrcn.world's novel combinations (what the test "
-                             "split holds out); none is rendered unless --only-holdout")
-    parser.add_argument("--only-holdout", action="store_true",
-                        help="render only the held-out triples; needs --holdout")
-    parser.add_argument("--events", type=int, nargs=2, metavar=("MIN", "MAX"), default=(1, 4),
-                        help="events per video, drawn uniformly from MIN..MAX (default 1 4)")
+    add_split_arguments(parser)
     parser.add_argument("--event-seconds", type=float, nargs=2, metavar=("MIN", "MAX"),
                         default=(WorldConfig.min_event_s, WorldConfig.max_event_s),
                         help="an event's length in seconds, drawn uniformly from MIN..MAX "
                              "(default 1.5 4, as lrcn.world)")
-    parser.add_argument("--stills", action="store_true",
-                        help="write still images (PNG or JPEG) captioned with what one frame "
-                             "shows, in the COCO captions layout")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="parallel processes (default 1); the output is the same for any "
-                             "value")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -491,20 +471,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        _check_counts(args.videos, args.seed, args.workers, "--videos")
-        if args.only_holdout and args.holdout is None:
-            raise IndependentWorldError("--only-holdout needs --holdout")
-        holdout: frozenset[Triple] = frozenset()
-        if args.holdout is not None:
-            holdout = (NOVEL_TRIPLES if args.holdout.strip().lower() == "default"
-                       else parse_triples(args.holdout))
-        config = WorldConfig(holdout=holdout, only_holdout=args.only_holdout,
-                             min_events=args.events[0], max_events=args.events[1],
-                             min_event_s=args.event_seconds[0],
-                             max_event_s=args.event_seconds[1])
+        config = split_config(args, min_event_s=args.event_seconds[0],
+                              max_event_s=args.event_seconds[1])
         for fps in FRAME_RATES:  # raises here, not in a worker, where a look's rate misfits
             _grammar(config, fps)
-    except ValueError as error:  # IndependentWorldError, or WorldConfig's and parse_triples'
+    except ValueError as error:  # split_config's, or WorldConfig's at a look's frame rate
         print(f"python -m lrcn.independent_world: error: {error}", file=sys.stderr)
         return 2
     if args.stills:

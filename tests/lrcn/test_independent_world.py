@@ -23,12 +23,13 @@ from lrcn.world import EVIDENT_SHIFT, EVIDENT_SIZE, NOVEL_TRIPLES, WorldConfig
 from stream.media.frames import read_sampled_frames
 
 MODULE = Path(indep.__file__)
-# What the renderer may take from lrcn.world: the grammar (plans, captions, layout, holdout) and
-# the process map; nothing that draws, colours, adds noise or encodes.
+# What the renderer may take from lrcn.world: the grammar (plans, captions, layout, holdout),
+# its shared command-line options and the process map; nothing that draws, colours, adds noise
+# or encodes.
 GRAMMAR = frozenset({
     "CAPTIONS_NAME", "IMAGES_DIR", "NOVEL_TRIPLES", "STILLS_NAME", "VIDEOS_DIR", "EVIDENT_SHIFT",
     "EVIDENT_SIZE", "Event", "Track", "Triple", "VideoPlan", "WorldConfig", "map_jobs",
-    "parse_triples", "plan_video",
+    "parse_triples", "plan_video", "add_split_arguments", "split_config",
 })
 # lrcn.world's look of a plan: drawing with any of these would be drawing lrcn.world's picture.
 PLAN_LOOK_FIELDS = frozenset({"rgb", "background", "noise_sigma", "noise_seed", "tint", "ramp",
