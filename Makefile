@@ -48,6 +48,9 @@ demo: setup
 # Training data varies the look of every video (--vary) and adds still images (one-frame samples
 # captioned with their appearance); the test, novel and still splits are scored, and the test
 # split again rendered at 25 and 60 fps and antialiased (same seed: the same events).
+# The independent splits are drawn by a second renderer (lrcn/independent_world.py: its own
+# colours, shapes, backgrounds, noise, sizes and encoding; the test split's holdout): they are
+# only ever evaluated, never used for training or model selection.
 shapes: setup
 	$(PY) -m lrcn.world --out $(DATA)/train --videos 600 --seed 1 --holdout default --vary \
 		--workers 2
@@ -64,6 +67,10 @@ shapes: setup
 		--fps 60 --workers 2
 	$(PY) -m lrcn.world --out $(DATA)/test-antialiased --videos 150 --seed 3 --holdout default \
 		--antialias --workers 2
+	$(PY) -m lrcn.independent_world --out $(DATA)/independent --videos 60 --seed 31 \
+		--holdout default --workers 2
+	$(PY) -m lrcn.independent_world --out $(DATA)/independent-stills --videos 300 --seed 32 \
+		--holdout default --stills --workers 2
 	$(PY) -m lrcn.train --config configs/shapes.json --train $(DATA)/train $(DATA)/train-stills \
 		--val $(DATA)/val --out runs/shapes
 	$(PY) -m lrcn.evaluate --checkpoint runs/shapes/best.pt $(EVAL_SPLITS) \
@@ -71,7 +78,8 @@ shapes: setup
 
 EVAL_SPLITS = --data $(DATA)/test --novel $(DATA)/novel --stills $(DATA)/stills \
 	--variant 25fps=$(DATA)/test-25fps --variant 60fps=$(DATA)/test-60fps \
-	--variant antialiased=$(DATA)/test-antialiased
+	--variant antialiased=$(DATA)/test-antialiased --variant independent=$(DATA)/independent \
+	--stills-variant independent-stills=$(DATA)/independent-stills
 
 # The shipped bundle: weights stored in float16 to stay small (see README), evaluated through the
 # torch-free ONNX core with the results recorded in its bundle.json (greedy decoding: beam search

@@ -10,8 +10,8 @@ ONNX core (stream/model/captioning.py), every video stepped as a stream from its
 
 For every split and decoding (greedy, and beam search of each --beam width) it reports:
   * frame exact match: the emitted caption equals a reference of the segment covering the frame
-    (frames outside every segment are not counted); on a split of still images (--stills) this
-    is the still-image exact match against the appearance caption;
+    (frames outside every segment are not counted); on a split of still images (--stills,
+    --stills-variant) this is the still-image exact match against the appearance caption;
   * frame target match: the caption equals what the frame may say, the segment's appearance
     ("a red circle") until its motion is evident, then its sentence (what training teaches);
   * truthful frames: the caption is the segment's sentence or its appearance, whichever;
@@ -44,6 +44,7 @@ from tqdm import tqdm
 from lrcn.checkpoint import CheckpointError, load_checkpoint
 from lrcn.data import (
     DataError,
+    Dataset,
     VideoItem,
     frame_references,
     frame_truthful_targets,
@@ -193,6 +194,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                    type=_variant,
                    help="another split scored under NAME, e.g. 60fps=data/shapes/test-60fps "
                         "(repeatable)")
+    p.add_argument("--stills-variant", action="append", default=[], metavar="NAME=PATH",
+                   type=_variant,
+                   help="another split of still images scored under NAME like --stills, e.g. "
+                        "independent-stills=data/shapes/independent-stills (repeatable); it "
+                        "must be in the COCO captions layout")
     p.add_argument("--beam", type=int, nargs="*", default=[3],
                    help="beam widths to evaluate besides greedy (default: 3; none: greedy only)")
     p.add_argument("--sample-fps", type=float,
@@ -231,7 +237,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     results = {"checkpoint": str(args.checkpoint), "sample_fps": sample_fps,
                "encoding": _encoding(args), "splits": {}}
     for name, path in _splits(args).items():
-        data = load_dataset(path)
+        data = _load_split(args, name, path)
         videos = encode_videos(data.items, model.encoder, sample_fps, args.cache_dir, args.engine,
                                not args.no_progress)
         rule = EVERY_FRAME if args.encode_every_frame else model.config.keyframes
@@ -261,13 +267,24 @@ def _variant(text: str) -> tuple[str, Path]:
 
 def _splits(args: argparse.Namespace) -> dict[str, Path]:
     splits = {"test": args.data}
-    for name, path in ([("novel", args.novel), ("stills", args.stills)] + args.variant):
+    for name, path in ([("novel", args.novel), ("stills", args.stills)] + args.variant
+                       + args.stills_variant):
         if path is None:
             continue
         if name in splits:
-            raise DataError(f"--variant {name}: the name of another split; choose another")
+            raise DataError(f"split name {name!r} (--variant, --stills-variant) is taken by "
+                            "another split; choose another")
         splits[name] = path
     return splits
+
+
+def _load_split(args: argparse.Namespace, name: str, path: Path) -> Dataset:
+    """Split ``name`` read from ``path``; a --stills-variant must hold still images."""
+    data = load_dataset(path)
+    if name in dict(args.stills_variant) and data.layout != "coco":
+        raise DataError(f"{data.annotation}: --stills-variant {name} expects still images in "
+                        f"the COCO captions layout, found the {data.layout} layout")
+    return data
 
 
 def _beams(args: argparse.Namespace) -> list[int]:
@@ -294,7 +311,7 @@ def _evaluate_bundle(args: argparse.Namespace) -> dict[str, Any]:
     cores = {beam: CaptionCore(loaded, beam=beam, encode_every_frame=args.encode_every_frame)
              for beam in _beams(args)}
     for name, path in _splits(args).items():
-        items = load_dataset(path).items
+        items = _load_split(args, name, path).items
         times: list[np.ndarray] = []
         captions: dict[int, list[list[str]]] = {beam: [] for beam in cores}
         encoded = 0

@@ -528,7 +528,7 @@ def generate_split(out_dir: str | os.PathLike[str], videos: int, seed: int,
     logger.info("generating %d ShapesWorld videos (seed %d) in %s with %d worker(s)",
                 videos, seed, out_dir, workers)
     annotations: dict[int, tuple[str, dict[str, Any]]] = {}
-    for index, vid, annotation in _map(_write_job, jobs, workers, progress, "video"):
+    for index, vid, annotation in map_jobs(_write_job, jobs, workers, progress, "video"):
         annotations[index] = (vid, annotation)
     captions = {vid: annotation for vid, annotation in
                 (annotations[index] for index in range(videos))}
@@ -565,7 +565,7 @@ def generate_stills(out_dir: str | os.PathLike[str], images: int, seed: int,
     image_dir = out_dir / IMAGES_DIR
     image_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(seed, index, config, image_dir) for index in range(images)]
-    entries = sorted(_map(_still_job, jobs, workers, progress, "image"))
+    entries = sorted(map_jobs(_still_job, jobs, workers, progress, "image"))
     annotation = {
         "images": [{"id": vid, "file_name": name} for _, vid, name, _ in entries],
         "annotations": [{"image_id": vid, "caption": caption} for _, vid, _, caption in entries],
@@ -595,21 +595,14 @@ def write_image(rgb: np.ndarray, path: Path, jpeg_quality: int | None = None) ->
     return path
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m lrcn.world``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m lrcn.world",
-        description="Generate a ShapesWorld split: captioned H.264 videos of moving shapes, "
-                    f"in <out>/{VIDEOS_DIR}/*.mp4 with <out>/{CAPTIONS_NAME} in the "
-                    "ActivityNet Captions layout.",
-    )
+def add_split_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every ShapesWorld renderer's command line shares: where, how many, which
+    seed, the grammar (events per video, holdout), videos or stills, and the workers; see
+    :func:`split_config`."""
     parser.add_argument("--out", type=Path, required=True, help="split directory to write")
     parser.add_argument("--videos", type=int, required=True, help="number of videos")
     parser.add_argument("--seed", type=int, required=True,
                         help="split seed (non-negative); give each split its own")
-    parser.add_argument("--fps", type=int, default=30, help="frames per second (default 30)")
-    parser.add_argument("--no-noise", action="store_true",
-                        help="no Gaussian pixel noise (on by default)")
     parser.add_argument("--events", type=int, nargs=2, metavar=("MIN", "MAX"), default=(1, 4),
                         help="events per video, drawn uniformly from MIN..MAX (default 1 4)")
     parser.add_argument("--holdout", metavar="TRIPLES",
@@ -620,14 +613,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only-holdout", action="store_true",
                         help="generate only the held-out triples (a novel-combination test "
                              "split); needs --holdout with at least 2 triples")
-    parser.add_argument("--antialias", action="store_true",
-                        help="draw edges with their pixel coverage (off by default)")
-    parser.add_argument("--crf", type=int, default=23,
-                        help="x264 quality, 0..51, lower is better (default 23)")
-    parser.add_argument("--vary", action="store_true",
-                        help="draw each video's look at random (fps 24-60, antialiasing, tinted "
-                             "and graded backgrounds, noise, compression); for training data "
-                             "that does not depend on one renderer")
     parser.add_argument("--stills", action="store_true",
                         help=f"write still images instead (<out>/{IMAGES_DIR}/, COCO layout in "
                              f"<out>/{STILLS_NAME}), captioned with what one frame shows; "
@@ -636,6 +621,50 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="parallel encoding processes (default 1); output is identical "
                              "for any value")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def split_config(args: argparse.Namespace, **fields: Any) -> WorldConfig:
+    """The config of :func:`add_split_arguments`' options, with ``fields`` for the others.
+
+    Raises:
+        ValueError: naming the option that is wrong.
+    """
+    if args.videos < 1:
+        raise ValueError(f"--videos must be at least 1, got {args.videos}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be non-negative, got {args.seed}")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    if args.only_holdout and args.holdout is None:
+        raise ValueError("--only-holdout needs --holdout")
+    holdout: frozenset[Triple] = frozenset()
+    if args.holdout is not None:
+        holdout = (NOVEL_TRIPLES if args.holdout.strip().lower() == "default"
+                   else parse_triples(args.holdout))
+    return WorldConfig(holdout=holdout, only_holdout=args.only_holdout,
+                       min_events=args.events[0], max_events=args.events[1], **fields)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m lrcn.world``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m lrcn.world",
+        description="Generate a ShapesWorld split: captioned H.264 videos of moving shapes, "
+                    f"in <out>/{VIDEOS_DIR}/*.mp4 with <out>/{CAPTIONS_NAME} in the "
+                    "ActivityNet Captions layout.",
+    )
+    add_split_arguments(parser)
+    parser.add_argument("--fps", type=int, default=30, help="frames per second (default 30)")
+    parser.add_argument("--no-noise", action="store_true",
+                        help="no Gaussian pixel noise (on by default)")
+    parser.add_argument("--antialias", action="store_true",
+                        help="draw edges with their pixel coverage (off by default)")
+    parser.add_argument("--crf", type=int, default=23,
+                        help="x264 quality, 0..51, lower is better (default 23)")
+    parser.add_argument("--vary", action="store_true",
+                        help="draw each video's look at random (fps 24-60, antialiasing, tinted "
+                             "and graded backgrounds, noise, compression); for training data "
+                             "that does not depend on one renderer")
     return parser
 
 
@@ -644,22 +673,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        if args.videos < 1:
-            raise ValueError(f"--videos must be at least 1, got {args.videos}")
-        if args.seed < 0:
-            raise ValueError(f"--seed must be non-negative, got {args.seed}")
-        if args.workers < 1:
-            raise ValueError(f"--workers must be at least 1, got {args.workers}")
-        if args.only_holdout and args.holdout is None:
-            raise ValueError("--only-holdout needs --holdout")
-        holdout: frozenset[Triple] = frozenset()
-        if args.holdout is not None:
-            holdout = (NOVEL_TRIPLES if args.holdout.strip().lower() == "default"
-                       else parse_triples(args.holdout))
-        config = WorldConfig(fps=args.fps, noise=not args.no_noise, holdout=holdout,
-                             only_holdout=args.only_holdout, min_events=args.events[0],
-                             max_events=args.events[1], antialias=args.antialias,
-                             crf=args.crf, vary=args.vary)
+        config = split_config(args, fps=args.fps, noise=not args.no_noise,
+                              antialias=args.antialias, crf=args.crf, vary=args.vary)
     except ValueError as error:
         print(f"python -m lrcn.world: error: {error}", file=sys.stderr)
         return 2
@@ -832,11 +847,12 @@ def _still_job(job: tuple[int, int, WorldConfig, Path]) -> tuple[int, str, str, 
     return index, plan.video_id, name, plan.events[k].appearance
 
 
-def _map(function: Any, jobs: list[Any], workers: int, progress: bool,
-         unit: str) -> Iterator[Any]:
-    """``function`` over ``jobs``, in worker processes when ``workers > 1``, in any order."""
+def map_jobs(function: Any, jobs: list[Any], workers: int, progress: bool, unit: str,
+             desc: str = "ShapesWorld") -> Iterator[Any]:
+    """``function`` over ``jobs``, in worker processes when ``workers > 1``, in any order, with
+    a tqdm bar (``function`` must be a top-level function: workers are spawned)."""
     if workers == 1:
-        yield from tqdm(map(function, jobs), total=len(jobs), unit=unit, desc="ShapesWorld",
+        yield from tqdm(map(function, jobs), total=len(jobs), unit=unit, desc=desc,
                         disable=not progress)
         return
     # spawn, not fork: the caller may hold threads (tqdm, torch) that fork would copy
@@ -844,7 +860,7 @@ def _map(function: Any, jobs: list[Any], workers: int, progress: bool,
     context = multiprocessing.get_context("spawn")
     with context.Pool(min(workers, len(jobs))) as pool:
         yield from tqdm(pool.imap_unordered(function, jobs), total=len(jobs), unit=unit,
-                        desc="ShapesWorld", disable=not progress)
+                        desc=desc, disable=not progress)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,33 @@ def test_settled_captions_are_scored_as_the_cues_a_person_sees():
     # Blue shows at frame 8 (held 2 frames), 3 frames into its segment: 1 more than per frame.
     assert settled["lag_frames"]["median"] == pytest.approx((0 + 3) / 2)
     assert settled["added_lag_frames"]["median"] == pytest.approx((0 + 1) / 2)
+
+
+def test_stills_variants_are_scored_under_their_own_names(tmp_path: Path) -> None:
+    from lrcn.data import DataError
+    from lrcn.evaluate import _load_split, _splits, get_args_parser
+
+    common = ["--bundle", "b", "--data", "t", "--stills", "s"]
+    args = get_args_parser().parse_args(common + ["--variant", "60fps=v", "--stills-variant",
+                                                  "independent-stills=i"])
+    assert _splits(args) == {"test": Path("t"), "stills": Path("s"), "60fps": Path("v"),
+                             "independent-stills": Path("i")}
+    with pytest.raises(DataError, match="'stills' .* taken"):
+        _splits(get_args_parser().parse_args(common + ["--stills-variant", "stills=i"]))
+    # A still split loads under its name; a video split given as one fails, naming the file.
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.png").touch()
+    (tmp_path / "annotations.json").write_text(json.dumps({
+        "images": [{"id": "a", "file_name": "a.png"}],
+        "annotations": [{"image_id": "a", "caption": "a red circle"}]}))
+    (tmp_path / "v" / "videos").mkdir(parents=True)
+    (tmp_path / "v" / "videos" / "v.mp4").touch()
+    (tmp_path / "v" / "captions.json").write_text(json.dumps({"v": {
+        "duration": 1.0, "timestamps": [[0.0, 1.0]], "sentences": ["a red circle grows"]}}))
+    args = get_args_parser().parse_args(common + ["--stills-variant", f"x={tmp_path}",
+                                                  "--variant", f"y={tmp_path / 'v'}"])
+    assert _load_split(args, "x", tmp_path).layout == "coco"
+    assert _load_split(args, "y", tmp_path / "v").layout == "activitynet"
+    wrong = get_args_parser().parse_args(common + ["--stills-variant", f"x={tmp_path / 'v'}"])
+    with pytest.raises(DataError, match="captions.json.*--stills-variant x expects still"):
+        _load_split(wrong, "x", tmp_path / "v")
