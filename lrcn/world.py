@@ -124,13 +124,6 @@ _VARIED_SHADES: Mapping[str, tuple[tuple[float, float], ...]] = MappingProxyType
 })
 _ANTIALIAS_SAMPLES = 4  # per side: 16 sub-pixel samples give a pixel's coverage (1/4 px steps)
 _STILL_QUALITY = (2, 12)  # JPEG qscale range of varied still images (2: best)
-# Varied still images are framed as photos come: half keep the video's frame; the rest are cropped
-# around the object to another aspect, letterboxed (or pillarboxed) to it, or only resized, then
-# scaled to a width in _STILL_WIDTHS with one of _STILL_RESAMPLING.
-_STILL_REFRAME = 0.5
-_STILL_ASPECTS = (1.0, 4 / 3, 3 / 2, 16 / 9, 2.0, 3 / 4, 9 / 16)
-_STILL_WIDTHS = (128, 1280)
-_STILL_RESAMPLING = ("BILINEAR", "BICUBIC", "AREA")
 # Objects keep one pixel clear of the frame edge, so no border pixel is ever part of an object
 # (pixel centers sit at half-integers; with a zero margin an object touching x=0 would cover
 # column 0).
@@ -928,49 +921,9 @@ def _still_job(job: tuple[int, int, WorldConfig, Path]) -> tuple[int, str, str, 
     rgb = render_frame(plan, frame, int(rng.integers(0, 2**63 - 1)))
     quality = (int(rng.integers(_STILL_QUALITY[0], _STILL_QUALITY[1] + 1))
                if config.vary and rng.random() < 0.5 else None)
-    if config.vary:
-        framing = np.random.default_rng(np.random.SeedSequence([seed, index, 3]))
-        if framing.random() < _STILL_REFRAME:
-            rgb = reframe_still(rgb, track.at(frame), framing)
     name = f"{plan.video_id}.{'png' if quality is None else 'jpg'}"
     write_image(rgb, image_dir / name, quality)
     return index, plan.video_id, name, plan.events[k].appearance
-
-
-def reframe_still(rgb: np.ndarray, where: tuple[float, float, float],
-                  rng: np.random.Generator) -> np.ndarray:
-    """A still frame framed another way: cropped around its object (``where``: centre x, y and
-    size, as :meth:`Track.at` gives) to another aspect, letterboxed or pillarboxed to it with
-    bars of one colour, or kept whole, then resized to another width (even sizes).
-    """
-    height, width = rgb.shape[:2]
-    aspect = float(rng.choice(_STILL_ASPECTS))
-    mode = str(rng.choice(("crop", "letterbox", "resize")))
-    if mode == "crop":
-        crop_w, crop_h = ((width, round(width / aspect)) if width / aspect <= height
-                          else (round(height * aspect), height))
-        cx, cy, size = where
-        reach = size + 3.0  # the object and a little of its ground stay inside
-        x_lo, x_hi = max(0, math.ceil(cx + reach) - crop_w), min(width - crop_w,
-                                                                 math.floor(cx - reach))
-        y_lo, y_hi = max(0, math.ceil(cy + reach) - crop_h), min(height - crop_h,
-                                                                 math.floor(cy - reach))
-        if x_lo <= x_hi and y_lo <= y_hi:
-            x0, y0 = int(rng.integers(x_lo, x_hi + 1)), int(rng.integers(y_lo, y_hi + 1))
-            rgb = rgb[y0:y0 + crop_h, x0:x0 + crop_w]
-    elif mode == "letterbox":
-        bar = 0 if rng.random() < 0.7 else int(rng.integers(0, 256))
-        out_w, out_h = max(width, round(height * aspect)), max(height, round(width / aspect))
-        boxed = np.full((out_h, out_w, 3), bar, np.uint8)
-        top, left = (out_h - height) // 2, (out_w - width) // 2
-        boxed[top:top + height, left:left + width] = rgb
-        rgb = boxed
-    new_w = int(rng.integers(_STILL_WIDTHS[0] // 2, _STILL_WIDTHS[1] // 2 + 1)) * 2
-    new_h = max(2, round(new_w * rgb.shape[0] / rgb.shape[1] / 2) * 2)
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-    resized = frame.reformat(width=new_w, height=new_h,
-                             interpolation=str(rng.choice(_STILL_RESAMPLING)))
-    return cast(np.ndarray, resized.to_ndarray())
 
 
 def map_jobs(function: Any, jobs: list[Any], workers: int, progress: bool, unit: str,
