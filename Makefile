@@ -54,7 +54,7 @@ demo: setup
 shapes: setup
 	$(PY) -m lrcn.world --out $(DATA)/train --videos 600 --seed 1 --holdout default --vary \
 		--workers 2
-	$(PY) -m lrcn.world --out $(DATA)/train-stills --videos 4000 --seed 7 --holdout default \
+	$(PY) -m lrcn.world --out $(DATA)/train-stills --videos 2000 --seed 7 --holdout default \
 		--vary --stills --workers 2
 	$(PY) -m lrcn.world --out $(DATA)/val --videos 60 --seed 2 --holdout default --vary
 	$(PY) -m lrcn.world --out $(DATA)/test --videos 150 --seed 3 --holdout default

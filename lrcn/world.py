@@ -15,10 +15,10 @@ object has moved ``EVIDENT_SHIFT`` pixels or changed its size by ``EVIDENT_SIZE`
 object's stillness is evident once the slowest growing or shrinking the generator draws would have
 shown. Before that, the truthful caption is the appearance.
 
-``vary=True`` draws each video's look at random (frame rate, antialiased edges, tinted, graded
-and textured backgrounds, each colour word's shade, lens blur, noise level, compression), so that
-a model trained on it does not depend on one renderer. ``--stills`` writes still images in the
-COCO captions layout, captioned with their appearance (one frame shows no motion).
+``vary=True`` draws each video's look at random (frame rate, antialiased edges, tinted and
+graded backgrounds, noise level, compression), so that a model trained on it does not depend on
+one renderer. ``--stills`` writes still images in the COCO captions layout, captioned with their
+appearance (one frame shows no motion).
 
 Everything a video shows is a function of ``(seed, index, config)``: each video draws from its own
 ``SeedSequence([seed, index])``, so videos can be generated in any order or in parallel.
@@ -34,7 +34,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import colorsys
 import functools
 import itertools
 import json
@@ -102,26 +101,10 @@ _MAX_NOISE_SIGMA = 8.0
 # The look of a varied split (WorldConfig.vary), drawn per video.
 _VARIED_FPS = (24, 25, 30, 50, 60)
 _VARIED_MAX_GRAY = 110
-_VARIED_TINT = 35
+_VARIED_TINT = 25
 _VARIED_MAX_RAMP = 35.0
 _VARIED_MAX_NOISE_SIGMA = 12.0
 _VARIED_CRF = (18, 32)
-_VARIED_TEXTURE = (0.35, 6.0, 28.0)  # how often a background is textured, amplitude range (levels)
-_VARIED_BLUR = (0.3, 0.4, 1.2)  # how often a video is blurred, Gaussian sigma range (pixels)
-_VARIED_SHADE_RATE = 0.6  # how often a varied video draws its own shades instead of COLORS
-# The shades a varied video may draw for each colour word, as ranges of hue (degrees),
-# saturation and value: what people call the word, much wider than COLORS' jitter, so that a
-# model learns the word and not one RGB. Neighbouring words keep a gap of hue between them (blue
-# stops 25 degrees short of purple, purple short of pink) and white stays all but unsaturated,
-# of any hue.
-_VARIED_SHADES: Mapping[str, tuple[tuple[float, float], ...]] = MappingProxyType({
-    "red": ((-10.0, 10.0), (0.65, 1.00), (0.55, 1.00)),
-    "green": ((100.0, 150.0), (0.45, 1.00), (0.45, 0.95)),
-    "blue": ((205.0, 240.0), (0.50, 1.00), (0.55, 1.00)),
-    "yellow": ((46.0, 62.0), (0.60, 1.00), (0.75, 1.00)),
-    "purple": ((265.0, 290.0), (0.45, 0.90), (0.50, 0.95)),
-    "white": ((0.0, 360.0), (0.00, 0.08), (0.85, 1.00)),
-})
 _ANTIALIAS_SAMPLES = 4  # per side: 16 sub-pixel samples give a pixel's coverage (1/4 px steps)
 _STILL_QUALITY = (2, 12)  # JPEG qscale range of varied still images (2: best)
 # Objects keep one pixel clear of the frame edge, so no border pixel is ever part of an object
@@ -159,9 +142,8 @@ class WorldConfig:
         antialias: draw edges with their pixel coverage instead of hard.
         crf: x264 quality (lower is better; 23 is FFmpeg's default).
         vary: draw each video's look at random instead (fps from 24 to 60, antialiasing,
-            tinted, graded and textured backgrounds, each colour word's shade, lens blur, noise
-            sigma up to 12, crf 18 to 32); ``fps``, ``antialias`` and ``crf`` are then ignored.
-            The events drawn do not depend on it (their colour words neither; only the shades).
+            tinted and graded backgrounds, noise sigma up to 12, crf 18 to 32); ``fps``,
+            ``antialias`` and ``crf`` are then ignored. The events drawn do not depend on it.
     """
 
     width: int = 320
@@ -305,9 +287,6 @@ class VideoPlan:
     ramp_angle: float = 0.0  # its direction, radians
     antialias: bool = False
     crf: int = 23
-    texture: float = 0.0  # amplitude (8-bit levels) of a smooth random texture on the background
-    texture_seed: int = 0  # draws that texture
-    blur: float = 0.0  # sigma (pixels) of a Gaussian lens blur of each frame, before the noise
 
     @property
     def n_frames(self) -> int:
@@ -376,11 +355,9 @@ def plan_video(seed: int, index: int, config: WorldConfig | None = None) -> Vide
     sigma = float(rng.uniform(0.0, _MAX_NOISE_SIGMA))
     noise_seed = int(rng.integers(0, 2**63 - 1))
     look = _draw_look(seed, index, config) if config.vary else {}
-    shades: Mapping[str, tuple[int, int, int]] = COLORS
     if look:
         background, sigma = look.pop("background"), look.pop("noise_sigma")
         config = replace(config, fps=look.pop("fps"))
-        shades = look.pop("shades")
     else:
         look = {"antialias": config.antialias, "crf": config.crf}
     n_events = int(rng.integers(config.min_events, config.max_events + 1))
@@ -397,7 +374,7 @@ def plan_video(seed: int, index: int, config: WorldConfig | None = None) -> Vide
         while triple == previous:
             triple = allowed[int(rng.integers(len(allowed)))]
         color, shape, motion = triple
-        track = _plan_track(rng, config, shape, motion, shades[color], start, start + length)
+        track = _plan_track(rng, config, shape, motion, COLORS[color], start, start + length)
         events.append(Event(start / config.fps, (start + length) / config.fps,
                             color, shape, motion, track.evident(config.fps)))
         tracks.append(track)
@@ -425,23 +402,7 @@ def _draw_look(seed: int, index: int, config: WorldConfig) -> dict[str, Any]:
         "noise_sigma": float(rng.uniform(0.0, _VARIED_MAX_NOISE_SIGMA)) if config.noise else 0.0,
         "antialias": bool(rng.random() < 0.5),
         "crf": int(rng.integers(_VARIED_CRF[0], _VARIED_CRF[1] + 1)),
-        "texture": (float(rng.uniform(*_VARIED_TEXTURE[1:]))
-                    * float(rng.random() < _VARIED_TEXTURE[0])),
-        "texture_seed": int(rng.integers(0, 2**63 - 1)),
-        "blur": float(rng.uniform(*_VARIED_BLUR[1:])) * float(rng.random() < _VARIED_BLUR[0]),
-        "shades": (varied_shades(rng) if rng.random() < _VARIED_SHADE_RATE else COLORS),
     }
-
-
-def varied_shades(rng: np.random.Generator) -> Mapping[str, tuple[int, int, int]]:
-    """One shade of each colour word, drawn from :data:`_VARIED_SHADES`, as 8-bit RGB."""
-    shades = {}
-    for word, ((hue_lo, hue_hi), (sat_lo, sat_hi), (val_lo, val_hi)) in _VARIED_SHADES.items():
-        hue = float(rng.uniform(hue_lo, hue_hi)) % 360.0
-        rgb = colorsys.hsv_to_rgb(hue / 360.0, float(rng.uniform(sat_lo, sat_hi)),
-                                  float(rng.uniform(val_lo, val_hi)))
-        shades[word] = cast(tuple[int, int, int], tuple(int(round(255 * c)) for c in rgb))
-    return MappingProxyType(shades)
 
 
 def still_evident() -> float:
@@ -471,8 +432,7 @@ def render_frame(plan: VideoPlan, index: int, noise_seed: int) -> np.ndarray:
 
 
 def background_image(plan: VideoPlan) -> np.ndarray:
-    """The plan's empty frame: its gray, tinted, with its brightness ramp and texture;
-    (H, W, 3) uint8."""
+    """The plan's empty frame: its gray, tinted, with its brightness ramp; (H, W, 3) uint8."""
     base = np.clip(plan.background + np.array(plan.tint, np.float32), 0, 255)
     blank = np.broadcast_to(base, (plan.height, plan.width, 3)).astype(np.float32)
     if plan.ramp:
@@ -480,44 +440,7 @@ def background_image(plan: VideoPlan) -> np.ndarray:
         along = (np.cos(plan.ramp_angle) * (x / plan.width - 0.5)
                  + np.sin(plan.ramp_angle) * (y / plan.height - 0.5))
         blank = blank + (2 * plan.ramp * along)[:, :, None]
-    if plan.texture:
-        texture = _smooth_texture(plan.texture_seed, plan.height, plan.width)
-        blank = (blank + plan.texture * texture).astype(np.float32)
     return np.clip(np.rint(blank), 0, 255).astype(np.uint8)
-
-
-def _smooth_texture(seed: int, height: int, width: int) -> np.ndarray:
-    """A smooth random field, (H, W, 3) float32 of unit scale: a coarse grid of random colours
-    (mostly a shared brightness, some colour) interpolated bilinearly over the frame."""
-    rng = np.random.default_rng(seed)
-    cells = int(rng.integers(3, 13))
-    grid_h, grid_w = max(2, cells * height // width), cells
-    shared = rng.standard_normal((grid_h, grid_w, 1))
-    grid = (shared + 0.3 * rng.standard_normal((grid_h, grid_w, 3))).astype(np.float32)
-    ys = np.linspace(0.0, grid_h - 1, height, dtype=np.float32)
-    xs = np.linspace(0.0, grid_w - 1, width, dtype=np.float32)
-    y0 = np.minimum(ys.astype(int), grid_h - 2)
-    x0 = np.minimum(xs.astype(int), grid_w - 2)
-    fy, fx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
-    top = grid[y0][:, x0] * (1 - fx) + grid[y0][:, x0 + 1] * fx
-    bottom = grid[y0 + 1][:, x0] * (1 - fx) + grid[y0 + 1][:, x0 + 1] * fx
-    return cast(np.ndarray, top * (1 - fy) + bottom * fy)
-
-
-def _gaussian_blur(frame: np.ndarray, sigma: float) -> np.ndarray:
-    """``frame`` (H, W, 3) blurred by a separable Gaussian of ``sigma`` pixels, edges
-    repeated; float32."""
-    radius = max(1, math.ceil(2.5 * sigma))
-    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    taps = (taps / taps.sum()).astype(np.float32)
-    out = frame.astype(np.float32)
-    for axis in (0, 1):
-        padded = np.pad(out, [(radius, radius) if a == axis else (0, 0) for a in range(3)],
-                        mode="edge")
-        size = out.shape[axis]
-        out = sum(tap * np.take(padded, range(k, k + size), axis=axis)
-                  for k, tap in enumerate(taps))
-    return out
 
 
 def _draw(plan: VideoPlan, track: Track, index: int, blank: np.ndarray,
@@ -533,8 +456,6 @@ def _draw(plan: VideoPlan, track: Track, index: int, blank: np.ndarray,
     else:
         rows, cols, mask = _shape_mask(track.shape, cx, cy, size, plan.height, plan.width)
         frame[rows, cols][mask] = np.array(track.rgb, dtype=np.uint8)
-    if plan.blur:
-        frame = np.clip(np.rint(_gaussian_blur(frame, plan.blur)), 0, 255).astype(np.uint8)
     if plan.noise_sigma > 0:
         # Sensor-like noise on the whole frame, object included, so that flat object
         # colors are not a shortcut a model could rely on.

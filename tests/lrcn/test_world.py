@@ -449,58 +449,6 @@ def test_varied_backgrounds_are_tinted_and_graded() -> None:
     assert (plain == plan_video(9, 0).background).all()
 
 
-def test_varied_shades_stay_inside_their_words_and_apart() -> None:
-    import colorsys
-
-    rng = np.random.default_rng(5)
-    hues: dict[str, list[float]] = {word: [] for word in COLORS}
-    for _ in range(300):
-        shades = world.varied_shades(rng)
-        assert set(shades) == set(COLORS)
-        for word, rgb in shades.items():
-            h, s, v = colorsys.rgb_to_hsv(*(c / 255 for c in rgb))
-            (hue_lo, hue_hi), (sat_lo, sat_hi), (val_lo, val_hi) = world._VARIED_SHADES[word]
-            assert sat_lo - 0.01 <= s <= sat_hi + 0.01 and val_lo - 0.01 <= v <= val_hi + 0.01
-            if word != "white":
-                hue = (h * 360 + 180 - (hue_lo + hue_hi) / 2) % 360 - 180  # from the centre
-                assert abs(hue) <= (hue_hi - hue_lo) / 2 + 1.5, (word, rgb)
-                hues[word].append(h * 360)
-    # Whole ranges used, and the chromatic words' hue ranges never meet.
-    assert max(hues["blue"]) - min(hues["blue"]) > 25
-    spans = sorted(world._VARIED_SHADES[w][0] for w in COLORS if w not in ("white", "red"))
-    assert all(a[1] < b[0] for a, b in pairwise(spans))
-
-
-def test_varied_videos_draw_their_own_shades_and_keep_their_words() -> None:
-    plans = [plan_video(9, index, WorldConfig(vary=True)) for index in range(40)]
-    off_palette = 0
-    for plan in plans:
-        for event, track in zip(plan.events, plan.tracks, strict=True):
-            base = np.array(COLORS[event.color])
-            off_palette += int(np.abs(np.array(track.rgb) - base).max() > 20)
-    assert off_palette > 10  # shades beyond COLORS' jitter
-    for index in range(10):  # and a plain split keeps COLORS with its jitter
-        plan = plan_video(9, index)
-        for event, track in zip(plan.events, plan.tracks, strict=True):
-            assert np.abs(np.array(track.rgb) - np.array(COLORS[event.color])).max() <= 20
-
-
-def test_varied_backgrounds_are_textured_and_frames_blurred() -> None:
-    plans = [plan_video(9, index, WorldConfig(vary=True)) for index in range(40)]
-    textured = next(p for p in plans if p.texture > 10 and not p.ramp)
-    blank = world.background_image(textured).astype(np.float32)
-    assert blank.std(axis=(0, 1)).max() > 3  # not flat
-    assert np.abs(np.diff(blank, axis=1)).mean() < 1.5  # smooth
-    assert (world.background_image(textured) == blank).all()  # deterministic
-    blurred = next(p for p in plans if p.blur > 0.6)
-    sharp = world.VideoPlan(**{**blurred.__dict__, "blur": 0.0, "noise_sigma": 0.0})
-    soft = world.VideoPlan(**{**blurred.__dict__, "noise_sigma": 0.0})
-    a, b = next(render_frames(sharp)), next(render_frames(soft))
-    edges = lambda f: np.abs(np.diff(f.astype(np.float32), axis=1)).max()  # noqa: E731
-    assert edges(b) < 0.8 * edges(a)
-    assert abs(a.astype(np.float32).mean() - b.astype(np.float32).mean()) < 1.0
-
-
 def test_antialiased_edges_cover_their_pixels_in_part() -> None:
     rows, cols, cover = world._shape_coverage("circle", 50.3, 40.7, 12.0, 100, 120)
     assert cover.max() == 1.0 and cover.min() == 0.0
