@@ -38,7 +38,8 @@ def test_shipped_bundle_is_valid_small_and_evaluated():
     # fp16 fp32-computing encoder (12.8 MB), int8 encoder (6.8 MB), memory, captioner.
     assert sum(p.stat().st_size for p in (ROOT / "models").rglob("*") if p.is_file()) < 30e6
     splits = loaded.bundle.evaluation["onnx_core"]["splits"]
-    assert set(splits) == {"test", "novel", "stills", "25fps", "60fps", "antialiased"}
+    assert set(splits) == {"test", "novel", "stills", "25fps", "60fps", "antialiased",
+                           "independent", "independent-stills"}
     onnx_core = splits["test"]["greedy"]
     assert onnx_core["frame_exact_match"] >= 0.90 and onnx_core["event_exact_match"] >= 0.95
     # Captions say what the frames show: the sentence or the appearance, and on still images
@@ -46,6 +47,9 @@ def test_shipped_bundle_is_valid_small_and_evaluated():
     for name in ("test", "25fps", "60fps", "antialiased"):
         assert splits[name]["greedy"]["truthful_frames"] >= 0.96, name
     assert splits["stills"]["greedy"]["frame_exact_match"] >= 0.9
+    # ShapesWorld drawn by the second, independent renderer (lrcn.independent_world).
+    assert splits["independent"]["greedy"]["truthful_frames"] >= 0.9
+    assert splits["independent-stills"]["greedy"]["frame_exact_match"] >= 0.9
     # Key frames, and the same evaluation with every frame encoded for comparison.
     rule = loaded.bundle.keyframes
     assert rule.every > 1 and rule.threshold > 0
