@@ -80,6 +80,10 @@ class LRCNConfig:
     motion_decay: float = option(0.7, "running-average weight of past thumbnails")
     motion_stats: bool = option(False, "also feed the motion stream's change maps' mass and "
                                        "centroid (a size signal for slow growing and shrinking)")
+    object_colour: bool = option(False, "also feed the motion stream the colour of what stands "
+                                        "out from the frame's mean colour (OBJECT_COLOUR "
+                                        "numbers from the thumbnail; colour words then need not "
+                                        "rest on ImageNet features alone)")
     memory_layers: int = option(2, "stacked LSTM layers of the memory")
     memory_hidden: int = option(384, "the memory's hidden size")
     word_embed: int = option(64, "word embedding size")
@@ -211,6 +215,43 @@ def foreground(thumbs: torch.Tensor) -> torch.Tensor:
     return (thumbs - mean).abs().sum(dim=-3, keepdim=True)
 
 
+class ObjectColour(nn.Module):
+    """The colour of what stands out in each thumbnail: (N, 3, m, m) in [0, 1] ->
+    (N, OBJECT_COLOUR).
+
+    The background is fitted per channel as a quadratic surface over the thumbnail (least
+    squares, a fixed projection), so flat, graded and vignetted grounds leave little residual;
+    pixels then weigh by the fourth power of their residual, so the few pixels of a shape
+    outweigh noise and texture. Returns the object's RGB (centred on mid-gray), its difference to
+    the fitted background under it, and its chroma (RGB less its own gray level), each scaled to
+    about unit range; on a blank frame the last six are zero.
+    """
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        y, x = torch.meshgrid(torch.linspace(-1, 1, size, dtype=torch.float64),
+                              torch.linspace(-1, 1, size, dtype=torch.float64), indexing="ij")
+        x, y = x.flatten(), y.flatten()
+        basis = torch.stack([torch.ones_like(x), x, y, x * x, x * y, y * y], dim=1)  # (m*m, 6)
+        self.register_buffer("basis", basis.float(), persistent=False)
+        self.register_buffer("fit", torch.linalg.pinv(basis).float(), persistent=False)
+
+    def forward(self, thumbs: torch.Tensor) -> torch.Tensor:
+        flat = thumbs.flatten(2)  # (N, 3, m*m)
+        coefficients = flat @ self.get_buffer("fit").T  # (N, 3, 6)
+        residual = flat - coefficients @ self.get_buffer("basis").T  # (N, 3, m*m)
+        weight = residual.abs().sum(dim=1, keepdim=True) ** 4  # (N, 1, m*m)
+        weight = weight / (weight.sum(dim=2, keepdim=True) + _COLOUR_EPS)
+        rgb = (flat * weight).sum(dim=2)  # (N, 3)
+        contrast = (residual * weight).sum(dim=2)
+        chroma = rgb - rgb.mean(dim=1, keepdim=True)
+        return _COLOUR_GAIN * torch.cat([rgb - 0.5, contrast, chroma], dim=1)
+
+
+OBJECT_COLOUR = 9
+_COLOUR_GAIN = 2.0
+_COLOUR_EPS = 1e-9
+
 # Size signal: the foreground's mass, and the mass and centroid of its changes since the previous
 # frame and since the running average.
 MOTION_STATS = 7
@@ -223,7 +264,8 @@ class MotionStream(nn.Module):
     With ``motion_stats`` it also sees seven numbers that a CNN with pooled outputs reads only
     roughly: how much foreground there is, and the sum and first moments of its changes. A
     growing object's change map sums above zero, a shrinking one's below, and a still one's to
-    noise, however slowly the size changes; the memory integrates them over time.
+    noise, however slowly the size changes; the memory integrates them over time. With
+    ``object_colour`` it sees the colour of what stands out (:class:`ObjectColour`).
     """
 
     def __init__(self, config: LRCNConfig) -> None:
@@ -235,7 +277,10 @@ class MotionStream(nn.Module):
             nn.Conv2d(ch, ch, 3, stride=2, padding=1), nn.ReLU(),
         )
         self.stats = config.motion_stats
-        self.out = nn.Linear(2 * ch + (MOTION_STATS if self.stats else 0), config.motion_dim)
+        self.colour = ObjectColour(config.thumb_size) if config.object_colour else None
+        extra = (MOTION_STATS if self.stats else 0) + (OBJECT_COLOUR if config.object_colour
+                                                        else 0)
+        self.out = nn.Linear(2 * ch + extra, config.motion_dim)
         ramp = torch.linspace(-1.0, 1.0, config.thumb_size)
         self.register_buffer("ramp_x", ramp.view(1, 1, -1), persistent=False)
         self.register_buffer("ramp_y", ramp.view(1, -1, 1), persistent=False)
@@ -248,6 +293,8 @@ class MotionStream(nn.Module):
         pooled = torch.cat([y.mean(dim=(2, 3)), y.amax(dim=(2, 3))], dim=1)  # (N, 2 * ch)
         if self.stats:
             pooled = torch.cat([pooled, self._stats(stacked)], dim=1)
+        if self.colour is not None:
+            pooled = torch.cat([pooled, self.colour(stacked[:, :3])], dim=1)
         return F.relu(self.out(pooled))
 
     def _stats(self, stacked: torch.Tensor) -> torch.Tensor:

@@ -79,6 +79,13 @@ class TrainConfig:
     tbptt: int = option(40, "frames per truncated back-propagation chunk")
     clip: float = option(1.0, "gradient norm clip")
     random_start: float = option(0.5, "probability that a training sequence starts mid-video")
+    appearance_dropout: float = option(0.0, "probability that a training sequence is seen "
+                                            "without its appearance features (zeros), so that "
+                                            "the memory also learns to caption from the "
+                                            "thumbnail stream")
+    thumb_jitter: float = option(0.0, "per training sequence, scale each thumbnail colour "
+                                      "channel by 1 +- this and shift it by +- a third of it "
+                                      "(shades of a colour word the renderer never drew)")
     seed: int = option(0, "random seed")
 
 
@@ -175,6 +182,28 @@ def _encoded(model: LRCN, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, tor
     return appearance.view(*first.shape[:2], -1), thumbs
 
 
+def _perturb(
+    thumbs: torch.Tensor, cfg: TrainConfig, rng: random.Random
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch's training perturbations, drawn per sequence: thumbnails (B, T, 3, m, m) with
+    their colours jittered (``thumb_jitter``), and a (B, 1, 1) mask that is 0 for the sequences
+    seen without appearance features (``appearance_dropout``)."""
+    batch = thumbs.shape[0]
+    keep = torch.ones(batch)
+    if cfg.appearance_dropout > 0:
+        keep = torch.tensor([float(rng.random() >= cfg.appearance_dropout)
+                             for _ in range(batch)])
+    if cfg.thumb_jitter > 0:
+        amount = cfg.thumb_jitter
+        gain = torch.tensor([[1 + rng.uniform(-amount, amount) for _ in range(3)]
+                             for _ in range(batch)])
+        shift = torch.tensor([[rng.uniform(-amount, amount) / 3 for _ in range(3)]
+                              for _ in range(batch)])
+        thumbs = (thumbs * gain.view(batch, 1, 3, 1, 1)
+                  + shift.view(batch, 1, 3, 1, 1)).clamp(0.0, 1.0)
+    return thumbs, keep.view(batch, 1, 1)
+
+
 def train_epoch(
     model: LRCN,
     seqs: list[_Sequence],
@@ -207,10 +236,12 @@ def train_epoch(
         batch = [seqs[i] for i in indices]
         inputs, cont, targets = _batch(batch, [starts[i] for i in indices],
                                        model.config.keyframes)
+        inputs[1], keep = _perturb(inputs[1], cfg, rng)
         state = model.memory.init_state(len(batch))
         for t0 in range(0, cont.shape[1], cfg.tbptt):
             sl = slice(t0, t0 + cfg.tbptt)
             appearance, thumbs = _encoded(model, [x[:, sl] for x in inputs])
+            appearance = appearance * keep
             memory, state = model.memory(appearance, thumbs, cont[:, sl], state)
             # Truncated BPTT: the state carries on, its gradient history does not.
             state = type(state)(*(s.detach() for s in state))

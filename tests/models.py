@@ -22,10 +22,11 @@ TINY_MODEL = {
 }
 
 # For export tests: grid pooling (the cell slices), two stacked memory layers, key frames
-# (features held in between, in training and at run time) and the motion stream's size signal,
-# like the shipped model.
+# (features held in between, in training and at run time) and the motion stream's size signal
+# and object colour, like the shipped model.
 EXPORT_MODEL = {**TINY_MODEL, "pool": "grid", "grid": 2, "memory_layers": 2, "key_every": 4,
-                "key_threshold": 0.1, "key_cells": 4, "motion_stats": True}
+                "key_threshold": 0.1, "key_cells": 4, "motion_stats": True,
+                "object_colour": True}
 
 
 def make_world(root: Path, videos: int = 4, seed: int = 7) -> Path:

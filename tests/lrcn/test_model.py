@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lrcn.model import LRCN, LRCNConfig, caption_targets, decode
+from lrcn.model import LRCN, LRCNConfig, ObjectColour, caption_targets, decode
 from lrcn.vocab import BOS_ID, EOS_ID, PAD_ID
 from stream.model.keyframes import thumbnails
 
@@ -25,7 +25,8 @@ def model() -> LRCN:
 @pytest.fixture(scope="module")
 def stats_model(model) -> LRCN:
     torch.manual_seed(0)
-    return LRCN(LRCNConfig(**{**model.config.to_dict(), "motion_stats": True})).eval()
+    return LRCN(LRCNConfig(**{**model.config.to_dict(), "motion_stats": True,
+                              "object_colour": True})).eval()
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +172,43 @@ def test_step_by_step_equals_whole_sequence_with_motion_stats(stats_model, encod
     cont[0] = cont[7] = 0
     whole = _whole(stats_model, appearance, thumbs, cont)
     torch.testing.assert_close(_stepwise(stats_model, appearance, thumbs, cont), whole)
+
+
+def _scene(shape_rgb, background, noise: float = 0.0, seed: int = 0) -> torch.Tensor:
+    """(1, 3, 56, 56) thumbnail: a 6x6 shape at (10, 30) on a background graded left to right
+    from ``background[0]`` to ``background[1]`` (RGB 0..255), with Gaussian noise."""
+    ramp = torch.linspace(0, 1, 56).view(1, 1, 56)
+    low, high = (torch.tensor(c, dtype=torch.float32).view(3, 1, 1) for c in background)
+    image = (low + (high - low) * ramp).expand(3, 56, 56).clone()
+    image[:, 10:16, 30:36] = torch.tensor(shape_rgb, dtype=torch.float32).view(3, 1, 1)
+    generator = torch.Generator().manual_seed(seed)
+    image += noise * torch.randn(image.shape, generator=generator)
+    return (image.clamp(0, 255) / 255).unsqueeze(0)
+
+
+@pytest.mark.parametrize("background", [((60, 60, 60), (60, 60, 60)),
+                                        ((40, 50, 55), (90, 100, 110)),  # graded, teal
+                                        ((100, 80, 110), (30, 30, 30))])  # graded, violet
+@pytest.mark.parametrize("shape_rgb", [(230, 50, 50), (50, 90, 230), (160, 60, 200),
+                                       (40, 200, 60)])
+def test_object_colour_is_the_shapes_colour_whatever_the_background(shape_rgb, background):
+    """The cue reads the shape's own RGB (within 6 levels), on flat and graded grounds, with
+    sensor noise of 8 levels; the background's colour does not leak into it, and its contrast
+    is the shape's colour less the ground under it."""
+    features = ObjectColour(56)(_scene(shape_rgb, background, noise=8.0))[0]
+    rgb = (features[:3] / 2 + 0.5) * 255
+    torch.testing.assert_close(rgb, torch.tensor(shape_rgb, dtype=torch.float32), atol=6.0,
+                               rtol=0.0)
+    chroma = features[6:] / 2 * 255
+    expected = torch.tensor(shape_rgb, dtype=torch.float32)
+    torch.testing.assert_close(chroma, expected - expected.mean(), atol=6.0, rtol=0.0)
+    low, high = (torch.tensor(c, dtype=torch.float32) for c in background)
+    ground = low + (high - low) * 32.5 / 55  # the ramp under the shape's middle column
+    # (the fitted ground leans a little toward the shape, which it cannot tell from the ground)
+    torch.testing.assert_close(features[3:6] / 2 * 255, expected - ground, atol=15.0, rtol=0.0)
+
+
+def test_object_colour_of_a_blank_frame_is_finite_and_colourless():
+    features = ObjectColour(16)(torch.full((2, 3, 16, 16), 0.3))
+    assert torch.isfinite(features).all()
+    assert features[:, 3:].abs().max() < 1e-6  # no contrast, no chroma
