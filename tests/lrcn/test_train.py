@@ -152,3 +152,26 @@ def test_every_config_field_is_an_option_with_its_default_and_configs_name_them(
     with pytest.raises(SystemExit):
         config.write_text(json.dumps({"no_such_option": 1}))
         train.parse_args(["--train", "t", "--out", "o", "--config", str(config)])
+
+
+def test_perturbations_are_drawn_per_sequence_and_off_by_default():
+    """--thumb-jitter scales and shifts each sequence's colour channels, the same for all its
+    frames, within the stated bounds; --appearance-dropout zeroes whole sequences at about its
+    rate; with both at 0 (the default) the batch is untouched."""
+    import random
+
+    thumbs = torch.rand(64, 5, 3, 4, 4) * 0.5 + 0.25  # away from the clamp at 0 and 1
+    same, keep = train._perturb(thumbs, train.TrainConfig(), random.Random(0))
+    assert same is thumbs and keep.shape == (64, 1, 1) and bool((keep == 1).all())
+
+    settings = train.TrainConfig(thumb_jitter=0.12, appearance_dropout=0.25)
+    jittered, keep = train._perturb(thumbs, settings, random.Random(0))
+    gain = (jittered[:, :, :, 0, 0] - jittered[:, :, :, 1, 1]) / (
+        thumbs[:, :, :, 0, 0] - thumbs[:, :, :, 1, 1])  # (B, T, 3): one gain per channel
+    torch.testing.assert_close(gain, gain[:, :1].expand_as(gain), atol=1e-3, rtol=1e-3)
+    assert float((gain - 1).abs().max()) <= 0.12 + 1e-3
+    assert float((gain - 1).abs().max()) > 0.06  # it does vary
+    shift = jittered - thumbs * gain[:, :1, :, None, None]
+    assert float(shift.abs().max()) <= 0.04 + 1e-4
+    dropped = int((keep == 0).sum())
+    assert set(keep.flatten().tolist()) == {0.0, 1.0} and 6 <= dropped <= 28  # 16 expected
