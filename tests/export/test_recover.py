@@ -29,8 +29,8 @@ def checkpoint(tmp_path_factory):
     vocab = Vocabulary.build(["a red circle moves left", "a blue square grows"])
     config = LRCNConfig(vocab_size=len(vocab), input_size=64, grid=2, feature_dim=32,
                         motion_channels=16, motion_dim=32, motion_stats=True, object_colour=True,
-                        memory_layers=2, memory_hidden=64, word_embed=16, word_hidden=48, dropout=0.0,
-                        key_every=4, key_threshold=0.1, key_cells=4)
+                        memory_layers=2, memory_hidden=64, word_embed=16, word_hidden=48,
+                        dropout=0.0, key_every=4, key_threshold=0.1, key_cells=4)
     path = tmp_path_factory.mktemp("recover") / "best.pt"
     save_checkpoint(path, LRCN(config), vocab, provenance={"sample_fps": 5}, epoch=3,
                     elapsed=1.5, metrics={"val_frame_acc": 0.5})
