@@ -109,9 +109,9 @@ def test_example_captions_the_sample_video_with_its_annotated_sentences():
     said = iter(captions)
     assert all(any(c == sentence for c in said) for sentence in annotation["sentences"])
     assert captions[-1] == annotation["sentences"][-1]
-    # Between two sentences only the new scene's appearance, or one wrong caption at most: the
-    # shipped model keeps the previous scene's motion for one frame at one of the three changes
-    # ("a red circle moves down" at 2.2 s, then "a red circle shrinks"); the README says so.
+    # Between two sentences only the new scene's appearance, or one wrong caption at most (the
+    # previous bundle kept the first scene's motion for one frame at 2.2 s: "a red circle moves
+    # down"; the current one says only what is there).
     allowed = set(annotation["sentences"]) | set(annotation["appearance"])
     assert len(captions) <= 2 * len(annotation["sentences"])
     assert sum(c not in allowed for c in captions) <= 1, captions
