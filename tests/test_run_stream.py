@@ -218,10 +218,11 @@ def test_the_summary_keeps_latencies_in_constant_memory():
 
 def write_beam_clip(path: Path) -> Path:
     """A short ShapesWorld video (novel combinations, unseen seed) on one of whose frames the
-    shipped model's beam search (beam 3) and greedy decoding disagree (seeds 23 to 78 searched:
-    only 48 and 67 have such a frame)."""
+    shipped model's beam search (beam 3) and greedy decoding disagree (for the current bundle,
+    seeds 23 to 62 and 120 to 157 searched: only 40, 138 and 145 have such a frame; a retrained
+    bundle needs the search again)."""
     config = WorldConfig(holdout=NOVEL_TRIPLES, only_holdout=True)
-    return write_world_video(plan_video(67, 0, config), path)
+    return write_world_video(plan_video(40, 0, config), path)
 
 
 def core_captions(video: Path, beam: int, bundle: Path = BUNDLE) -> tuple[list[str], np.ndarray]:
