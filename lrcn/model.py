@@ -81,9 +81,9 @@ class LRCNConfig:
     motion_stats: bool = option(False, "also feed the motion stream's change maps' mass and "
                                        "centroid (a size signal for slow growing and shrinking)")
     object_colour: bool = option(False, "also feed the motion stream the colour of what stands "
-                                        "out from the frame's mean colour (OBJECT_COLOUR "
-                                        "numbers from the thumbnail; colour words then need not "
-                                        "rest on ImageNet features alone)")
+                                        "out from the thumbnail's fitted background (see "
+                                        "ObjectColour; colour words then need not rest on "
+                                        "ImageNet features alone)")
     memory_layers: int = option(2, "stacked LSTM layers of the memory")
     memory_hidden: int = option(384, "the memory's hidden size")
     word_embed: int = option(64, "word embedding size")
@@ -278,8 +278,7 @@ class MotionStream(nn.Module):
         )
         self.stats = config.motion_stats
         self.colour = ObjectColour(config.thumb_size) if config.object_colour else None
-        extra = (MOTION_STATS if self.stats else 0) + (OBJECT_COLOUR if config.object_colour
-                                                        else 0)
+        extra = MOTION_STATS * self.stats + OBJECT_COLOUR * config.object_colour
         self.out = nn.Linear(2 * ch + extra, config.motion_dim)
         ramp = torch.linspace(-1.0, 1.0, config.thumb_size)
         self.register_buffer("ramp_x", ramp.view(1, 1, -1), persistent=False)
