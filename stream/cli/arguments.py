@@ -28,12 +28,26 @@ def doc_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
                   formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number, at least 1."""
+def whole_number(text: str) -> int:
+    """An argparse type: what ``int`` reads, with an error in the user's words (argparse's own
+    says ``invalid int value``)."""
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def number(text: str) -> float:
+    """An argparse type: what ``float`` reads, with an error in the user's words."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number, at least 1."""
+    value = whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
     return value

@@ -23,7 +23,15 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from stream.cli import exits
-from stream.cli.arguments import Parser, add_log_level, frame_size, positive_int, run_command
+from stream.cli.arguments import (
+    Parser,
+    add_log_level,
+    frame_size,
+    number,
+    positive_int,
+    run_command,
+    whole_number,
+)
 from stream.cli.cameras import CameraError, Cameras, api_routes
 from stream.engines.decoder import ReconnectPolicy
 from stream.engines.local import Pipeline
@@ -608,21 +616,21 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    value = whole_number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
 def _positive(text: str) -> float:
-    value = float(text)
+    value = number(text)
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 
 def _non_negative(text: str) -> float:
-    value = float(text)
+    value = number(text)
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
     return value
