@@ -74,3 +74,13 @@ def test_list_devices_prints_the_cameras_ffmpeg_finds():
                                           enumerate(expected)]
     # Nothing else: no logging, no model loaded, no captions; an empty list says so on stderr.
     assert result.stderr == ("" if expected else "no cameras found\n")
+
+
+@pytest.mark.parametrize("script", [s for s, _ in CLIS])
+def test_help_names_the_default_sample_and_model_by_paths_that_exist(script: str):
+    """Run from the checkout, --help names the bundled sample and model by their paths there
+    (relative to where it runs), and those paths exist."""
+    shown = _squeezed(run(script, "--help").stdout)
+    for path in ("examples/shapes/videos/shapes_s5_00000.mp4", "models/shapes"):
+        assert f"default:thebundled{'sample' if 'examples' in path else 'model'},{path}" in shown
+        assert (ROOT / path).exists()

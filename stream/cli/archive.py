@@ -3,6 +3,7 @@
     run_archive.py VIDEOS_DIR --out captions/                 every video under VIDEOS_DIR
     run_archive.py "clips/**/*.mkv" @more.txt --out captions/ a glob and a list of paths
     run_archive.py archive/ --out captions/ --engine ray      the same work on Ray
+    run_archive.py                                            the bundled sample, to captions/
 
 Per video it writes OUT/<path under the inputs' common folder>.jsonl, .srt and .vtt, and
 records every input in OUT/manifest.jsonl (path, size, mtime, content fingerprint, status,
@@ -63,20 +64,22 @@ from stream.model.sessions import (
     SessionSettings,
     default_threads,
 )
-from stream.paths import DEFAULT_BUNDLE
+from stream.paths import DEFAULT_BUNDLE, SAMPLE_VIDEO, shown
 from stream.settle import DEFAULT_SETTLE
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = doc_parser("run_archive.py", __doc__)
-    parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="a directory (searched recursively for videos), a glob pattern "
-                             "(quote it), a video file, or @FILE: a text file of paths, one "
-                             "per line")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help="output directory (mirrors the inputs' folders)")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help=f"a directory (searched recursively for videos), a glob pattern "
+                             f"(quote it), a video file, or @FILE: a text file of paths, one "
+                             f"per line (default: the bundled sample, {shown(SAMPLE_VIDEO)})")
+    parser.add_argument("--out", type=Path, default=Path("captions"), metavar="DIR",
+                        help="output directory, mirroring the inputs' folders (default: "
+                             "captions, in the current directory)")
     parser.add_argument("--model", type=Path, default=DEFAULT_BUNDLE, metavar="DIR",
-                        help="model bundle (default: the bundled models/shapes)")
+                        help=f"model bundle directory (default: the bundled model, "
+                             f"{shown(DEFAULT_BUNDLE)})")
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where the model runs (default: auto)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -132,7 +135,7 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.chunk_seconds < 0 or args.warmup_seconds < 0:
         parser.error("--chunk-seconds and --warmup-seconds must be 0 or more")
     try:
-        paths, root = discover(args.inputs)
+        paths, root = discover(args.inputs or [str(SAMPLE_VIDEO)])
     except ArchiveError as error:
         print(f"error: {error}", file=sys.stderr)
         return exits.USAGE

@@ -51,7 +51,7 @@ from stream.media.sources import (
 )
 from stream.model.bundle import open_bundle
 from stream.model.sessions import DEVICES, PRECISION_HELP, PRECISIONS, SessionSettings
-from stream.paths import DEFAULT_BUNDLE, SAMPLE_VIDEO
+from stream.paths import DEFAULT_BUNDLE, SAMPLE_VIDEO, shown
 from stream.settle import DEFAULT_SETTLE, Settling
 from stream.sinks.base import PerStream, Sink
 from stream.sinks.console import ConsoleSink
@@ -120,9 +120,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "SIGHUP reloads its cameras; implies --keep-running")
     parser.add_argument("sources", nargs="*", metavar="SOURCE",
                         help=f"what to caption (default: the bundled sample, "
-                             f"{SAMPLE_VIDEO.relative_to(SAMPLE_VIDEO.parents[2])})")
+                             f"{shown(SAMPLE_VIDEO)})")
     parser.add_argument("--model", type=Path, default=DEFAULT_BUNDLE, metavar="DIR",
-                        help="model bundle directory (default: the bundled models/shapes)")
+                        help=f"model bundle directory (default: the bundled model, "
+                             f"{shown(DEFAULT_BUNDLE)})")
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where the model runs; auto picks CUDA when it works (default: auto)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
