@@ -131,16 +131,20 @@ def test_several_sources_one_failing_exit_1_with_one_line_each(tmp_path):
     not_media = tmp_path / "broken.mp4"
     not_media.write_bytes(os.urandom(2000))
     video = SAMPLE / "videos" / "shapes_s5_00000.mp4"
-    result = run_stream(str(video), "no/such/clip.mp4", str(not_media), "--quiet",
-                        "--jsonl", str(tmp_path / "out"))
+    result = run_stream(str(video), "no/such/clip.mp4", str(not_media),
+                        "--jsonl", str(tmp_path / "out"), "--srt", str(tmp_path / "out"))
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert errors == ["error: no/such/clip.mp4: no such file",
                       next(e for e in errors if e.startswith(f"error: {not_media}: "))]
     assert "Traceback" not in result.stderr
+    # Each failure is said once: not also on the console's stdout.
+    assert "no/such/clip.mp4" not in result.stdout and str(not_media) not in result.stdout
     done = read_jsonl(tmp_path / "out" / "shapes_s5_00000.jsonl")
     assert sum(e["type"] == "caption" for e in done) >= 80 and done[-1]["kind"] == "ended"
-    assert read_jsonl(tmp_path / "out" / "clip.jsonl")[-1]["error"]
+    assert read_jsonl(tmp_path / "out" / "clip.jsonl")[-1]["error"]  # the JSONL says why
+    # Subtitles for the source that ran; none (not an empty file) for those that never opened.
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.srt")) == ["shapes_s5_00000.srt"]
 
 
 @pytest.mark.parametrize("args, code, message", [
@@ -185,6 +189,10 @@ def test_a_signal_stops_promptly_with_every_output_complete(tmp_path, sig, code)
     events = read_jsonl(out["jsonl"])  # every line complete JSON
     runs = caption_runs(events)
     assert len([e for e in events if e["type"] == "caption"]) >= 15
+    # The last record says the stream was stopped, and why: not a crash, not an error.
+    assert {k: events[-1][k] for k in ("type", "kind", "message", "error")} == {
+        "type": "status", "kind": "ended", "error": None,
+        "message": "interrupted (Ctrl-C)" if sig == signal.SIGINT else "terminated (SIGTERM)"}
     assert len(list(srt.parse(out["srt"].read_text()))) == len(runs)
     assert len(webvtt.read(str(out["vtt"]), strict=True)) == len(runs)
 

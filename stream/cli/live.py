@@ -17,6 +17,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
@@ -38,7 +39,7 @@ from stream.engines.local import Pipeline
 from stream.engines.ray import RayPipeline, RaySettings
 from stream.engines.settings import FrameListener, PipelineSettings
 from stream.errors import BundleError, DeviceError, MediaError, StreamError, reason
-from stream.events import Event
+from stream.events import ENDED, Event, StatusEvent
 from stream.media.hwaccel import HWACCELS
 from stream.media.sources import (
     Source,
@@ -503,8 +504,11 @@ def _run(pipeline: Pipeline | RayPipeline, shared: list[Sink], files: Callable[[
             try:
                 for event in events:
                     _deliver(settled(settling.push(event)), sinks)
-            except (KeyboardInterrupt, _Terminated):
+            except (KeyboardInterrupt, _Terminated) as stop:
                 _deliver(settled(settling.finish()), sinks)
+                _deliver(_stopped(summary, "interrupted (Ctrl-C)"
+                                  if isinstance(stop, KeyboardInterrupt)
+                                  else "terminated (SIGTERM)"), sinks)
                 raise
             _deliver(settled(settling.finish()), sinks)
         failed = {stream for stream, s in summary.streams.items() if s.error}
@@ -522,6 +526,14 @@ def _run(pipeline: Pipeline | RayPipeline, shared: list[Sink], files: Callable[[
         signal.signal(signal.SIGTERM, previous)
     summary.report()
     return exits.FAILED if summary.failed else exits.OK
+
+
+def _stopped(summary: SummarySink, why: str) -> list[Event]:
+    """The ``ended`` status of every stream still running when the run is stopped, ``why`` its
+    message: the line outputs say that each stream was stopped, not that it crashed."""
+    return [StatusEvent(stream=stream, kind=ENDED, at=time.time(), message=why,
+                        dropped=s.dropped, reconnects=s.reconnects, error=None)
+            for stream, s in summary.streams.items() if not s.ended]
 
 
 def _deliver(events: list[Event], sinks: list[Sink]) -> None:
@@ -546,7 +558,9 @@ def _file_sinks(ids: list[str], paths: dict[str, dict[str, Path]], interval: flo
 
     def file_sink(kind: str, path: Path) -> Sink:
         try:
-            return JsonlSink(path) if kind == "jsonl" else SubtitleSink(path, interval, kind)
+            if kind == "jsonl":  # kept for a source that never opened: it says why
+                return JsonlSink(path)
+            return SubtitleSink(path, interval, kind, keep_unopened=False)
         except OSError as error:
             raise StreamError(f"--{kind} {path}: cannot write ({reason(error)})") from error
 

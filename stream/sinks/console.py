@@ -37,7 +37,9 @@ class ConsoleSink(Sink):
                 return
             ended = f"[end {event.duration:.1f} s] " if event.type == END else ""
             self._line(f"{event.pts:8.2f}s  {who}{ended}{event.caption}")
-        elif event.kind in (RECONNECTING, DROPPED) or event.error:
+        elif event.kind in (RECONNECTING, DROPPED):
+            # A source's failure is said once, on stderr: by the log as it happens and by the
+            # run's summary at the end, not here too.
             self._line(f"{'':9}   {who}[{event.kind}] {event.message}")
 
     def _line(self, text: str) -> None:

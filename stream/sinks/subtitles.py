@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import IO
 
-from stream.events import ENDED, RECONNECTING, CaptionEvent, Event, StatusEvent
+from stream.events import ENDED, OPENED, RECONNECTING, CaptionEvent, Event, StatusEvent
 from stream.sinks.base import Sink
 
 SUBTITLE_FORMATS = ("srt", "vtt")
@@ -31,9 +31,13 @@ class SubtitleSink(Sink):
         path: the file to write.
         frame_interval: seconds between sampled frames (1 / the bundle's sample_fps).
         fmt: "srt" or "vtt"; None: from the suffix.
+        keep_unopened: False: a stream that never opened (no ``opened`` status, no frame)
+            leaves no file; the file is created at once all the same, so that a path that
+            cannot be written is said before the run.
     """
 
-    def __init__(self, path: str | Path, frame_interval: float, fmt: str | None = None) -> None:
+    def __init__(self, path: str | Path, frame_interval: float, fmt: str | None = None,
+                 keep_unopened: bool = True) -> None:
         self.path = Path(path)
         self.fmt = fmt or self.path.suffix.lstrip(".").lower()
         if self.fmt not in SUBTITLE_FORMATS:
@@ -41,6 +45,8 @@ class SubtitleSink(Sink):
         if not (frame_interval > 0 and math.isfinite(frame_interval)):
             raise ValueError(f"frame interval must be positive, got {frame_interval}")
         self.frame_interval = frame_interval
+        self.keep_unopened = keep_unopened
+        self.opened = False  # an ``opened`` status or a frame came
         self.cues = 0
         self._open: tuple[str, float, float] | None = None  # (text, start, last frame's pts)
         self._last_end = 0.0
@@ -52,11 +58,13 @@ class SubtitleSink(Sink):
 
     def write(self, event: Event) -> None:
         if isinstance(event, StatusEvent):
+            self.opened |= event.kind == OPENED
             if event.kind in (RECONNECTING, ENDED):
                 self._finish(None)
             return
         if not isinstance(event, CaptionEvent):
             return  # the settled events: the cues follow the frames' shown captions
+        self.opened = True
         text = " ".join(event.on_screen.split())
         if self._open is not None and self._open[0] == text:
             self._open = (text, self._open[1], event.pts)
@@ -70,6 +78,8 @@ class SubtitleSink(Sink):
             self._finish(None)
             self._file.close()
             self._file = None
+            if not (self.opened or self.keep_unopened):
+                self.path.unlink(missing_ok=True)
 
     def _finish(self, end: float | None) -> None:
         """Write the open cue, ending at ``end`` (None: one frame after its last frame)."""

@@ -29,6 +29,7 @@ class StreamSummary:
     dropped: int = 0
     reconnects: int = 0
     error: str | None = None
+    ended: bool = False  # its ``ended`` status came
 
     def add(self, event: Event) -> None:
         if isinstance(event, CaptionEvent):
@@ -40,8 +41,9 @@ class StreamSummary:
         else:
             self.dropped = max(self.dropped, event.dropped)
             self.reconnects = max(self.reconnects, event.reconnects)
-            if event.kind == ENDED and event.error:
-                self.error = event.error
+            if event.kind == ENDED:
+                self.ended = True
+                self.error = event.error or self.error
 
 
 def percentile(counts: np.ndarray, q: float) -> str:

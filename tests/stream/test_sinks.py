@@ -159,3 +159,23 @@ def test_the_overlay_recorder_keeps_only_its_streams_captions(tmp_path, monkeypa
     recorder.write(StatusEvent(stream="a", kind=RECONNECTING, at=0.0))
     assert recorder.write_overlays(skip={"c"}) == {}
     assert written == [("a.mp4", tmp_path / "a.out.mp4", [(0.0, "a0.0"), (0.1, "a0.1")])]
+
+
+@pytest.mark.parametrize("fmt", ["srt", "vtt"])
+def test_subtitles_of_a_stream_that_never_opened_leave_no_file_when_asked(tmp_path, fmt):
+    """``keep_unopened=False`` (run_stream.py's files): a source that failed before opening
+    leaves no subtitle file; one that opened and said nothing leaves a valid empty one."""
+    failed = StatusEvent(stream="s", kind="ended", at=0.0, message="gone", dropped=0,
+                         reconnects=0, error="no such file")
+    never, quiet, kept = (tmp_path / f"{name}.{fmt}" for name in ("never", "quiet", "kept"))
+    with SubtitleSink(never, 0.1, keep_unopened=False) as sink:
+        assert never.exists()  # created at once: an unwritable path is said before the run
+        sink.write(failed)
+    with SubtitleSink(quiet, 0.1, keep_unopened=False) as sink:
+        sink.write(StatusEvent(stream="s", kind="opened", at=0.0, message="open", dropped=0,
+                               reconnects=0))
+        sink.write(failed)
+    with SubtitleSink(kept, 0.1) as sink:  # the default keeps it (archives replace a set)
+        sink.write(failed)
+    assert not never.exists()
+    assert read_cues(quiet) == [] and read_cues(kept) == []
