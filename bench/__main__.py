@@ -479,4 +479,8 @@ def _ratio(a: float, b: float) -> float | None:
 
 
 if __name__ == "__main__":
+    # The chart comes last: without the bench extra, stop now (bench/__init__.py says which),
+    # not after the measurements.
+    import matplotlib  # noqa: F401
+
     sys.exit(main())
