@@ -28,7 +28,7 @@ from stream.model.captioning import CaptionCore
 from stream.model.sessions import SessionSettings
 from tests.conftest import ctrl_c_as_in_a_terminal
 from tests.media import write_video
-from tests.tools.commands import LIVE, ROOT, run_stream
+from tests.tools.commands import LIVE, ROOT, run_stream, without_modules
 
 SAMPLE = ROOT / "examples" / "shapes"
 BUNDLE = ROOT / "models" / "shapes"
@@ -166,6 +166,29 @@ def test_bad_options_and_bundles_exit_with_one_clear_line(args, code, message):
     assert result.returncode == code
     assert message in result.stderr.strip().splitlines()[-1]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args, missing, extra", [
+    (["--overlay", "{tmp}/out.mp4"], "PIL", "web"),
+    (["--snapshots", "{tmp}/snaps"], "PIL", "web"),
+    (["--serve", "127.0.0.1:0"], "aiohttp", "web"),
+    (["--mqtt", "mqtt://127.0.0.1:1/cams"], "paho", "mqtt"),
+    (["--config", "{tmp}/cams.yaml"], "yaml", "service"),
+    (["--engine", "ray"], "ray", "ray"),
+])
+def test_a_feature_whose_extra_is_missing_says_which_before_any_work(tmp_path, args, missing,
+                                                                     extra):
+    """Each optional feature checks its extra up front: one line naming the extra, exit 2, no
+    caption said and no output written (before: --overlay captioned the whole video and then
+    died with a traceback)."""
+    (tmp_path / "cams.yaml").write_text("cameras: []\n")
+    outputs = tmp_path / "outputs"
+    result = run_stream(*(a.format(tmp=outputs) for a in args), "--jsonl",
+                        str(outputs / "run.jsonl"), env=without_modules([missing], tmp_path))
+    assert result.returncode == 2, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if not line.startswith("INFO ")]
+    assert line.startswith("error: ") and f"lrcn-stream[{extra}]" in line, line
+    assert result.stdout == "" and not (outputs / "run.jsonl").exists()
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])

@@ -29,6 +29,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
+import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -103,8 +104,6 @@ def load_config(path: str | Path) -> ServiceConfig:
         ConfigError: the file cannot be read, is not YAML, or does not fit (one line: the file,
             the key, what was expected).
     """
-    import yaml
-
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))

@@ -302,6 +302,11 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                              f"written from files)")
             if isinstance(source, Source):
                 overlays[stream] = (source.url, targets[stream])
+    try:
+        overlay_recorder = OverlayRecorder(overlays)
+    except ImportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return exits.USAGE
     with contextlib.ExitStack() as undo:  # a failure below leaves no server or client behind
         shared: list[Sink] = []  # the sinks that get every stream's events
         listeners: list[FrameListener] = []
@@ -314,8 +319,10 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 host, port = parse_address(args.serve)
                 view = WebView(host, port, list(everyone), args.serve_token)
                 assert cameras is not None
-                with contextlib.suppress(ImportError):  # /metrics is the service extra's
+                try:
                     metrics = Metrics(args.device, args.engine)
+                except ImportError as error:  # the view works without it
+                    log.info("no /metrics: %s", error)
                 view.add_routes(api_routes(cameras, metrics))
                 view.start()
             except ValueError as error:
@@ -324,8 +331,8 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 print(f"error: --serve {args.serve}: {error}", file=sys.stderr)
                 return exits.USAGE
             except ImportError as error:
-                print(f"error: --serve needs the web extra (pip install '.[web]'): {error}",
-                      file=sys.stderr)
+                print(f"error: --serve needs the web extra (pip install 'lrcn-stream[web]'): "
+                      f"{error}", file=sys.stderr)
                 return exits.USAGE
             undo.callback(view.close)
             shared.append(view)
@@ -398,7 +405,7 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return outputs
 
     return _run(pipeline, shared, files,
-                SummarySink(ids), OverlayRecorder(overlays), Settling(args.settle, interval),
+                SummarySink(ids), overlay_recorder, Settling(args.settle, interval),
                 snapshots)
 
 

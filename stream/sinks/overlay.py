@@ -94,9 +94,19 @@ class OverlayRecorder(Sink):
 
     Args:
         targets: stream id -> (the video file, the overlay to write).
+
+    Raises:
+        ImportError: there are targets and Pillow (the ``web`` extra) is not installed: said
+            before the run, not after it.
     """
 
     def __init__(self, targets: dict[str, tuple[str, Path]]) -> None:
+        if targets:
+            try:
+                import PIL  # noqa: F401 - the painter's, imported when the overlays are written
+            except ImportError as error:
+                raise ImportError(f"--overlay needs Pillow (pip install 'lrcn-stream[web]'): "
+                                  f"{error}") from error
         self.targets = targets
         self.captions: dict[str, list[tuple[float, str]]] = {s: [] for s in targets}
 
