@@ -166,7 +166,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     out.add_argument("--serve", metavar="HOST:PORT", default=None,
                      help="serve the live view (video, caption, history and stats per stream) "
                           "at http://HOST:PORT/; loopback unless a token is set, e.g. "
-                          "127.0.0.1:8080")
+                          "127.0.0.1:8080; the view stays up after the sources end, until "
+                          "Ctrl-C or SIGTERM")
     out.add_argument("--keep-running", action="store_true",
                      help="keep running when every source has ended, for cameras added later "
                           "through the live view's API (--serve: GET/POST /api/cameras, "
@@ -341,8 +342,10 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             shared.append(cameras)  # after the outputs: a removed camera's close them
         if metrics is not None:
             shared.append(metrics)
-            shown = f"[{host}]" if ":" in host else host
-            print(f"live view: http://{shown}:{view.port}/", file=sys.stderr)
+        url = ""
+        if args.serve:
+            url = f"http://{f'[{host}]' if ':' in host else host}:{view.port}/"
+            print(f"live view: {url}", file=sys.stderr)
         snapshots = None
         if args.snapshots is not None:
             try:
@@ -366,18 +369,25 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             undo.callback(mqtt.close)
             shared.append(mqtt)
         pipeline: Pipeline | RayPipeline
+        # Held open when every source has ended: a service waits for cameras, and a live view
+        # stays up to be looked at (said in one line when it happens).
+        held = args.keep_running or args.serve is not None
+        if args.serve is not None:
+            notice = f"every source has ended; the live view stays up at {url} until Ctrl-C"
+        else:
+            notice = "every source has ended; waiting for cameras (--keep-running) until Ctrl-C"
         try:
             if ray_settings is None:
                 loaded = open_bundle(args.model, SessionSettings(device=args.device,
                                                                  threads=args.threads,
                                                                  precision=args.precision))
                 pipeline = Pipeline(sources, loaded, settings, frame_listeners=listeners,
-                                    join_on_exit=False, keep_open=args.keep_running)
+                                    join_on_exit=False, keep_open=held)
                 sample_fps = loaded.bundle.sample_fps
             else:
                 pipeline = RayPipeline(sources, args.model, args.device, settings,
                                        ray_settings, frame_listeners=listeners,
-                                       join_on_exit=False, keep_open=args.keep_running,
+                                       join_on_exit=False, keep_open=held,
                                        precision=args.precision)
                 sample_fps = pipeline.bundle.sample_fps
             if metrics is not None and isinstance(pipeline, Pipeline):
@@ -406,7 +416,7 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     return _run(pipeline, shared, files,
                 SummarySink(ids), overlay_recorder, Settling(args.settle, interval),
-                snapshots)
+                snapshots, notice if held else None)
 
 
 def _take_defaults(args: argparse.Namespace, parser: argparse.ArgumentParser,
@@ -487,14 +497,21 @@ def _ray_settings(args: argparse.Namespace,
 
 def _run(pipeline: Pipeline | RayPipeline, shared: list[Sink], files: Callable[[], PerStream],
          summary: SummarySink, overlays: OverlayRecorder, settling: Settling,
-         snapshots: Snapshots | None = None) -> int:
+         snapshots: Snapshots | None = None, held: str | None = None) -> int:
     """Run the pipeline's events, settled (and with their snapshots), into every sink: the
     per-stream files (opened by ``files``), the ``shared`` sinks (live view, MQTT, console),
-    the summary and the overlay recorder; write the overlays of a run that ended; print the
-    summary; return the exit code. A run that is stopped ends its open events first."""
+    the summary and the overlay recorder; write the overlays once every stream has ended; print
+    the summary; return the exit code. A run that is stopped ends its open events first. A
+    pipeline ``held`` open (it ends only when stopped) says ``held`` each time every stream
+    has ended."""
 
     def settled(events: list[Event]) -> list[Event]:
         return events if snapshots is None else snapshots.take(events, settling)
+
+    def write_overlays() -> None:
+        failed = {stream for stream, s in summary.streams.items() if s.error}
+        for stream, error in overlays.write_overlays(skip=failed).items():
+            summary.streams[stream].error = error  # still under the SIGTERM handler
 
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
@@ -511,6 +528,10 @@ def _run(pipeline: Pipeline | RayPipeline, shared: list[Sink], files: Callable[[
             try:
                 for event in events:
                     _deliver(settled(settling.push(event)), sinks)
+                    if (held and isinstance(event, StatusEvent) and event.kind == ENDED
+                            and all(s.ended for s in summary.streams.values())):
+                        write_overlays()
+                        print(held, file=sys.stderr)
             except (KeyboardInterrupt, _Terminated) as stop:
                 _deliver(settled(settling.finish()), sinks)
                 _deliver(_stopped(summary, "interrupted (Ctrl-C)"
@@ -518,9 +539,7 @@ def _run(pipeline: Pipeline | RayPipeline, shared: list[Sink], files: Callable[[
                                   else "terminated (SIGTERM)"), sinks)
                 raise
             _deliver(settled(settling.finish()), sinks)
-        failed = {stream for stream, s in summary.streams.items() if s.error}
-        for stream, error in overlays.write_overlays(skip=failed).items():
-            summary.streams[stream].error = error  # still under the SIGTERM handler
+        write_overlays()
     except KeyboardInterrupt:
         summary.report(stopped="interrupted")
         return exits.INTERRUPTED

@@ -115,10 +115,11 @@ class OverlayRecorder(Sink):
             self.captions[event.stream].append((event.pts, event.caption))
 
     def write_overlays(self, skip: set[str]) -> dict[str, str]:
-        """Write each overlay but those of the streams in ``skip`` (they failed); returns
-        stream -> the error of an overlay that could not be written."""
+        """Write each overlay not yet written but those of the streams in ``skip`` (they
+        failed); returns stream -> the error of an overlay that could not be written."""
         errors = {}
-        for stream, (source, target) in self.targets.items():
+        for stream, (source, target) in list(self.targets.items()):
+            del self.targets[stream]  # one try each: a second call writes only the rest
             if stream in skip:
                 continue
             try:

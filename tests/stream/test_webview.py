@@ -127,12 +127,53 @@ def test_a_stalled_viewer_never_holds_the_pipeline_up(tmp_path):
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         stalled.append(sock)  # never read from
     try:
-        assert process.wait(60) == 0
+        wait_for_line(process, "every source has ended")  # the captioning ran to its end
     finally:
         for sock in stalled:
             sock.close()
+    process.terminate()
+    assert process.wait(30) == 143
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
     assert sum('"caption"' in line for line in lines) >= 20  # 4 s at 10 frames/s, all there
+
+
+def wait_for_line(process: subprocess.Popen[str], text: str) -> str:
+    """The first line of the served run's stderr that holds ``text``; fails if it exits
+    first."""
+    assert process.stderr is not None
+    seen = []
+    while line := process.stderr.readline():
+        if text in line:
+            return line.strip()
+        seen.append(line)
+    process.wait(30)
+    raise AssertionError(f"run_stream.py exited ({process.returncode}) without saying "
+                         f"{text!r}: {''.join(seen)}")
+
+
+def test_the_view_stays_up_after_a_file_ends_until_ctrl_c(tmp_path):
+    """A file ends in seconds; the view (and its captions) stays up to be looked at, said in
+    one line, until Ctrl-C. The overlay is written when the sources end, not lost to the
+    Ctrl-C. (Before: the run exited a second after the file ended.)"""
+    import signal
+
+    video = ROOT / "examples" / "shapes" / "videos" / "shapes_s5_00000.mp4"
+    process, url = start_serving(str(video), "--jsonl", str(tmp_path / "out.jsonl"),
+                                 "--overlay", str(tmp_path / "overlay.mp4"))
+    try:
+        notice = wait_for_line(process, "every source has ended")
+        assert notice == f"every source has ended; the live view stays up at {url} until Ctrl-C"
+        assert (tmp_path / "overlay.mp4").stat().st_size > 0
+        with urllib.request.urlopen(url, timeout=SAFETY) as page:
+            assert page.status == 200 and b"<html" in page.read().lower()
+        with urllib.request.urlopen(url + "api/cameras", timeout=SAFETY) as cameras:
+            assert [c["id"] for c in json.load(cameras)["cameras"]] == ["shapes_s5_00000"]
+        assert process.poll() is None
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 130
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert records[-1]["kind"] == "ended" and records[-1]["message"] == "end of stream"
 
 
 SAFETY = 30.0  # seconds: only a broken view makes a test wait this long
