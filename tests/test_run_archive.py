@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -244,3 +245,30 @@ def test_no_video_files_exits_2_with_one_line(tmp_path, content):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"error: no video files or images in {inputs}"]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("durations, counted", [
+    ([4.0, 2.0], [3.0, 2.5, 1.5]),  # the videos ran 1 s longer than their containers said
+    ([4.0, None], [3.0, 2.0]),  # one duration unknown: no total, no percentage, no ETA
+])
+def test_the_progress_bar_never_passes_its_total(capsys, durations, counted):
+    """Before: the bar went to 101% with a negative ETA and a TqdmWarning."""
+    import warnings
+
+    from stream.cli.archive import _ProgressBar, _Summary
+
+    summary = _Summary(total=2, skipped=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a TqdmWarning fails the test
+        with _ProgressBar(durations, enabled=True) as progress:
+            for seconds in counted:
+                progress.advance(seconds)
+                assert progress.total is None or progress.bar.n <= progress.total
+            summary.done = 2
+            progress.video_done(summary)
+            assert progress.bar.n == (6.0 if progress.total else 5.0)
+    shown = capsys.readouterr().err
+    percentages = [int(p) for p in re.findall(r"(\d+)%", shown)]
+    assert max(percentages, default=0) <= 100 and "-" not in "".join(re.findall(r"<[^,]*",
+                                                                             shown))
+    assert (percentages != []) == (None not in durations)

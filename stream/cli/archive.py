@@ -196,8 +196,7 @@ def _run(args: argparse.Namespace, paths: list[Path], root: Path, workers: int,
         elif tasks:
             results = run_local(tasks, args.model, args.device, workers, threads, args.beam,
                                 args.encode_every_frame, precision)
-        with _ProgressBar(sum(d or 0.0 for d in durations.values()), len(todo),
-                       not args.no_progress) as progress:
+        with _ProgressBar(list(durations.values()), not args.no_progress) as progress:
             for parts in group_results(_counting(results, progress, summary)):
                 video = by_path[parts[0].path]
                 _finish(video, parts, args.out, manifest, sample_fps, summary, settings)
@@ -298,24 +297,38 @@ class _Summary:
 
 
 class _ProgressBar:
-    """A tqdm bar over video seconds (files done, frames/s, realtime factor, ETA), or nothing."""
+    """A tqdm bar over video seconds (files done, frames/s, realtime factor, ETA), or nothing.
 
-    def __init__(self, total_seconds: float, videos: int, enabled: bool) -> None:
-        self.videos = videos
+    It never passes its total: a video can run longer than its container said (the seconds
+    counted are capped at the total), and where a duration is unknown there is no total (no
+    percentage, no ETA) rather than a wrong one.
+    """
+
+    def __init__(self, durations: list[float | None], enabled: bool) -> None:
+        self.videos = len(durations)
         self.bar: Any = None
-        if enabled and videos:
+        self.seconds = 0.0
+        known = sum(d or 0.0 for d in durations)
+        self.total = known if known > 0 and None not in durations else None
+        if enabled and durations:
             try:
                 from tqdm import tqdm
             except ImportError:  # tqdm is optional for the runtime: no bar then
                 return
-            self.bar = tqdm(total=round(total_seconds, 1) or None, unit="video s",
-                            desc="captioning", dynamic_ncols=True)
+            self.bar = tqdm(total=None if self.total is None else round(self.total, 1),
+                            unit="video s", desc="captioning", dynamic_ncols=True)
 
     def advance(self, seconds: float) -> None:
+        self.seconds += max(0.0, seconds)
+        if self.total is not None:
+            self.seconds = min(self.seconds, self.total)
         if self.bar is not None:
-            self.bar.update(round(seconds, 1))
+            self.bar.n = round(self.seconds, 1)  # set, not added: no float error builds up
+            self.bar.refresh()
 
     def video_done(self, summary: _Summary) -> None:
+        if self.total is not None and summary.done + summary.failed >= self.videos:
+            self.advance(self.total)  # all done: full, even where videos ran short
         if self.bar is not None:
             fps, realtime = summary.rates()
             self.bar.set_postfix_str(f"videos {summary.done + summary.failed}/{self.videos}, "
