@@ -24,7 +24,7 @@ from typing import Any
 
 from bench.__main__ import CAPACITY_DROPS, GPU_MAX_BATCH, live_run
 from bench.inputs import CACHE, bench_video
-from stream.cli.arguments import frame_size
+from stream.cli.arguments import Parser, frame_size
 from stream.engines.settings import PipelineSettings
 from stream.files import write_text_atomically
 from stream.media.hwaccel import HWACCELS
@@ -79,8 +79,8 @@ def _summary(args: argparse.Namespace, settings: PipelineSettings,
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench.capacity_sweep",
-                                     description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m bench.capacity_sweep",
+                    description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
     parser.add_argument("--size", type=frame_size, default=(640, 480), metavar="WxH")
     parser.add_argument("--counts", type=int, nargs="+", required=True, metavar="N")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.gpu_kit import KIT, PLAN, KitError, join_parts, missing_parts, read_plan
+from stream.cli.arguments import Parser
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECK = ROOT / "bench" / "gpu_check.sh"
@@ -245,8 +246,8 @@ def collect(results: Path, into: Path | None = None) -> dict[str, Any]:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python3 -m bench.gpu_drive",
-                                     description="The GPU kit's driver (docs/gpu-kit.md).")
+    parser = Parser(prog="python3 -m bench.gpu_drive",
+                    description="The GPU kit's driver (docs/gpu-kit.md).")
     parser.add_argument("--kit", type=Path, default=KIT, help="kit folder (default: runs/gpu-kit)")
     sub = parser.add_subparsers(dest="command", required=True)
     one = sub.add_parser("status", help="which parts have reached this machine")

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from stream.cli.arguments import Parser
+
 ROOT = Path(__file__).resolve().parent.parent
 KIT = ROOT / "runs" / "gpu-kit"
 PLAN = "plan.json"
@@ -295,7 +297,7 @@ def describe_plan(plan: dict[str, Any]) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m bench.gpu_kit",
         description="Download the wheels a lent GPU machine lacks, cut them into parts that "
                     "fit its calls, and write the plan of calls (see docs/gpu-kit.md).")

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -24,6 +23,7 @@ import av
 from av.video.reformatter import VideoReformatter
 
 from bench.inputs import CACHE, bench_video
+from stream.cli.arguments import Parser
 from stream.media.frames import FrameCounter, TimeSampler, frame_to_rgb, sampled_frames
 
 SIZE = (224, 224)
@@ -82,8 +82,8 @@ def decode_ms_per_second(path: Path, skip: bool, seconds: float) -> tuple[float,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.hot_path",
-                                     description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m bench.hot_path",
+                    description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)

@@ -19,7 +19,6 @@ and CPU use.
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import sys
@@ -32,6 +31,7 @@ import numpy as np
 
 from bench.inputs import paced_source
 from bench.machine import proc_status
+from stream.cli.arguments import Parser
 from stream.engines.local import Pipeline
 from stream.engines.ray import RayPipeline, RaySettings
 from stream.engines.settings import PipelineSettings
@@ -141,7 +141,7 @@ def peak_rss_mb() -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, required=True)
     parser.add_argument("--video", type=Path, required=True)
     parser.add_argument("--streams", type=int, default=1)

@@ -12,7 +12,6 @@ JSON; exit code 0 when it passes, 1 otherwise.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -25,6 +24,7 @@ import numpy as np
 
 from bench.inputs import bench_video, paced_source
 from bench.machine import proc_status
+from stream.cli.arguments import Parser
 from stream.engines.local import Pipeline
 from stream.engines.settings import PipelineSettings
 from stream.events import CaptionEvent
@@ -92,9 +92,9 @@ def verdict(samples: list[dict[str, Any]], warmup: float) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.soak",
-                                     description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 2)[2])
+    parser = Parser(prog="python -m bench.soak",
+                    description=__doc__.split("\n\n")[0],
+                    epilog=__doc__.split("\n\n", 2)[2])
     parser.add_argument("--seconds", type=float, default=600.0, help="run time (default 600)")
     parser.add_argument("--streams", type=int, default=2, help="paced 30 fps cameras (2)")
     parser.add_argument("--every", type=float, default=5.0, help="seconds between samples (5)")

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from stream.cli.arguments import Parser
 from stream.errors import StreamError
 from stream.files import write_text_atomically
 from stream.model.bundle import LoadedBundle, open_bundle
@@ -84,8 +85,8 @@ def measure(loaded: LoadedBundle, io_binding: bool, streams: int, steps: int) ->
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench.state_transfers",
-                                     description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m bench.state_transfers",
+                    description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
     parser.add_argument("--device", choices=DEVICES, default="cuda")
     parser.add_argument("--streams", type=int, default=8)

@@ -12,12 +12,13 @@ from export.build import export_bundle
 from export.quantize import add_quant_options, quant_settings
 from lrcn.checkpoint import CheckpointError
 from lrcn.onnx_export import OPSET
+from stream.cli.arguments import Parser
 from stream.errors import StreamError
 from stream.model.bundle import BUNDLE_FILE
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m export",
         description="Export a training checkpoint to a model bundle: encoder.onnx, memory.onnx, "
                     "captioner.onnx and bundle.json, validated before it is moved into place.")

@@ -22,6 +22,7 @@ from export.graphs import example_inputs, graph_modules
 from lrcn.checkpoint import load_checkpoint
 from lrcn.data import load_dataset
 from lrcn.model import LRCN
+from stream.cli.arguments import Parser
 from stream.files import write_text_atomically
 from stream.media.frames import read_sampled_frames
 from stream.model.bundle import GRAPH_IO, LoadedBundle, open_bundle
@@ -80,8 +81,8 @@ def caption_agreement(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.parity", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="python -m export.parity", description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--bundle", type=Path, required=True)
     parser.add_argument("--data", type=Path, help="split to caption end to end (optional)")

@@ -59,6 +59,7 @@ from export.precision import restore_weights_fp32
 from lrcn.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from lrcn.model import LRCN, LRCNConfig
 from lrcn.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocabulary
+from stream.cli.arguments import Parser
 from stream.errors import StreamError
 from stream.files import sha256_file, write_atomically
 from stream.model.bundle import BUNDLE_FILE, GRAPH_IO, Bundle, check_files, open_bundle, read_bundle
@@ -471,7 +472,7 @@ def _compare_initializers(shipped: Path, again: Path, tolerance: float) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m export.recover",
         description="Rebuild the training checkpoint a bundle was exported from (trainable "
                     "weights, config, vocabulary), verified by exporting it again and comparing "

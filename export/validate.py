@@ -6,7 +6,6 @@ Exit status 0 when valid, 1 when not.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stream.cli.arguments import Parser
 from stream.errors import StreamError
 from stream.files import write_text_atomically
 from stream.model.bundle import LoadedBundle, open_bundle
@@ -21,7 +21,7 @@ from stream.model.sessions import DEVICES, PRECISION_HELP, PRECISIONS, SessionSe
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m export.validate",
         description="Validate a model bundle: bundle.json fields, files and sha256 checksums, "
                     "graph inputs and outputs against bundle.json, vocabulary against the "

@@ -65,6 +65,7 @@ from lrcn.metrics import (
     wrong_runs,
 )
 from lrcn.predict import predict, video_key_frames
+from stream.cli.arguments import Parser
 from stream.errors import StreamError
 from stream.events import CaptionEvent
 from stream.files import write_text_atomically
@@ -179,8 +180,8 @@ def score_split(
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    p = argparse.ArgumentParser(prog="python -m lrcn.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="python -m lrcn.evaluate", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     model = p.add_mutually_exclusive_group(required=True)
     model.add_argument("--checkpoint", type=Path, help="a .pt file from lrcn.train")
     model.add_argument("--bundle", type=Path,

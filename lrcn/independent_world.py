@@ -74,6 +74,7 @@ from lrcn.world import (
     plan_video,
     split_config,
 )
+from stream.cli.arguments import Parser
 from stream.files import write_atomically, write_text_atomically
 from stream.model.sessions import cpu_flags
 
@@ -446,7 +447,7 @@ def generate_stills(out_dir: str | os.PathLike[str], images: int, seed: int,
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m lrcn.independent_world``."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m lrcn.independent_world",
         description="Render a ShapesWorld split with a second, independent renderer (its own "
                     "colours, shapes, backgrounds, noise, frame sizes 320x240 to 640x480, "

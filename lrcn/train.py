@@ -51,6 +51,7 @@ from lrcn.features import (
 from lrcn.model import LRCN, LRCNConfig, caption_targets, option
 from lrcn.predict import frame_accuracy
 from lrcn.vocab import PAD_ID, Vocabulary
+from stream.cli.arguments import Parser
 from stream.files import write_text_atomically
 from stream.model.keyframes import (
     KeyFrameRule,
@@ -270,7 +271,7 @@ def train_epoch(
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The command-line interface (every option is also a --config JSON key)."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m lrcn.train", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     io = p.add_argument_group("data and output")

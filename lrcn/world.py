@@ -54,6 +54,7 @@ import numpy as np
 from av.video.stream import VideoStream
 from tqdm import tqdm
 
+from stream.cli.arguments import Parser
 from stream.files import write_atomically, write_text_atomically
 
 logger = logging.getLogger(__name__)
@@ -647,7 +648,7 @@ def split_config(args: argparse.Namespace, **fields: Any) -> WorldConfig:
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m lrcn.world``."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m lrcn.world",
         description="Generate a ShapesWorld split: captioned H.264 videos of moving shapes, "
                     f"in <out>/{VIDEOS_DIR}/*.mp4 with <out>/{CAPTIONS_NAME} in the "
