@@ -191,6 +191,24 @@ def test_a_feature_whose_extra_is_missing_says_which_before_any_work(tmp_path, a
     assert result.stdout == "" and not (outputs / "run.jsonl").exists()
 
 
+def test_a_console_reader_that_goes_away_ends_only_the_console(tmp_path):
+    """``run-stream | head -1``: standard output's reader closes it (here before the first
+    line: deterministic); the files are written to the end and the run exits 0 (before: exit
+    4, "error: [Errno 32] Broken pipe", the JSON Lines cut short)."""
+    read_end, write_end = os.pipe()
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "run_stream.py"), "--jsonl", str(tmp_path / "out.jsonl")],
+        cwd=ROOT, stdout=write_end, stderr=subprocess.PIPE, text=True)
+    os.close(write_end)
+    os.close(read_end)  # no reader left: the first console line meets a broken pipe
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr and "Broken pipe" not in stderr
+    events = read_jsonl(tmp_path / "out.jsonl")
+    assert events[-1]["kind"] == "ended" and events[-1]["message"] == "end of stream"
+    assert sum(e["type"] == "caption" for e in events) == 89  # the sample's every frame
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_stops_promptly_with_every_output_complete(tmp_path, sig, code):
     out = {kind: tmp_path / f"live.{kind}" for kind in ("jsonl", "srt", "vtt")}

@@ -3,11 +3,16 @@ status that matters, for a person watching."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import sys
 from typing import IO
 
 from stream.events import DROPPED, END, RECONNECTING, CaptionEvent, Event, SettledEvent
 from stream.sinks.base import Sink
+
+log = logging.getLogger(__name__)
 
 
 class ConsoleSink(Sink):
@@ -23,7 +28,7 @@ class ConsoleSink(Sink):
 
     def __init__(self, out: IO[str] | None = None, show_stream: bool = False,
                  frames: bool = False) -> None:
-        self.out = out if out is not None else sys.stdout
+        self.out: IO[str] | None = out if out is not None else sys.stdout
         self.show_stream = show_stream
         self.frames = frames
 
@@ -43,5 +48,13 @@ class ConsoleSink(Sink):
             self._line(f"{'':9}   {who}[{event.kind}] {event.message}")
 
     def _line(self, text: str) -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
+        if self.out is None:
+            return
+        try:
+            self.out.write(text + "\n")
+            self.out.flush()
+        except BrokenPipeError:  # `run-stream | head`: the reader is gone, the files go on
+            log.info("console: its reader went away; captioning goes on")
+            with contextlib.suppress(OSError, ValueError):  # no flush error at exit either
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self.out.fileno())
+            self.out = None
