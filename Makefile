@@ -2,7 +2,7 @@
 #   make run    set up the runtime and caption the bundled sample video with the bundled model
 #   make test   set up, lint, type-check and run the whole test suite
 # `make demo` generates a small ShapesWorld, trains briefly, evaluates and exports a bundle.
-# `make shapes` is the full run behind the README's accepted numbers (about an hour on 2 cores);
+# `make shapes` is the full run behind the shipped model (its timings, per machine: docs/results.md);
 # `make bundle` exports its checkpoint to models/shapes and evaluates that through the ONNX core.
 # `make recover` rebuilds that checkpoint from the shipped bundle, where runs/shapes/best.pt is gone
 # (training runs are not committed), so the same weights can be exported again:
