@@ -1,14 +1,11 @@
 """A ``python -m`` command whose extra is not installed says so in one line and exits 2
 (stream/cli/extras.py), and the extras it knows are pyproject.toml's.
 
-The missing modules are made missing for real: a ``sitecustomize`` puts a finder first on
-``sys.meta_path`` that raises ModuleNotFoundError for them, exactly what Python raises for a
-package that is not installed (same message, same ``name``), on every import path.
+The missing modules are made missing for real (tests.tools.commands.without_modules).
 """
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -19,34 +16,15 @@ import pytest
 import tomllib
 
 from stream.cli.extras import EXTRAS, extra_for, missing_extra_line
+from tests.tools.commands import without_modules
 
 ROOT = Path(__file__).resolve().parents[1]
 NOT_EXPLAINED = {"dev", "gpu"}  # dev: tools; gpu: CUDA libraries, explained by stream/cuda.py
 
-_SITECUSTOMIZE = '''
-import sys
-
-class _NotInstalled:
-    """Python's own error for a package that is not installed, for the names below."""
-
-    @classmethod
-    def find_spec(cls, name, path=None, target=None):
-        if name.partition(".")[0] in {missing!r}:
-            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
-        return None
-
-sys.meta_path.insert(0, _NotInstalled)
-'''
-
-
 def run(tmp_path: Path, *command: str, missing: tuple[str, ...] = ()
         ) -> subprocess.CompletedProcess[str]:
     """``python *command`` from the checkout, with the ``missing`` modules not installed."""
-    env = dict(os.environ)
-    if missing:
-        (tmp_path / "sitecustomize.py").write_text(_SITECUSTOMIZE.format(missing=set(missing)))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path),
-                                                          env.get("PYTHONPATH")]))
+    env = without_modules(missing, tmp_path) if missing else None
     return subprocess.run([sys.executable, *command], capture_output=True, text=True,
                           timeout=120, cwd=ROOT, env=env)
 
