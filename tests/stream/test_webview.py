@@ -18,7 +18,7 @@ import pytest
 from stream.events import CaptionEvent
 from stream.settle import Settling
 from stream.sinks.webview import WebView, is_loopback, parse_address
-from tests.conftest import require_tool
+from tests.conftest import ctrl_c_as_in_a_terminal, require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 LIVE = "lavfi:testsrc2=size=320x240:rate=30,realtime"
@@ -30,7 +30,8 @@ def start_serving(*args: str) -> tuple[subprocess.Popen[str], str]:
     """run_stream.py with --serve on a free port; returns the process and the page's URL."""
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "run_stream.py"), *args, "--quiet", "--serve",
-         "127.0.0.1:0"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+         "127.0.0.1:0"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=ctrl_c_as_in_a_terminal)  # the tests stop it with SIGINT
     assert process.stderr is not None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
