@@ -54,10 +54,15 @@ def extra_for(module: str, prefer: str | None = None) -> str | None:
     return extras[0] if extras else None
 
 
+def install_hint(extra: str) -> str:
+    """The command that installs ``extra``: ``pip install 'lrcn-stream[web]'``."""
+    return f"pip install 'lrcn-stream[{extra}]'"
+
+
 def missing_extra_line(command: str, module: str, extra: str) -> str:
     """The one line a command prints when ``module`` of ``extra`` is not installed."""
     return (f"error: {command} needs the {extra!r} extra (No module named {module!r}): "
-            f"pip install 'lrcn-stream[{extra}]'")
+            f"{install_hint(extra)}")
 
 
 def explain_missing_extras(package: str, extra: str) -> None:

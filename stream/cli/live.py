@@ -34,6 +34,7 @@ from stream.cli.arguments import (
     whole_number,
 )
 from stream.cli.cameras import CameraError, Cameras, api_routes
+from stream.cli.extras import install_hint
 from stream.engines.decoder import ReconnectPolicy
 from stream.engines.local import Pipeline
 from stream.engines.ray import RayPipeline, RaySettings
@@ -245,8 +246,8 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         try:
             from stream.cli.config import ConfigError, load_config
         except ImportError as error:
-            print(f"error: --config needs pydantic and PyYAML (pip install "
-                  f"'lrcn-stream[service]'): {error}", file=sys.stderr)
+            print(f"error: --config needs pydantic and PyYAML ({install_hint('service')}): "
+                  f"{error}", file=sys.stderr)
             return exits.USAGE
         try:
             config = load_config(args.config)
@@ -332,8 +333,8 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 print(f"error: --serve {args.serve}: {error}", file=sys.stderr)
                 return exits.USAGE
             except ImportError as error:
-                print(f"error: --serve needs the web extra (pip install 'lrcn-stream[web]'): "
-                      f"{error}", file=sys.stderr)
+                print(f"error: --serve needs the web extra ({install_hint('web')}): {error}",
+                      file=sys.stderr)
                 return exits.USAGE
             undo.callback(view.close)
             shared.append(view)
@@ -371,23 +372,23 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         pipeline: Pipeline | RayPipeline
         # Held open when every source has ended: a service waits for cameras, and a live view
         # stays up to be looked at (said in one line when it happens).
-        held = args.keep_running or args.serve is not None
+        held: str | None = None  # what a held run says when every source has ended
         if args.serve is not None:
-            notice = f"every source has ended; the live view stays up at {url} until Ctrl-C"
-        else:
-            notice = "every source has ended; waiting for cameras (--keep-running) until Ctrl-C"
+            held = f"every source has ended; the live view stays up at {url} until Ctrl-C"
+        elif args.keep_running:
+            held = "every source has ended; waiting for cameras (--keep-running) until Ctrl-C"
         try:
             if ray_settings is None:
                 loaded = open_bundle(args.model, SessionSettings(device=args.device,
                                                                  threads=args.threads,
                                                                  precision=args.precision))
                 pipeline = Pipeline(sources, loaded, settings, frame_listeners=listeners,
-                                    join_on_exit=False, keep_open=held)
+                                    join_on_exit=False, keep_open=held is not None)
                 sample_fps = loaded.bundle.sample_fps
             else:
                 pipeline = RayPipeline(sources, args.model, args.device, settings,
                                        ray_settings, frame_listeners=listeners,
-                                       join_on_exit=False, keep_open=held,
+                                       join_on_exit=False, keep_open=held is not None,
                                        precision=args.precision)
                 sample_fps = pipeline.bundle.sample_fps
             if metrics is not None and isinstance(pipeline, Pipeline):
@@ -416,7 +417,7 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     return _run(pipeline, shared, files,
                 SummarySink(ids), overlay_recorder, Settling(args.settle, interval),
-                snapshots, notice if held else None)
+                snapshots, held)
 
 
 def _take_defaults(args: argparse.Namespace, parser: argparse.ArgumentParser,
