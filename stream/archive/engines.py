@@ -138,6 +138,11 @@ def _stop_pool(pool: ProcessPoolExecutor, workers: set[multiprocessing.process.B
                grace: float = 5.0) -> None:
     """Cancel the pool's pending tasks and end its worker processes within ``grace`` seconds
     (terminated, then killed)."""
+    # CPython's thread that runs the pool (private; None where there is none). It closes the
+    # pool's wakeup pipe as it ends, which races with the interpreter's exit handler writing to
+    # that pipe ("Exception ignored ... Bad file descriptor" after a Ctrl-C, CPython 3.11):
+    # joined below, so that it has ended before the exit.
+    manager = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
     for worker in workers:
         worker.terminate()
@@ -155,6 +160,8 @@ def _stop_pool(pool: ProcessPoolExecutor, workers: set[multiprocessing.process.B
         worker.kill()
     for worker in workers:  # reap them (at once: each has exited, or was killed)
         worker.join(1.0)
+    if manager is not None:
+        manager.join(grace)  # its workers gone, it ends at once (the pool is broken)
 
 
 # ---------------------------------------------------------------------------- Ray
